@@ -1,0 +1,13 @@
+//! The public vocabulary: typed function handles, options, and the views returned by queries.
+//!
+//! Invariant: nothing here touches storage or the runtime; these are plain values. Types that
+//! cross the disk boundary live in `storage::records` and are converted, so the public API can
+//! evolve without changing the file format.
+
+mod duration;
+mod retry;
+mod types;
+
+pub use duration::DurationArg;
+pub use retry::RetryPolicy;
+pub use types::*;

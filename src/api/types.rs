@@ -1,0 +1,321 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A typed name for a registered function. The name is what is stored; the types make a wrong
+/// input a compile error at `dispatch`.
+pub trait FunctionHandle: Copy + Send + Sync + 'static {
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    fn name(&self) -> &'static str;
+}
+
+/// Handle of an activity: `async fn(Input) -> Result<Output, ActivityError>`.
+///
+/// ```
+/// # use stent::Activity;
+/// const CHARGE: Activity<u64, String> = Activity::new("charge_card");
+/// ```
+pub struct Activity<I, O> {
+    name: &'static str,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> Activity<I, O> {
+    pub const fn new(name: &'static str) -> Self {
+        Activity {
+            name,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<I, O> Clone for Activity<I, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<I, O> Copy for Activity<I, O> {}
+
+impl<I, O> fmt::Debug for Activity<I, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Activity({})", self.name)
+    }
+}
+
+impl<I, O> FunctionHandle for Activity<I, O>
+where
+    I: Serialize + DeserializeOwned + Send + 'static,
+    O: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Identifies an execution; numbers grow with dispatch order and are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExecutionId(pub u64);
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Whether an activity's error may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    Retryable,
+    Permanent,
+}
+
+/// What an activity returns when it fails: a message, whether it may be retried, an optional
+/// code a retry policy can select on, and optional JSON details kept with the dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityError {
+    pub message: String,
+    pub kind: ErrorKind,
+    pub code: Option<String>,
+    /// JSON text (kept as text so records stay in a self-describing-free binary format).
+    pub details: Option<String>,
+}
+
+impl ActivityError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ActivityError {
+            message: message.into(),
+            kind: ErrorKind::Retryable,
+            code: None,
+            details: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ActivityError {
+            message: message.into(),
+            kind: ErrorKind::Permanent,
+            code: None,
+            details: None,
+        }
+    }
+
+    pub fn with_code(mut self, code: impl Into<String>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
+    pub fn with_details(mut self, details: &serde_json::Value) -> Self {
+        self.details = Some(details.to_string());
+        self
+    }
+
+    pub fn details(&self) -> Option<serde_json::Value> {
+        self.details
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+    }
+}
+
+impl fmt::Display for ActivityError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ErrorKind::Retryable => "retryable",
+            ErrorKind::Permanent => "permanent",
+        };
+        write!(f, "{kind} error")?;
+        if let Some(code) = &self.code {
+            write!(f, " [{code}]")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ActivityError {}
+
+impl From<std::io::Error> for ActivityError {
+    fn from(e: std::io::Error) -> Self {
+        ActivityError::retryable(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl ExecutionState {
+    pub const ALL: [ExecutionState; 6] = [
+        ExecutionState::Pending,
+        ExecutionState::Running,
+        ExecutionState::Completed,
+        ExecutionState::Failed,
+        ExecutionState::TimedOut,
+        ExecutionState::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, ExecutionState::Pending | ExecutionState::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionState::Pending => "pending",
+            ExecutionState::Running => "running",
+            ExecutionState::Completed => "completed",
+            ExecutionState::Failed => "failed",
+            ExecutionState::TimedOut => "timed_out",
+            ExecutionState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ExecutionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// One failed or abandoned attempt, kept (bounded) with the task and its dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    pub error: ActivityError,
+}
+
+/// What `state_of` shows of an execution.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionInfo {
+    pub id: ExecutionId,
+    pub function: String,
+    pub state: ExecutionState,
+    pub queue: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub input: serde_json::Value,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<ActivityError>,
+    pub created_ms: u64,
+    /// When it is due to start (creation plus delay); `max_duration` counts from here.
+    pub scheduled_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    /// Claims of the root task so far (the current fencing token).
+    pub attempts: u32,
+    pub history: Vec<AttemptRecord>,
+    pub idempotency_key: Option<String>,
+}
+
+/// Filter for `list_executions`; `None` fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub state: Option<ExecutionState>,
+    pub function: Option<String>,
+    pub queue: Option<String>,
+}
+
+/// Newest-first paging: pass the previous page's `next` as `before` to continue.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub limit: u32,
+    pub before: Option<ExecutionId>,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            limit: 50,
+            before: None,
+        }
+    }
+}
+
+/// A task that exhausted its retries or failed permanently, with everything needed to inspect
+/// or replay it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: u64,
+    pub execution_id: ExecutionId,
+    pub task_id: u64,
+    pub function: String,
+    pub queue: String,
+    pub input: serde_json::Value,
+    pub error: ActivityError,
+    pub attempts: u32,
+    pub history: Vec<AttemptRecord>,
+    pub failed_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunningTask {
+    pub task_id: u64,
+    pub execution_id: ExecutionId,
+    pub function: String,
+    pub worker: String,
+    pub attempt: u32,
+    pub lease_expires_ms: u64,
+}
+
+/// Options for a pool of workers in this process.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub worker_id: String,
+    /// Queues served; empty means `["default"]`.
+    pub queues: Vec<String>,
+    /// A worker with tags takes tasks sharing one of them, plus untagged tasks.
+    pub tags: Vec<String>,
+    pub max_concurrency: usize,
+    pub lease_duration: Duration,
+    pub heartbeat_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            worker_id: format!("worker-{}", std::process::id()),
+            queues: Vec::new(),
+            tags: Vec::new(),
+            max_concurrency: 64,
+            lease_duration: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Lifecycle of a worker pool: `starting → ready → draining → stopped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Starting,
+    Ready,
+    Draining,
+    Stopped,
+}

@@ -1,0 +1,121 @@
+//! Registered functions of one engine. No global state: two engines in one process have
+//! separate registries.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{ActivityError, FunctionHandle, RetryPolicy};
+use crate::error::Error;
+use crate::lease::Limiter;
+
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, ActivityError>> + Send>>;
+pub type Handler = Arc<dyn Fn(Vec<u8>) -> TaskFuture + Send + Sync>;
+
+pub struct Function {
+    pub name: &'static str,
+    pub handler: Handler,
+    pub retry: RetryPolicy,
+    pub queue: String,
+    pub priority: i32,
+    pub timeout: Option<Duration>,
+    pub limiter: Limiter,
+}
+
+impl std::fmt::Debug for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Function")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wraps a typed async function into the byte-level handler the workers run: JSON in, JSON out.
+pub fn handler<F, Fut>(handle: F::Handle, f: F) -> Handler
+where
+    F: TypedFn<Fut>,
+    Fut: Future<Output = Result<<F::Handle as FunctionHandle>::Output, ActivityError>>
+        + Send
+        + 'static,
+{
+    let f = Arc::new(f);
+    let name = handle.name();
+    Arc::new(move |input: Vec<u8>| {
+        let f = f.clone();
+        Box::pin(async move {
+            let input = serde_json::from_slice(&input).map_err(|e| {
+                ActivityError::permanent(format!("input of {name:?} does not decode: {e}"))
+                    .with_code("bad_input")
+            })?;
+            let output = f.call(input).await?;
+            serde_json::to_vec(&output).map_err(|e| {
+                ActivityError::permanent(format!("output of {name:?} does not encode: {e}"))
+                    .with_code("bad_output")
+            })
+        }) as TaskFuture
+    })
+}
+
+/// An async fn taking the handle's input. Implemented for closures; exists so the handle's
+/// types drive inference.
+pub trait TypedFn<Fut>: Send + Sync + 'static {
+    type Handle: FunctionHandle;
+    fn call(&self, input: <Self::Handle as FunctionHandle>::Input) -> Fut;
+}
+
+pub struct Bound<H, F> {
+    pub f: F,
+    _h: std::marker::PhantomData<fn() -> H>,
+}
+
+impl<H, F> Bound<H, F> {
+    pub fn new(f: F) -> Self {
+        Bound {
+            f,
+            _h: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<H, F, Fut> TypedFn<Fut> for Bound<H, F>
+where
+    H: FunctionHandle,
+    F: Fn(H::Input) -> Fut + Send + Sync + 'static,
+{
+    type Handle = H;
+    fn call(&self, input: H::Input) -> Fut {
+        (self.f)(input)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    functions: BTreeMap<&'static str, Arc<Function>>,
+}
+
+impl Registry {
+    pub fn insert(&mut self, function: Function) -> Result<(), Error> {
+        if self.functions.contains_key(function.name) {
+            return Err(Error::Config(format!(
+                "function {:?} is registered twice",
+                function.name
+            )));
+        }
+        self.functions.insert(function.name, Arc::new(function));
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Function>> {
+        self.functions.get(name)
+    }
+
+    /// The function, or the error a user should see: the name and what is registered.
+    pub fn require(&self, name: &str) -> Result<&Arc<Function>, Error> {
+        self.get(name).ok_or_else(|| Error::UnknownFunction {
+            name: name.to_string(),
+            registered: self.functions.keys().map(|k| k.to_string()).collect(),
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Everything that must happen at a time: delayed and backed-off tasks becoming ready, lease
+//! expiries, execution deadlines. One driver task sleeps until the earliest entry (through the
+//! injected clock) or until an earlier entry is added; there is no polling loop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::storage::ReadyItem;
+
+#[derive(Debug, Clone)]
+pub enum Due {
+    Task(ReadyItem),
+    Lease { task_id: u64, token: u32 },
+    Deadline { execution_id: u64 },
+}
+
+type Key = (u64, u64);
+
+#[derive(Default)]
+pub struct Timers {
+    entries: Mutex<BTreeMap<Key, Due>>,
+    /// Current lease timer per task, so a renewal or an ended attempt removes the old entry
+    /// (keeps the map at one entry per running task).
+    lease_keys: Mutex<HashMap<u64, Key>>,
+    seq: AtomicU64,
+    pub notify: Notify,
+}
+
+impl Timers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Due>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn add(&self, due_ms: u64, what: Due) -> Key {
+        let key = (due_ms, self.seq.fetch_add(1, Ordering::Relaxed));
+        let earliest = {
+            let mut entries = self.lock();
+            entries.insert(key, what);
+            entries.keys().next() == Some(&key)
+        };
+        if earliest {
+            self.notify.notify_one();
+        }
+        key
+    }
+
+    pub fn set_lease(&self, task_id: u64, token: u32, expires_ms: u64) {
+        let key = self.add(expires_ms, Due::Lease { task_id, token });
+        let old = self
+            .lease_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(task_id, key);
+        if let Some(old) = old {
+            self.lock().remove(&old);
+        }
+    }
+
+    pub fn clear_lease(&self, task_id: u64) {
+        let old = self
+            .lease_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&task_id);
+        if let Some(old) = old {
+            self.lock().remove(&old);
+        }
+    }
+
+    /// Removes and returns every entry due at `now_ms`, and the next due time after them.
+    pub fn pop_due(&self, now_ms: u64) -> (Vec<Due>, Option<u64>) {
+        let mut entries = self.lock();
+        let later = entries.split_off(&(now_ms.saturating_add(1), 0));
+        let due = std::mem::replace(&mut *entries, later);
+        let next = entries.keys().next().map(|k| k.0);
+        drop(entries);
+        let mut out = Vec::with_capacity(due.len());
+        for (key, what) in due {
+            if let Due::Lease { task_id, .. } = &what {
+                let mut keys = self.lease_keys.lock().unwrap_or_else(|p| p.into_inner());
+                if keys.get(task_id) == Some(&key) {
+                    keys.remove(task_id);
+                }
+            }
+            out.push(what);
+        }
+        (out, next)
+    }
+}

@@ -1,0 +1,399 @@
+//! Worker pools: a claim loop, a heartbeat loop, and one tokio task per running attempt.
+//!
+//! An attempt goes: take from the ready queue (holding a pool permit and a function slot) →
+//! durable claim (lease + fencing token) → run the user's future → commit the outcome with the
+//! token. Heartbeats renew every lease of the pool in one command per interval; a renewal that
+//! comes back `LeaseLost` aborts that attempt's future, since another worker may own it now.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::ready::Filter;
+use super::registry::Function;
+use super::{lock, Inner, Running};
+use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
+use crate::error::{Error, Result};
+use crate::lease::LeaseError;
+use crate::storage::records::duration_ms;
+use crate::storage::{Op, OpOutput, ReadyItem};
+
+/// Handle on a pool of workers started by [`crate::Engine::serve`].
+#[derive(Clone)]
+pub struct WorkerPool {
+    shared: Arc<Pool>,
+}
+
+struct Pool {
+    inner: Arc<Inner>,
+    id: u64,
+    options: WorkerOptions,
+    queues: Vec<String>,
+    permits: Arc<Semaphore>,
+    status: watch::Sender<WorkerStatus>,
+}
+
+pub(super) fn start(inner: Arc<Inner>, mut options: WorkerOptions) -> WorkerPool {
+    options.max_concurrency = options.max_concurrency.clamp(1, Semaphore::MAX_PERMITS);
+    let queues = if options.queues.is_empty() {
+        vec!["default".to_string()]
+    } else {
+        options.queues.clone()
+    };
+    let shared = Arc::new(Pool {
+        id: inner.next_pool.fetch_add(1, Ordering::Relaxed),
+        permits: Arc::new(Semaphore::new(options.max_concurrency)),
+        status: watch::Sender::new(WorkerStatus::Starting),
+        inner,
+        options,
+        queues,
+    });
+    tokio::spawn(claim_loop(shared.clone()));
+    tokio::spawn(heartbeat_loop(shared.clone()));
+    WorkerPool { shared }
+}
+
+impl WorkerPool {
+    pub fn status(&self) -> WorkerStatus {
+        *self.shared.status.borrow()
+    }
+
+    /// Resolves once the pool is claiming work.
+    pub async fn wait_until_ready(&self) -> WorkerStatus {
+        let mut rx = self.shared.status.subscribe();
+        let status = rx
+            .wait_for(|s| *s != WorkerStatus::Starting)
+            .await
+            .map(|s| *s);
+        status.unwrap_or(WorkerStatus::Stopped)
+    }
+
+    /// Attempts of this pool running now.
+    pub fn running(&self) -> usize {
+        self.shared.options.max_concurrency - self.shared.permits.available_permits()
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.shared.options.worker_id
+    }
+
+    /// Stops claiming, lets running attempts finish for up to the grace period (on the
+    /// engine's clock), then aborts what is left and gives it back to the queue (the attempt
+    /// counts). Returns how many attempts were given back.
+    pub async fn drain(&self) -> Result<usize> {
+        self.drain_with_grace(self.shared.options.shutdown_grace)
+            .await
+    }
+
+    pub async fn drain_with_grace(&self, grace: Duration) -> Result<usize> {
+        let pool = &self.shared;
+        pool.status.send_if_modified(|s| {
+            let change = *s != WorkerStatus::Stopped;
+            if change {
+                *s = WorkerStatus::Draining;
+            }
+            change
+        });
+        let all = pool.options.max_concurrency as u32;
+        let deadline = pool.inner.clock.now_ms().saturating_add(duration_ms(grace));
+        let finished = tokio::select! {
+            permits = pool.permits.clone().acquire_many_owned(all) => Some(permits),
+            _ = pool.inner.clock.sleep_until(deadline) => None,
+        };
+        let mut given_back = 0;
+        let permits = match finished {
+            Some(permits) => permits,
+            None => {
+                let left: Vec<(u64, Option<u32>)> = {
+                    let mut running = lock(&pool.inner.running);
+                    running
+                        .iter_mut()
+                        .filter(|(_, r)| r.pool == pool.id)
+                        .map(|(id, r)| {
+                            r.aborted = true;
+                            if let Some(a) = &r.abort {
+                                a.abort();
+                            }
+                            (*id, r.token)
+                        })
+                        .collect()
+                };
+                for (task_id, token) in left {
+                    let Some(token) = token else { continue };
+                    let reason = format!(
+                        "worker {:?} drained before the attempt finished",
+                        pool.options.worker_id
+                    );
+                    match pool
+                        .inner
+                        .submit(Op::Abandon {
+                            task_id,
+                            token,
+                            reason,
+                        })
+                        .await
+                    {
+                        Ok(_) => given_back += 1,
+                        Err(Error::Lease(_)) => {} // It finished or was taken meanwhile.
+                        Err(e) => return Err(e),
+                    }
+                }
+                pool.permits.clone().acquire_many_owned(all).await
+            }
+        };
+        drop(permits);
+        pool.status.send_replace(WorkerStatus::Stopped);
+        Ok(given_back)
+    }
+}
+
+fn stopping(pool: &Pool) -> bool {
+    matches!(
+        *pool.status.borrow(),
+        WorkerStatus::Draining | WorkerStatus::Stopped
+    ) || *pool.inner.shutdown.borrow()
+}
+
+async fn claim_loop(pool: Arc<Pool>) {
+    let mut status = pool.status.subscribe();
+    let mut shutdown = pool.inner.shutdown.subscribe();
+    pool.status.send_if_modified(|s| {
+        let change = *s == WorkerStatus::Starting;
+        if change {
+            *s = WorkerStatus::Ready;
+        }
+        change
+    });
+    let filter = Filter {
+        queues: &pool.queues,
+        tags: &pool.options.tags,
+    };
+    loop {
+        if stopping(&pool) {
+            return;
+        }
+        let permit = tokio::select! {
+            p = pool.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = status.changed() => continue,
+            _ = shutdown.changed() => continue,
+        };
+        let taken = loop {
+            let notified = pool.inner.ready.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if stopping(&pool) {
+                break None;
+            }
+            if let Some(taken) = pool.inner.ready.take(&filter, &pool.inner.registry) {
+                break Some(taken);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = status.changed() => {}
+                _ = shutdown.changed() => {}
+            }
+        };
+        let Some((item, function)) = taken else {
+            drop(permit);
+            continue;
+        };
+        lock(&pool.inner.running).insert(
+            item.task_id,
+            Running {
+                pool: pool.id,
+                token: None,
+                abort: None,
+                aborted: false,
+            },
+        );
+        tokio::spawn(run_attempt(pool.clone(), item, function, permit));
+    }
+}
+
+async fn run_attempt(
+    pool: Arc<Pool>,
+    item: ReadyItem,
+    function: Arc<Function>,
+    permit: OwnedSemaphorePermit,
+) {
+    let inner = &pool.inner;
+    let task_id = item.task_id;
+    let lease_ms = duration_ms(pool.options.lease_duration);
+    let claim = inner
+        .submit(Op::Claim {
+            task_id,
+            worker: pool.options.worker_id.clone(),
+            lease_ms,
+        })
+        .await;
+    let claimed = match claim {
+        Ok(OpOutput::Claimed(c)) => Some(c),
+        Ok(_) | Err(Error::TaskNotClaimable { .. }) => None,
+        Err(e) => {
+            tracing::warn!(task_id, error = %e, "claim failed");
+            None
+        }
+    };
+    if let Some(claimed) = claimed {
+        inner.stats.claims.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!(
+            "attempt",
+            execution_id = claimed.execution_id,
+            task_id,
+            function = %claimed.function,
+            attempt = claimed.token,
+        );
+        let token = claimed.token;
+        let future = (function.handler)(claimed.input);
+        let clock = inner.clock.clone();
+        let timeout_ms = claimed.timeout_ms;
+        let join = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                match timeout_ms {
+                    None => future.await,
+                    Some(ms) => {
+                        let deadline = clock.now_ms().saturating_add(ms);
+                        tokio::select! {
+                            out = future => out,
+                            _ = clock.sleep_until(deadline) => Err(ActivityError::retryable(
+                                format!("attempt timed out after {ms} ms")).with_code("timeout")),
+                        }
+                    }
+                }
+            },
+            span,
+        ));
+        {
+            let mut running = lock(&inner.running);
+            if let Some(r) = running.get_mut(&task_id) {
+                r.token = Some(token);
+                r.abort = Some(join.abort_handle());
+                if r.aborted {
+                    join.abort();
+                }
+            }
+        }
+        let outcome = join.await;
+        lock(&inner.running).remove(&task_id);
+        let op = match outcome {
+            Ok(Ok(output)) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
+                task_id,
+                token,
+                error: ActivityError::permanent(format!(
+                    "output of {} bytes exceeds the limit of {} bytes",
+                    output.len(),
+                    inner.payload_bytes_max
+                ))
+                .with_code("payload_too_large"),
+                jitter_unit: 0.0,
+            }),
+            Ok(Ok(output)) => Some(Op::Complete {
+                task_id,
+                token,
+                output,
+            }),
+            Ok(Err(error)) => Some(Op::Fail {
+                task_id,
+                token,
+                error,
+                jitter_unit: inner.jitter_unit(),
+            }),
+            Err(e) if e.is_panic() => Some(Op::Fail {
+                task_id,
+                token,
+                error: ActivityError::retryable(format!("attempt panicked: {}", panic_message(e)))
+                    .with_code("panic"),
+                jitter_unit: inner.jitter_unit(),
+            }),
+            Err(_) => None, // Aborted: cancelled, timed out, lease lost, drained or closed.
+        };
+        if let Some(op) = op {
+            let completed = matches!(op, Op::Complete { .. });
+            match inner.submit(op).await {
+                Ok(_) if completed => {
+                    inner.stats.completions.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {
+                    inner.stats.failures.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(Error::Lease(LeaseError::LeaseLost { .. })) => {
+                    inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(task_id, token, "outcome dropped: the lease was lost");
+                }
+                Err(e) => tracing::warn!(task_id, token, error = %e, "outcome not recorded"),
+            }
+        }
+        inner.timers.clear_lease(task_id);
+    } else {
+        lock(&inner.running).remove(&task_id);
+    }
+    function.limiter.release();
+    drop(permit);
+    // A freed function slot may make a skipped task claimable.
+    inner.ready.notify.notify_waiters();
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string panic".into()),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn heartbeat_loop(pool: Arc<Pool>) {
+    let inner = &pool.inner;
+    let interval_ms = duration_ms(pool.options.heartbeat_interval).max(1);
+    let lease_ms = duration_ms(pool.options.lease_duration);
+    let mut status = pool.status.subscribe();
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        let next = inner.clock.now_ms().saturating_add(interval_ms);
+        tokio::select! {
+            _ = inner.clock.sleep_until(next) => {}
+            _ = status.wait_for(|s| *s == WorkerStatus::Stopped) => return,
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let leases: Vec<(u64, u32)> = lock(&inner.running)
+            .iter()
+            .filter(|(_, r)| r.pool == pool.id)
+            .filter_map(|(id, r)| r.token.map(|t| (*id, t)))
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match inner
+            .submit(Op::Renew {
+                leases: leases.clone(),
+                lease_ms,
+            })
+            .await
+        {
+            Ok(OpOutput::Renewed(results)) => {
+                for ((task_id, token), result) in leases.into_iter().zip(results) {
+                    match result {
+                        Ok(_) => {
+                            inner.stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                task_id,
+                                token,
+                                "lease lost on heartbeat; aborting the attempt"
+                            );
+                            inner.abort_local(task_id);
+                        }
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The one public error type. Each layer has its own enum (`storage::StorageError`,
+//! `lease::LeaseError`); they convert into [`Error`] at the API boundary.
+
+use crate::api::{ActivityError, ExecutionId};
+use crate::lease::LeaseError;
+use crate::storage::StorageError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A name was dispatched or called that this engine does not have registered.
+    #[error("function {name:?} is not registered; registered: [{}]", registered.join(", "))]
+    UnknownFunction {
+        name: String,
+        registered: Vec<String>,
+    },
+    /// The same name was registered twice, or a builder option was given before any function.
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("execution {0} does not exist")]
+    UnknownExecution(ExecutionId),
+    #[error("dead letter {0} does not exist")]
+    UnknownDeadLetter(u64),
+    /// A payload could not be turned into JSON, or JSON into the declared type.
+    #[error("payload for {function:?}: {reason}")]
+    Payload { function: String, reason: String },
+    #[error("payload of {bytes} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { bytes: u64, limit: u64 },
+    #[error("invalid duration {input:?}: {reason}")]
+    InvalidDuration { input: String, reason: String },
+    #[error("execution {id} failed: {error}")]
+    ExecutionFailed {
+        id: ExecutionId,
+        error: ActivityError,
+    },
+    #[error("execution {0} was cancelled")]
+    Cancelled(ExecutionId),
+    #[error("execution {0} exceeded its max_duration")]
+    TimedOut(ExecutionId),
+    /// `wait_for` gave up before the execution finished; the execution goes on.
+    #[error("gave up waiting for execution {0}; it has not finished")]
+    WaitTimeout(ExecutionId),
+    /// A claim lost a race (the task was cancelled, re-queued or already taken).
+    #[error("task {task_id} is not claimable")]
+    TaskNotClaimable { task_id: u64 },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The engine was closed (or all its handles dropped) while the request was in flight.
+    #[error("the engine is shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Whether trying the same request again later can succeed. Corruption, poisoning and bad
+    /// input never do; a full channel or a lost lease race might.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Storage(e) => e.is_retryable(),
+            Error::WaitTimeout(_) => true,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Durable state: records, indexes and every state transition that writes them.
+//!
+//! The boundary is [`Store`]: a narrow trait of engine-level operations ([`Op`]) applied as one
+//! batch in one transaction, plus the reads the engine and the CLI need. A second backend
+//! (Postgres) implements the same trait and runs the same conformance tests.
+//!
+//! Architecture invariants:
+//! - every transition is all-or-nothing: an [`Op`] either validates (reads only) and then
+//!   writes, or is rejected having written nothing, so a rejected op never taints its batch;
+//! - every index entry is written by `put_task`/`put_execution` from the record itself, in the
+//!   same transaction, so indexes cannot drift from records;
+//! - only `codec` knows byte layouts; only `tables` names tables.
+
+pub mod codec;
+mod error;
+pub mod records;
+mod redb_store;
+pub mod tables;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use error::StorageError;
+pub use redb_store::{OpenOptions, RedbStore};
+
+use crate::api::{ActivityError, ExecutionFilter, ExecutionState, Page};
+use crate::error::Error;
+use records::{DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
+
+/// A new execution and its root task.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub function: String,
+    pub queue: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub input: Vec<u8>,
+    pub delay_ms: u64,
+    pub max_duration_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+    pub retry: RetryRecord,
+    pub timeout_ms: Option<u64>,
+}
+
+/// One engine-level state transition.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Dispatch(NewExecution),
+    Claim {
+        task_id: u64,
+        worker: String,
+        lease_ms: u64,
+    },
+    Renew {
+        leases: Vec<(u64, u32)>,
+        lease_ms: u64,
+    },
+    Complete {
+        task_id: u64,
+        token: u32,
+        output: Vec<u8>,
+    },
+    /// `jitter_unit` is a uniform draw in `[0, 1)` from the engine's seeded RNG.
+    Fail {
+        task_id: u64,
+        token: u32,
+        error: ActivityError,
+        jitter_unit: f64,
+    },
+    /// The reaper found the lease with `token` past its expiry.
+    Expire {
+        task_id: u64,
+        token: u32,
+    },
+    /// A draining worker gives a running attempt back (counted as an attempt).
+    Abandon {
+        task_id: u64,
+        token: u32,
+        reason: String,
+    },
+    Cancel {
+        execution_id: u64,
+    },
+    TimeOut {
+        execution_id: u64,
+    },
+    ReplayDeadLetter {
+        id: u64,
+        input: Option<Vec<u8>>,
+    },
+    DiscardDeadLetter {
+        id: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedTask {
+    pub task_id: u64,
+    pub execution_id: u64,
+    pub function: String,
+    pub input: Vec<u8>,
+    pub token: u32,
+    pub lease_expires_ms: u64,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+pub enum OpOutput {
+    Dispatched {
+        execution_id: u64,
+        created: bool,
+    },
+    Claimed(ClaimedTask),
+    Renewed(Vec<Result<u64, Error>>),
+    Done,
+    /// Whether the lease was in fact expired and the task re-queued or buried.
+    Expired(bool),
+    /// The execution's state after the request.
+    State(ExecutionState),
+    Replayed {
+        execution_id: u64,
+    },
+}
+
+pub type OpResult = Result<OpOutput, Error>;
+
+/// What the in-memory side must do once a batch is durable. Effects of a batch are applied
+/// only after its commit returned, so memory never runs ahead of the disk.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Ready(ReadyItem),
+    Timer {
+        due_ms: u64,
+        item: ReadyItem,
+    },
+    Lease {
+        task_id: u64,
+        token: u32,
+        expires_ms: u64,
+    },
+    Deadline {
+        execution_id: u64,
+        deadline_ms: u64,
+    },
+    Finished {
+        execution_id: u64,
+    },
+    /// A running attempt must stop: its task was cancelled, timed out or re-queued.
+    Abort {
+        task_id: u64,
+    },
+}
+
+/// What a worker needs to decide whether it may take a task, without reading the disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadyItem {
+    pub task_id: u64,
+    pub execution_id: u64,
+    pub function: String,
+    pub queue: String,
+    pub priority: i32,
+    pub ready_ms: u64,
+    pub tags: Vec<String>,
+}
+
+/// Fault injection for tests (`stent::testing`): each flag fires once.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Fail a dispatch after the execution record is written and before its root task is.
+    pub fail_between_execution_and_task: AtomicBool,
+    /// Fail the next commit (as a failed fsync would).
+    pub fail_next_commit: AtomicBool,
+}
+
+impl Faults {
+    pub(crate) fn take(flag: &AtomicBool) -> bool {
+        flag.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The storage boundary, in engine operations.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `ops` in one transaction and one fsync. `Ok` carries one result per op (a
+    /// rejected op wrote nothing); `Err` means the commit failed and nothing was written.
+    fn apply_batch(
+        &self,
+        now_ms: u64,
+        ops: Vec<Op>,
+    ) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError>;
+    /// Crash recovery at open: re-queues every task left running (counting the attempt) and
+    /// returns the effects that rebuild the in-memory queues and timers.
+    fn recover(&self, now_ms: u64) -> Result<Vec<Effect>, StorageError>;
+    fn execution(&self, id: u64) -> Result<Option<(ExecutionRecord, TaskRecord)>, StorageError>;
+    fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &Page,
+    ) -> Result<Vec<ExecutionRecord>, StorageError>;
+    fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError>;
+    fn queue_depth(&self, queue: &str) -> Result<u64, StorageError>;
+    fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError>;
+    fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError>;
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
+    /// Verifies every record's checksum and every index against the records. Returns the
+    /// problems found (empty when consistent).
+    fn check(&self) -> Result<Vec<String>, StorageError>;
+}

@@ -1,0 +1,164 @@
+//! Records as stored. Changing a field here changes the file format: bump
+//! `codec::FORMAT_VERSION` or the schema version and write the migration (docs/design.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ActivityError, AttemptRecord, ExecutionState, RetryPolicy, TaskState};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub id: u64,
+    pub function: String,
+    pub queue: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub state: ExecutionState,
+    pub root_task: u64,
+    pub created_ms: u64,
+    pub scheduled_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    pub max_duration_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub output: Option<Vec<u8>>,
+    pub error: Option<ActivityError>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub worker: String,
+    pub token: u32,
+    pub started_ms: u64,
+    pub expires_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    pub max_attempts: u32,
+    pub initial_delay_ms: u64,
+    pub backoff_factor: f64,
+    pub max_delay_ms: u64,
+    pub jitter: f64,
+    pub retry_codes: Vec<String>,
+    pub permanent_codes: Vec<String>,
+}
+
+impl From<&RetryPolicy> for RetryRecord {
+    fn from(p: &RetryPolicy) -> Self {
+        RetryRecord {
+            max_attempts: p.max_attempts,
+            initial_delay_ms: duration_ms(p.initial_delay),
+            backoff_factor: p.backoff_factor,
+            max_delay_ms: duration_ms(p.max_delay),
+            jitter: p.jitter,
+            retry_codes: p.retry_codes.clone(),
+            permanent_codes: p.permanent_codes.clone(),
+        }
+    }
+}
+
+impl From<&RetryRecord> for RetryPolicy {
+    fn from(r: &RetryRecord) -> Self {
+        RetryPolicy {
+            max_attempts: r.max_attempts,
+            initial_delay: Duration::from_millis(r.initial_delay_ms),
+            backoff_factor: r.backoff_factor,
+            max_delay: Duration::from_millis(r.max_delay_ms),
+            jitter: r.jitter,
+            retry_codes: r.retry_codes.clone(),
+            permanent_codes: r.permanent_codes.clone(),
+        }
+    }
+}
+
+/// Milliseconds of a duration, saturating; stored times are `u64` milliseconds.
+pub fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Failed attempts kept per task; older ones are dropped (the count stays in `attempt`).
+pub const HISTORY_ENTRIES_MAX: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: u64,
+    pub execution_id: u64,
+    pub function: String,
+    pub queue: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub input: Vec<u8>,
+    pub state: TaskState,
+    /// For a pending task: `Some(due)` while it waits in `idx_timers`, `None` once in
+    /// `idx_ready`.
+    pub due_ms: Option<u64>,
+    /// Age for ordering among equal priorities: when it became (or becomes) due.
+    pub ready_ms: u64,
+    /// Claims ever made; the current claim's fencing token. Strictly increasing.
+    pub attempt: u32,
+    /// `attempt` when the current retry budget started (a DLQ replay starts a new one).
+    pub round_start: u32,
+    pub lease: Option<LeaseRecord>,
+    pub retry: RetryRecord,
+    pub timeout_ms: Option<u64>,
+    pub history: Vec<AttemptRecord>,
+    pub created_ms: u64,
+}
+
+impl TaskRecord {
+    pub fn attempts_in_round(&self) -> u32 {
+        self.attempt.saturating_sub(self.round_start)
+    }
+
+    pub fn push_history(&mut self, entry: AttemptRecord) {
+        if self.history.len() >= HISTORY_ENTRIES_MAX {
+            self.history.remove(0);
+        }
+        self.history.push(entry);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    pub id: u64,
+    pub execution_id: u64,
+    pub task_id: u64,
+    pub function: String,
+    pub queue: String,
+    pub input: Vec<u8>,
+    pub error: ActivityError,
+    pub attempts: u32,
+    pub history: Vec<AttemptRecord>,
+    pub failed_ms: u64,
+}
+
+/// Order-preserving map of a priority to an index key component: higher priority sorts first.
+pub fn priority_key(priority: i32) -> u32 {
+    !((priority as u32) ^ 0x8000_0000)
+}
+
+pub fn state_code(state: ExecutionState) -> u8 {
+    match state {
+        ExecutionState::Pending => 0,
+        ExecutionState::Running => 1,
+        ExecutionState::Completed => 2,
+        ExecutionState::Failed => 3,
+        ExecutionState::TimedOut => 4,
+        ExecutionState::Cancelled => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn higher_priority_sorts_first() {
+        let ps = [i32::MIN, -5, 0, 1, 7, i32::MAX];
+        for w in ps.windows(2) {
+            assert!(priority_key(w[1]) < priority_key(w[0]), "{w:?}");
+        }
+    }
+}

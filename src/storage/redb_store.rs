@@ -1,0 +1,1286 @@
+//! [`Store`] on one redb file. See docs/design.md for the table layout and commit protocol.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
+
+use super::codec::{decode, encode_checked};
+use super::records::{priority_key, state_code, DeadLetterRecord, ExecutionRecord, TaskRecord};
+use super::tables::*;
+use super::{
+    ClaimedTask, Effect, Faults, NewExecution, Op, OpOutput, OpResult, ReadyItem, StorageError,
+    Store,
+};
+use crate::api::{
+    ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState,
+};
+use crate::error::Error;
+use crate::lease::Fence;
+
+/// Schema version this build writes. Files with a larger one are refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Where the store lives and how it is opened.
+pub struct OpenOptions {
+    pub path: Option<PathBuf>,
+    pub backend: Option<Box<dyn redb::StorageBackend>>,
+    /// Verify every page checksum at open (redb `check_integrity_on_open`). On by default: a
+    /// damaged file is then an error instead of a possible panic deeper in redb.
+    pub verify_on_open: bool,
+    pub faults: Arc<Faults>,
+}
+
+/// Lets a boxed backend be handed to redb, which takes backends by value.
+#[derive(Debug)]
+struct Boxed(Box<dyn redb::StorageBackend>);
+
+impl redb::StorageBackend for Boxed {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.0.close()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    next_execution: u64,
+    next_task: u64,
+    next_dead_letter: u64,
+}
+
+pub struct RedbStore {
+    db: Database,
+    counters: Mutex<Counters>,
+    faults: Arc<Faults>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+type Fatal = StorageError;
+/// Outer error: the batch must abort (I/O, injected fault). Inner: this op is rejected.
+type OpRes<T> = Result<Result<T, Error>, Fatal>;
+
+fn corrupted(table: &'static str, key: impl std::fmt::Display) -> StorageError {
+    StorageError::Corrupted {
+        table,
+        key: key.to_string(),
+    }
+}
+
+impl RedbStore {
+    pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
+        let OpenOptions {
+            path,
+            backend,
+            verify_on_open,
+            faults,
+        } = options;
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(verify_on_open);
+        // redb documents that an unverified open of a damaged file may panic. We verify by
+        // default; the catch is a second line so that no input file can take the process down.
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match (path, backend) {
+                (_, Some(backend)) => builder.create_with_backend(Boxed(backend)),
+                (Some(path), None) => builder.create(path),
+                (None, None) => builder.create_with_backend(redb::backends::InMemoryBackend::new()),
+            }));
+        let db = match opened {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(StorageError::CorruptFile(
+                    "redb could not read the file".into(),
+                ))
+            }
+        };
+        let counters = Self::init_schema(&db)?;
+        Ok(RedbStore {
+            db,
+            counters: Mutex::new(counters),
+            faults,
+        })
+    }
+
+    fn init_schema(db: &Database) -> Result<Counters, StorageError> {
+        let txn = db.begin_write()?;
+        let counters;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StorageError::SchemaTooNew {
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+                Some(_) => {} // Older versions would be migrated here; there are none yet.
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+            let get = |name: &str| -> Result<u64, StorageError> {
+                Ok(meta.get(name)?.map_or(1, |v| v.value()))
+            };
+            counters = Counters {
+                next_execution: get("next_execution_id")?,
+                next_task: get("next_task_id")?,
+                next_dead_letter: get("next_dead_letter_id")?,
+            };
+            // Create every table so readers never meet a missing one.
+            txn.open_table(EXECUTIONS)?;
+            txn.open_table(TASKS)?;
+            txn.open_table(READY)?;
+            txn.open_table(TIMERS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(EXEC_BY_STATE)?;
+            txn.open_table(DEADLINES)?;
+            txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(DEAD_LETTERS)?;
+            txn.open_table(DLQ_BY_TIME)?;
+        }
+        txn.commit()?;
+        Ok(counters)
+    }
+
+    fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        // Poisoning only happens if a holder panicked; the counters are plain integers and
+        // stay valid, so take them anyway.
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The tables of one write transaction, opened once per batch.
+struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    executions: Table<'t, u64, &'static [u8]>,
+    tasks: Table<'t, u64, &'static [u8]>,
+    ready: Table<'t, (&'static str, u32, u64, u64), ()>,
+    timers: Table<'t, (u64, u64), ()>,
+    leases: Table<'t, (u64, u64), ()>,
+    by_state: Table<'t, (u8, u64), ()>,
+    deadlines: Table<'t, (u64, u64), ()>,
+    idempotency: Table<'t, &'static str, u64>,
+    dead_letters: Table<'t, u64, &'static [u8]>,
+    dlq_by_time: Table<'t, (u64, u64), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StorageError> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            executions: txn.open_table(EXECUTIONS)?,
+            tasks: txn.open_table(TASKS)?,
+            ready: txn.open_table(READY)?,
+            timers: txn.open_table(TIMERS)?,
+            leases: txn.open_table(LEASES)?,
+            by_state: txn.open_table(EXEC_BY_STATE)?,
+            deadlines: txn.open_table(DEADLINES)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            dead_letters: txn.open_table(DEAD_LETTERS)?,
+            dlq_by_time: txn.open_table(DLQ_BY_TIME)?,
+        })
+    }
+}
+
+/// The one index entry a task record implies (docs/design.md, invariant I3).
+#[derive(Debug, Clone, PartialEq)]
+enum TaskIndex {
+    None,
+    Ready {
+        queue: String,
+        pk: u32,
+        ready_ms: u64,
+    },
+    Timer {
+        due_ms: u64,
+    },
+    Lease {
+        expires_ms: u64,
+    },
+}
+
+fn task_index(task: &TaskRecord) -> TaskIndex {
+    match task.state {
+        TaskState::Pending => match task.due_ms {
+            Some(due_ms) => TaskIndex::Timer { due_ms },
+            None => TaskIndex::Ready {
+                queue: task.queue.clone(),
+                pk: priority_key(task.priority),
+                ready_ms: task.ready_ms,
+            },
+        },
+        TaskState::Running => match &task.lease {
+            Some(lease) => TaskIndex::Lease {
+                expires_ms: lease.expires_ms,
+            },
+            None => TaskIndex::None, // Broken invariant; `check` reports it.
+        },
+        TaskState::Completed | TaskState::Failed | TaskState::Cancelled => TaskIndex::None,
+    }
+}
+
+fn ready_item(task: &TaskRecord) -> ReadyItem {
+    ReadyItem {
+        task_id: task.id,
+        execution_id: task.execution_id,
+        function: task.function.clone(),
+        queue: task.queue.clone(),
+        priority: task.priority,
+        ready_ms: task.ready_ms,
+        tags: task.tags.clone(),
+    }
+}
+
+/// The effect that puts a pending task into memory.
+fn pending_effect(task: &TaskRecord) -> Effect {
+    match task.due_ms {
+        Some(due_ms) => Effect::Timer {
+            due_ms,
+            item: ready_item(task),
+        },
+        None => Effect::Ready(ready_item(task)),
+    }
+}
+
+fn get_task(t: &Tables<'_>, id: u64) -> Result<Option<TaskRecord>, StorageError> {
+    match t.tasks.get(id)? {
+        Some(v) => Ok(Some(decode(TASKS_NAME, &id, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn get_execution(t: &Tables<'_>, id: u64) -> Result<Option<ExecutionRecord>, StorageError> {
+    match t.executions.get(id)? {
+        Some(v) => Ok(Some(decode(EXECUTIONS_NAME, &id, v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Writes a task and moves its index entry from `old` (the entry before the change) to the
+/// one the record now implies.
+fn put_task(t: &mut Tables<'_>, task: &TaskRecord, old: &TaskIndex) -> Result<(), StorageError> {
+    let new = task_index(task);
+    if *old != new {
+        remove_task_index(t, task.id, old)?;
+        match &new {
+            TaskIndex::None => {}
+            TaskIndex::Ready {
+                queue,
+                pk,
+                ready_ms,
+            } => {
+                t.ready
+                    .insert((queue.as_str(), *pk, *ready_ms, task.id), ())?;
+            }
+            TaskIndex::Timer { due_ms } => {
+                t.timers.insert((*due_ms, task.id), ())?;
+            }
+            TaskIndex::Lease { expires_ms } => {
+                t.leases.insert((*expires_ms, task.id), ())?;
+            }
+        }
+    }
+    t.tasks
+        .insert(task.id, encode_checked(TASKS_NAME, task).as_slice())?;
+    Ok(())
+}
+
+fn remove_task_index(t: &mut Tables<'_>, id: u64, index: &TaskIndex) -> Result<(), StorageError> {
+    match index {
+        TaskIndex::None => {}
+        TaskIndex::Ready {
+            queue,
+            pk,
+            ready_ms,
+        } => {
+            t.ready.remove((queue.as_str(), *pk, *ready_ms, id))?;
+        }
+        TaskIndex::Timer { due_ms } => {
+            t.timers.remove((*due_ms, id))?;
+        }
+        TaskIndex::Lease { expires_ms } => {
+            t.leases.remove((*expires_ms, id))?;
+        }
+    }
+    Ok(())
+}
+
+/// Index entries an execution record implies: its state, and its deadline while live.
+fn execution_index(exec: &ExecutionRecord) -> (u8, Option<u64>) {
+    let deadline = if exec.state.is_terminal() {
+        None
+    } else {
+        exec.deadline_ms
+    };
+    (state_code(exec.state), deadline)
+}
+
+fn put_execution(
+    t: &mut Tables<'_>,
+    exec: &ExecutionRecord,
+    old: Option<(u8, Option<u64>)>,
+) -> Result<(), StorageError> {
+    let (state, deadline) = execution_index(exec);
+    let (old_state, old_deadline) = match old {
+        Some((s, d)) => (Some(s), d),
+        None => (None, None),
+    };
+    if old_state != Some(state) {
+        if let Some(s) = old_state {
+            t.by_state.remove((s, exec.id))?;
+        }
+        t.by_state.insert((state, exec.id), ())?;
+    }
+    if old_deadline != deadline {
+        if let Some(d) = old_deadline {
+            t.deadlines.remove((d, exec.id))?;
+        }
+        if let Some(d) = deadline {
+            t.deadlines.insert((d, exec.id), ())?;
+        }
+    }
+    t.executions
+        .insert(exec.id, encode_checked(EXECUTIONS_NAME, exec).as_slice())?;
+    Ok(())
+}
+
+/// Reads a task and its execution for a transition; a missing one rejects the op.
+fn load_pair(t: &Tables<'_>, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord)> {
+    let Some(task) = get_task(t, task_id)? else {
+        return Ok(Err(Error::Storage(corrupted(
+            TASKS_NAME,
+            format!("{task_id} (missing)"),
+        ))));
+    };
+    let Some(exec) = get_execution(t, task.execution_id)? else {
+        return Ok(Err(Error::Storage(corrupted(
+            EXECUTIONS_NAME,
+            format!("{} (missing)", task.execution_id),
+        ))));
+    };
+    Ok(Ok((task, exec)))
+}
+
+macro_rules! reject {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(rejection) => return Ok(Err(rejection.into())),
+        }
+    };
+}
+
+struct Batch<'a, 't> {
+    t: Tables<'t>,
+    counters: &'a mut Counters,
+    faults: &'a Faults,
+    now: u64,
+    effects: Vec<Effect>,
+}
+
+impl Batch<'_, '_> {
+    fn apply(&mut self, op: Op) -> OpRes<OpOutput> {
+        match op {
+            Op::Dispatch(new) => self.dispatch(new),
+            Op::Claim {
+                task_id,
+                worker,
+                lease_ms,
+            } => self.claim(task_id, &worker, lease_ms),
+            Op::Renew { leases, lease_ms } => self.renew(&leases, lease_ms),
+            Op::Complete {
+                task_id,
+                token,
+                output,
+            } => self.complete(task_id, token, output),
+            Op::Fail {
+                task_id,
+                token,
+                error,
+                jitter_unit,
+            } => self.fail(task_id, token, error, jitter_unit),
+            Op::Expire { task_id, token } => self.expire(task_id, token),
+            Op::Abandon {
+                task_id,
+                token,
+                reason,
+            } => self.abandon(task_id, token, reason),
+            Op::Cancel { execution_id } => {
+                self.end_execution(execution_id, ExecutionState::Cancelled)
+            }
+            Op::TimeOut { execution_id } => {
+                self.end_execution(execution_id, ExecutionState::TimedOut)
+            }
+            Op::ReplayDeadLetter { id, input } => self.replay(id, input),
+            Op::DiscardDeadLetter { id } => self.discard(id),
+        }
+    }
+
+    fn dispatch(&mut self, new: NewExecution) -> OpRes<OpOutput> {
+        if let Some(key) = &new.idempotency_key {
+            if let Some(existing) = self.t.idempotency.get(key.as_str())? {
+                return Ok(Ok(OpOutput::Dispatched {
+                    execution_id: existing.value(),
+                    created: false,
+                }));
+            }
+        }
+        let execution_id = self.counters.next_execution;
+        let task_id = self.counters.next_task;
+        self.counters.next_execution += 1;
+        self.counters.next_task += 1;
+        let now = self.now;
+        let scheduled_ms = now.saturating_add(new.delay_ms);
+        let deadline_ms = new.max_duration_ms.map(|d| scheduled_ms.saturating_add(d));
+        let exec = ExecutionRecord {
+            id: execution_id,
+            function: new.function.clone(),
+            queue: new.queue.clone(),
+            priority: new.priority,
+            tags: new.tags.clone(),
+            state: ExecutionState::Pending,
+            root_task: task_id,
+            created_ms: now,
+            scheduled_ms,
+            started_ms: None,
+            finished_ms: None,
+            max_duration_ms: new.max_duration_ms,
+            deadline_ms,
+            output: None,
+            error: None,
+            idempotency_key: new.idempotency_key.clone(),
+        };
+        put_execution(&mut self.t, &exec, None)?;
+        if Faults::take(&self.faults.fail_between_execution_and_task) {
+            return Err(StorageError::Injected("between execution and root task"));
+        }
+        let task = TaskRecord {
+            id: task_id,
+            execution_id,
+            function: new.function,
+            queue: new.queue,
+            priority: new.priority,
+            tags: new.tags,
+            input: new.input,
+            state: TaskState::Pending,
+            due_ms: (new.delay_ms > 0).then_some(scheduled_ms),
+            ready_ms: scheduled_ms,
+            attempt: 0,
+            round_start: 0,
+            lease: None,
+            retry: new.retry,
+            timeout_ms: new.timeout_ms,
+            history: Vec::new(),
+            created_ms: now,
+        };
+        put_task(&mut self.t, &task, &TaskIndex::None)?;
+        if let Some(key) = &new.idempotency_key {
+            self.t.idempotency.insert(key.as_str(), execution_id)?;
+        }
+        self.effects.push(pending_effect(&task));
+        if let Some(deadline_ms) = deadline_ms {
+            self.effects.push(Effect::Deadline {
+                execution_id,
+                deadline_ms,
+            });
+        }
+        Ok(Ok(OpOutput::Dispatched {
+            execution_id,
+            created: true,
+        }))
+    }
+
+    fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64) -> OpRes<OpOutput> {
+        let (mut task, mut exec) = reject!(load_pair(&self.t, task_id)?);
+        let due = task.due_ms.is_none_or(|d| d <= self.now);
+        if task.state != TaskState::Pending || !due || exec.state.is_terminal() {
+            return Ok(Err(Error::TaskNotClaimable { task_id }));
+        }
+        let old = task_index(&task);
+        let mut fence = Fence {
+            task_id,
+            attempt: &mut task.attempt,
+            lease: &mut task.lease,
+        };
+        let Ok(token) = fence.claim(worker, self.now, lease_ms) else {
+            return Ok(Err(Error::TaskNotClaimable { task_id }));
+        };
+        task.state = TaskState::Running;
+        task.due_ms = None;
+        put_task(&mut self.t, &task, &old)?;
+        if exec.state == ExecutionState::Pending {
+            let old = execution_index(&exec);
+            exec.state = ExecutionState::Running;
+            exec.started_ms.get_or_insert(self.now);
+            put_execution(&mut self.t, &exec, Some(old))?;
+        }
+        let lease_expires_ms = self.now.saturating_add(lease_ms);
+        self.effects.push(Effect::Lease {
+            task_id,
+            token,
+            expires_ms: lease_expires_ms,
+        });
+        Ok(Ok(OpOutput::Claimed(ClaimedTask {
+            task_id,
+            execution_id: task.execution_id,
+            function: task.function,
+            input: task.input,
+            token,
+            lease_expires_ms,
+            timeout_ms: task.timeout_ms,
+        })))
+    }
+
+    fn renew(&mut self, leases: &[(u64, u32)], lease_ms: u64) -> OpRes<OpOutput> {
+        let mut results = Vec::with_capacity(leases.len());
+        for &(task_id, token) in leases {
+            let Some(mut task) = get_task(&self.t, task_id)? else {
+                results.push(Err(
+                    crate::lease::LeaseError::LeaseLost { task_id, token }.into()
+                ));
+                continue;
+            };
+            let old = task_index(&task);
+            let mut fence = Fence {
+                task_id,
+                attempt: &mut task.attempt,
+                lease: &mut task.lease,
+            };
+            match fence.renew(token, self.now, lease_ms) {
+                Ok(expires_ms) => {
+                    put_task(&mut self.t, &task, &old)?;
+                    self.effects.push(Effect::Lease {
+                        task_id,
+                        token,
+                        expires_ms,
+                    });
+                    results.push(Ok(expires_ms));
+                }
+                Err(lost) => results.push(Err(lost.into())),
+            }
+        }
+        Ok(Ok(OpOutput::Renewed(results)))
+    }
+
+    fn complete(&mut self, task_id: u64, token: u32, output: Vec<u8>) -> OpRes<OpOutput> {
+        let (mut task, mut exec) = reject!(load_pair(&self.t, task_id)?);
+        let old = task_index(&task);
+        let mut fence = Fence {
+            task_id,
+            attempt: &mut task.attempt,
+            lease: &mut task.lease,
+        };
+        reject!(fence.release(token));
+        task.state = TaskState::Completed;
+        put_task(&mut self.t, &task, &old)?;
+        let old = execution_index(&exec);
+        exec.state = ExecutionState::Completed;
+        exec.output = Some(output);
+        exec.finished_ms = Some(self.now);
+        put_execution(&mut self.t, &exec, Some(old))?;
+        self.effects.push(Effect::Finished {
+            execution_id: exec.id,
+        });
+        Ok(Ok(OpOutput::Done))
+    }
+
+    fn fail(
+        &mut self,
+        task_id: u64,
+        token: u32,
+        error: ActivityError,
+        jitter_unit: f64,
+    ) -> OpRes<OpOutput> {
+        let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
+        let old = task_index(&task);
+        let mut fence = Fence {
+            task_id,
+            attempt: &mut task.attempt,
+            lease: &mut task.lease,
+        };
+        let lease = reject!(fence.release(token));
+        task.push_history(AttemptRecord {
+            attempt: token,
+            worker: lease.worker,
+            started_ms: lease.started_ms,
+            ended_ms: self.now,
+            error: error.clone(),
+        });
+        let policy = RetryPolicy::from(&task.retry);
+        let attempts = task.attempts_in_round();
+        if policy.retries(&error) && attempts < policy.max_attempts {
+            let delay_ms = super::records::duration_ms(policy.delay_after(attempts, jitter_unit));
+            self.requeue(task, &old, delay_ms)?;
+        } else {
+            self.bury(task, &old, exec, error)?;
+        }
+        Ok(Ok(OpOutput::Done))
+    }
+
+    fn expire(&mut self, task_id: u64, token: u32) -> OpRes<OpOutput> {
+        let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
+        let old = task_index(&task);
+        let mut fence = Fence {
+            task_id,
+            attempt: &mut task.attempt,
+            lease: &mut task.lease,
+        };
+        let Some(lease) = fence.expire(token, self.now) else {
+            return Ok(Ok(OpOutput::Expired(false)));
+        };
+        let error = ActivityError::retryable(format!(
+            "lease of worker {:?} expired at {} ms without a heartbeat",
+            lease.worker, lease.expires_ms
+        ))
+        .with_code("lease_expired");
+        self.after_lost_attempt(task, &old, exec, lease, error)?;
+        self.effects.push(Effect::Abort { task_id });
+        Ok(Ok(OpOutput::Expired(true)))
+    }
+
+    fn abandon(&mut self, task_id: u64, token: u32, reason: String) -> OpRes<OpOutput> {
+        let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
+        let old = task_index(&task);
+        let mut fence = Fence {
+            task_id,
+            attempt: &mut task.attempt,
+            lease: &mut task.lease,
+        };
+        let lease = reject!(fence.release(token));
+        let error = ActivityError::retryable(reason).with_code("abandoned");
+        self.after_lost_attempt(task, &old, exec, lease, error)?;
+        Ok(Ok(OpOutput::Done))
+    }
+
+    /// An attempt ended without an outcome (lease expired, worker drained, process died): it
+    /// counts, and the task runs again at once unless its budget is spent.
+    fn after_lost_attempt(
+        &mut self,
+        mut task: TaskRecord,
+        old: &TaskIndex,
+        exec: ExecutionRecord,
+        lease: crate::storage::records::LeaseRecord,
+        error: ActivityError,
+    ) -> Result<(), StorageError> {
+        task.push_history(AttemptRecord {
+            attempt: lease.token,
+            worker: lease.worker,
+            started_ms: lease.started_ms,
+            ended_ms: self.now,
+            error: error.clone(),
+        });
+        if task.attempts_in_round() < task.retry.max_attempts {
+            self.requeue(task, old, 0)
+        } else {
+            self.bury(task, old, exec, error)
+        }
+    }
+
+    fn requeue(
+        &mut self,
+        mut task: TaskRecord,
+        old: &TaskIndex,
+        delay_ms: u64,
+    ) -> Result<(), StorageError> {
+        task.state = TaskState::Pending;
+        task.lease = None;
+        task.ready_ms = self.now.saturating_add(delay_ms);
+        task.due_ms = (delay_ms > 0).then_some(task.ready_ms);
+        put_task(&mut self.t, &task, old)?;
+        self.effects.push(pending_effect(&task));
+        Ok(())
+    }
+
+    /// Retries exhausted or the error is permanent: the task fails, its execution fails, and
+    /// the dead letter is written, all in this transaction.
+    fn bury(
+        &mut self,
+        mut task: TaskRecord,
+        old: &TaskIndex,
+        mut exec: ExecutionRecord,
+        error: ActivityError,
+    ) -> Result<(), StorageError> {
+        task.state = TaskState::Failed;
+        task.lease = None;
+        task.due_ms = None;
+        put_task(&mut self.t, &task, old)?;
+        let old_exec = execution_index(&exec);
+        exec.state = ExecutionState::Failed;
+        exec.error = Some(error.clone());
+        exec.finished_ms = Some(self.now);
+        put_execution(&mut self.t, &exec, Some(old_exec))?;
+        let id = self.counters.next_dead_letter;
+        self.counters.next_dead_letter += 1;
+        let letter = DeadLetterRecord {
+            id,
+            execution_id: exec.id,
+            task_id: task.id,
+            function: task.function,
+            queue: task.queue,
+            input: task.input,
+            error,
+            attempts: task.attempt,
+            history: task.history,
+            failed_ms: self.now,
+        };
+        self.t
+            .dead_letters
+            .insert(id, encode_checked(DEAD_LETTERS_NAME, &letter).as_slice())?;
+        self.t.dlq_by_time.insert((self.now, id), ())?;
+        self.effects.push(Effect::Finished {
+            execution_id: exec.id,
+        });
+        Ok(())
+    }
+
+    /// Cancel, or time out: the execution ends and its live task with it.
+    fn end_execution(&mut self, execution_id: u64, state: ExecutionState) -> OpRes<OpOutput> {
+        let Some(mut exec) = get_execution(&self.t, execution_id)? else {
+            return Ok(Err(Error::UnknownExecution(crate::api::ExecutionId(
+                execution_id,
+            ))));
+        };
+        if exec.state.is_terminal() {
+            return Ok(Ok(OpOutput::State(exec.state)));
+        }
+        if state == ExecutionState::TimedOut && exec.deadline_ms.is_none_or(|d| d > self.now) {
+            return Ok(Ok(OpOutput::State(exec.state)));
+        }
+        let task = get_task(&self.t, exec.root_task)?;
+        if let Some(mut task) = task {
+            if matches!(task.state, TaskState::Pending | TaskState::Running) {
+                let old = task_index(&task);
+                task.state = TaskState::Cancelled;
+                task.lease = None;
+                task.due_ms = None;
+                put_task(&mut self.t, &task, &old)?;
+                self.effects.push(Effect::Abort { task_id: task.id });
+            }
+        }
+        let old = execution_index(&exec);
+        exec.state = state;
+        exec.finished_ms = Some(self.now);
+        put_execution(&mut self.t, &exec, Some(old))?;
+        self.effects.push(Effect::Finished { execution_id });
+        Ok(Ok(OpOutput::State(state)))
+    }
+
+    fn replay(&mut self, id: u64, input: Option<Vec<u8>>) -> OpRes<OpOutput> {
+        let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
+            Some(v) => decode(DEAD_LETTERS_NAME, &id, v.value())?,
+            None => return Ok(Err(Error::UnknownDeadLetter(id))),
+        };
+        let (mut task, mut exec) = reject!(load_pair(&self.t, letter.task_id)?);
+        if exec.state != ExecutionState::Failed || task.state != TaskState::Failed {
+            return Ok(Err(Error::Config(format!(
+                "dead letter {id}: execution {} is {}, not failed",
+                exec.id, exec.state
+            ))));
+        }
+        let old = task_index(&task);
+        task.state = TaskState::Pending;
+        task.round_start = task.attempt;
+        task.due_ms = None;
+        task.ready_ms = self.now;
+        if let Some(input) = input {
+            task.input = input;
+        }
+        put_task(&mut self.t, &task, &old)?;
+        let old_exec = execution_index(&exec);
+        exec.state = ExecutionState::Pending;
+        exec.error = None;
+        exec.finished_ms = None;
+        exec.deadline_ms = exec.max_duration_ms.map(|d| self.now.saturating_add(d));
+        put_execution(&mut self.t, &exec, Some(old_exec))?;
+        self.t.dead_letters.remove(id)?;
+        self.t.dlq_by_time.remove((letter.failed_ms, id))?;
+        self.effects.push(pending_effect(&task));
+        if let Some(deadline_ms) = exec.deadline_ms {
+            self.effects.push(Effect::Deadline {
+                execution_id: exec.id,
+                deadline_ms,
+            });
+        }
+        Ok(Ok(OpOutput::Replayed {
+            execution_id: exec.id,
+        }))
+    }
+
+    fn discard(&mut self, id: u64) -> OpRes<OpOutput> {
+        let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
+            Some(v) => decode(DEAD_LETTERS_NAME, &id, v.value())?,
+            None => return Ok(Err(Error::UnknownDeadLetter(id))),
+        };
+        self.t.dead_letters.remove(id)?;
+        self.t.dlq_by_time.remove((letter.failed_ms, id))?;
+        Ok(Ok(OpOutput::Done))
+    }
+
+    fn save_counters(&mut self) -> Result<(), StorageError> {
+        self.t
+            .meta
+            .insert("next_execution_id", self.counters.next_execution)?;
+        self.t
+            .meta
+            .insert("next_task_id", self.counters.next_task)?;
+        self.t
+            .meta
+            .insert("next_dead_letter_id", self.counters.next_dead_letter)?;
+        Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    fn apply_batch(
+        &self,
+        now_ms: u64,
+        ops: Vec<Op>,
+    ) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut counters = self.lock_counters();
+        let mut working = *counters;
+        let mut results = Vec::with_capacity(ops.len());
+        let effects;
+        {
+            let mut batch = Batch {
+                t: Tables::open(&txn)?,
+                counters: &mut working,
+                faults: &self.faults,
+                now: now_ms,
+                effects: Vec::new(),
+            };
+            for op in ops {
+                let before = batch.effects.len();
+                let result = batch.apply(op)?;
+                // A rejected op wrote nothing, so it must not leave effects behind either.
+                if result.is_err() {
+                    debug_assert_eq!(batch.effects.len(), before);
+                    batch.effects.truncate(before);
+                }
+                results.push(result);
+            }
+            batch.save_counters()?;
+            effects = batch.effects;
+        }
+        if Faults::take(&self.faults.fail_next_commit) {
+            return Err(StorageError::Injected("commit failed"));
+        }
+        txn.commit()?;
+        *counters = working;
+        Ok((results, effects))
+    }
+
+    fn recover(&self, now_ms: u64) -> Result<Vec<Effect>, StorageError> {
+        let txn = self.db.begin_write()?;
+        let mut counters = self.lock_counters();
+        let mut working = *counters;
+        {
+            let mut batch = Batch {
+                t: Tables::open(&txn)?,
+                counters: &mut working,
+                faults: &self.faults,
+                now: now_ms,
+                effects: Vec::new(),
+            };
+            let mut orphaned = Vec::new();
+            for entry in batch.t.leases.iter()? {
+                let (key, _) = entry?;
+                orphaned.push(key.value().1);
+            }
+            for task_id in orphaned {
+                let Some(mut task) = get_task(&batch.t, task_id)? else {
+                    return Err(corrupted(
+                        TASKS_NAME,
+                        format!("{task_id} (leased but missing)"),
+                    ));
+                };
+                let Some(exec) = get_execution(&batch.t, task.execution_id)? else {
+                    return Err(corrupted(
+                        EXECUTIONS_NAME,
+                        format!("{} (missing)", task.execution_id),
+                    ));
+                };
+                let old = task_index(&task);
+                let mut fence = Fence {
+                    task_id,
+                    attempt: &mut task.attempt,
+                    lease: &mut task.lease,
+                };
+                let Some(lease) = fence.revoke() else {
+                    continue;
+                };
+                tracing::warn!(task_id, attempt = lease.token, worker = %lease.worker, "re-queueing task left running by a stopped process");
+                let error = ActivityError::retryable(format!(
+                    "the process stopped while attempt {} was running (worker {:?})",
+                    lease.token, lease.worker
+                ))
+                .with_code("process_stopped");
+                batch.after_lost_attempt(task, &old, exec, lease, error)?;
+            }
+            batch.save_counters()?;
+        }
+        txn.commit()?;
+        *counters = working;
+        drop(counters);
+
+        // Rebuild memory from the indexes.
+        let read = self.db.begin_read()?;
+        let tasks = read.open_table(TASKS)?;
+        let load = |id: u64| -> Result<TaskRecord, StorageError> {
+            match tasks.get(id)? {
+                Some(v) => decode(TASKS_NAME, &id, v.value()),
+                None => Err(corrupted(TASKS_NAME, format!("{id} (indexed but missing)"))),
+            }
+        };
+        let mut effects = Vec::new();
+        for entry in read.open_table(READY)?.iter()? {
+            let (key, _) = entry?;
+            effects.push(Effect::Ready(ready_item(&load(key.value().3)?)));
+        }
+        for entry in read.open_table(TIMERS)?.iter()? {
+            let (key, _) = entry?;
+            let (due_ms, id) = key.value();
+            effects.push(Effect::Timer {
+                due_ms,
+                item: ready_item(&load(id)?),
+            });
+        }
+        for entry in read.open_table(DEADLINES)?.iter()? {
+            let (key, _) = entry?;
+            let (deadline_ms, execution_id) = key.value();
+            effects.push(Effect::Deadline {
+                execution_id,
+                deadline_ms,
+            });
+        }
+        Ok(effects)
+    }
+
+    fn execution(&self, id: u64) -> Result<Option<(ExecutionRecord, TaskRecord)>, StorageError> {
+        let read = self.db.begin_read()?;
+        let executions = read.open_table(EXECUTIONS)?;
+        let Some(v) = executions.get(id)? else {
+            return Ok(None);
+        };
+        let exec: ExecutionRecord = decode(EXECUTIONS_NAME, &id, v.value())?;
+        let tasks = read.open_table(TASKS)?;
+        let task: TaskRecord = match tasks.get(exec.root_task)? {
+            Some(v) => decode(TASKS_NAME, &exec.root_task, v.value())?,
+            None => {
+                return Err(corrupted(
+                    TASKS_NAME,
+                    format!("{} (root task missing)", exec.root_task),
+                ))
+            }
+        };
+        Ok(Some((exec, task)))
+    }
+
+    fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &Page,
+    ) -> Result<Vec<ExecutionRecord>, StorageError> {
+        let read = self.db.begin_read()?;
+        let executions = read.open_table(EXECUTIONS)?;
+        let before = page.before.map_or(u64::MAX, |id| id.0);
+        let limit = page.limit.clamp(1, 10_000) as usize;
+        let mut out = Vec::new();
+        let mut consider = |id: u64, bytes: &[u8]| -> Result<bool, StorageError> {
+            let exec: ExecutionRecord = decode(EXECUTIONS_NAME, &id, bytes)?;
+            let keep = filter.state.is_none_or(|s| s == exec.state)
+                && filter.function.as_ref().is_none_or(|f| *f == exec.function)
+                && filter.queue.as_ref().is_none_or(|q| *q == exec.queue);
+            if keep {
+                out.push(exec);
+            }
+            Ok(out.len() >= limit)
+        };
+        if let Some(state) = filter.state {
+            let code = state_code(state);
+            let by_state = read.open_table(EXEC_BY_STATE)?;
+            for entry in by_state.range((code, 0)..(code, before))?.rev() {
+                let (key, _) = entry?;
+                let id = key.value().1;
+                let Some(v) = executions.get(id)? else {
+                    return Err(corrupted(
+                        EXECUTIONS_NAME,
+                        format!("{id} (indexed but missing)"),
+                    ));
+                };
+                if consider(id, v.value())? {
+                    break;
+                }
+            }
+        } else {
+            for entry in executions.range(..before)?.rev() {
+                let (key, v) = entry?;
+                if consider(key.value(), v.value())? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError> {
+        let read = self.db.begin_read()?;
+        let by_state = read.open_table(EXEC_BY_STATE)?;
+        let mut out = Vec::new();
+        for state in ExecutionState::ALL {
+            let code = state_code(state);
+            let mut n = 0u64;
+            for entry in by_state.range((code, 0)..=(code, u64::MAX))? {
+                entry?;
+                n += 1;
+            }
+            out.push((state, n));
+        }
+        Ok(out)
+    }
+
+    fn queue_depth(&self, queue: &str) -> Result<u64, StorageError> {
+        let read = self.db.begin_read()?;
+        let ready = read.open_table(READY)?;
+        let mut n = 0;
+        for entry in
+            ready.range((queue, 0u32, 0u64, 0u64)..=(queue, u32::MAX, u64::MAX, u64::MAX))?
+        {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError> {
+        let read = self.db.begin_read()?;
+        let leases = read.open_table(LEASES)?;
+        let tasks = read.open_table(TASKS)?;
+        let mut out = Vec::new();
+        for entry in leases.iter()? {
+            let (key, _) = entry?;
+            let id = key.value().1;
+            match tasks.get(id)? {
+                Some(v) => out.push(decode(TASKS_NAME, &id, v.value())?),
+                None => return Err(corrupted(TASKS_NAME, format!("{id} (leased but missing)"))),
+            }
+        }
+        Ok(out)
+    }
+
+    fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError> {
+        let read = self.db.begin_read()?;
+        let by_time = read.open_table(DLQ_BY_TIME)?;
+        let letters = read.open_table(DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for entry in by_time.iter()?.rev().take(limit as usize) {
+            let (key, _) = entry?;
+            let id = key.value().1;
+            match letters.get(id)? {
+                Some(v) => out.push(decode(DEAD_LETTERS_NAME, &id, v.value())?),
+                None => {
+                    return Err(corrupted(
+                        DEAD_LETTERS_NAME,
+                        format!("{id} (indexed but missing)"),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError> {
+        let read = self.db.begin_read()?;
+        let letters = read.open_table(DEAD_LETTERS)?;
+        match letters.get(id)? {
+            Some(v) => Ok(Some(decode(DEAD_LETTERS_NAME, &id, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn check(&self) -> Result<Vec<String>, StorageError> {
+        use std::collections::BTreeSet;
+        let read = self.db.begin_read()?;
+        let mut problems = Vec::new();
+        let mut expect_ready = BTreeSet::new();
+        let mut expect_timers = BTreeSet::new();
+        let mut expect_leases = BTreeSet::new();
+        let mut expect_state = BTreeSet::new();
+        let mut expect_deadlines = BTreeSet::new();
+        let mut tasks_by_id = std::collections::BTreeMap::new();
+        for entry in read.open_table(TASKS)?.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            let task: TaskRecord = match decode(TASKS_NAME, &id, v.value()) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            match task_index(&task) {
+                TaskIndex::None if task.state == TaskState::Running => {
+                    problems.push(format!("task {id} is running without a lease"))
+                }
+                TaskIndex::None => {}
+                TaskIndex::Ready {
+                    queue,
+                    pk,
+                    ready_ms,
+                } => {
+                    expect_ready.insert((queue, pk, ready_ms, id));
+                }
+                TaskIndex::Timer { due_ms } => {
+                    expect_timers.insert((due_ms, id));
+                }
+                TaskIndex::Lease { expires_ms } => {
+                    expect_leases.insert((expires_ms, id));
+                }
+            }
+            tasks_by_id.insert(id, task);
+        }
+        for entry in read.open_table(EXECUTIONS)?.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            let exec: ExecutionRecord = match decode(EXECUTIONS_NAME, &id, v.value()) {
+                Ok(e) => e,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            let (state, deadline) = execution_index(&exec);
+            expect_state.insert((state, id));
+            if let Some(d) = deadline {
+                expect_deadlines.insert((d, id));
+            }
+            match tasks_by_id.get(&exec.root_task) {
+                None => problems.push(format!(
+                    "execution {id} has no root task {}",
+                    exec.root_task
+                )),
+                Some(task) => {
+                    let live = matches!(task.state, TaskState::Pending | TaskState::Running);
+                    if !exec.state.is_terminal() && !live {
+                        problems.push(format!(
+                            "execution {id} is {} but its task is {:?}",
+                            exec.state, task.state
+                        ));
+                    }
+                    if exec.state.is_terminal() && live {
+                        problems.push(format!(
+                            "execution {id} is {} but its task is still {:?}",
+                            exec.state, task.state
+                        ));
+                    }
+                }
+            }
+        }
+        for task in tasks_by_id.values() {
+            if !read_has_execution(&read, task.execution_id)? {
+                problems.push(format!(
+                    "task {} belongs to missing execution {}",
+                    task.id, task.execution_id
+                ));
+            }
+        }
+        let mut found = BTreeSet::new();
+        for entry in read.open_table(READY)?.iter()? {
+            let (k, _) = entry?;
+            let (q, pk, r, id) = k.value();
+            found.insert((q.to_string(), pk, r, id));
+        }
+        diff(&mut problems, "idx_ready", &expect_ready, &found);
+        diff(
+            &mut problems,
+            "idx_timers",
+            &expect_timers,
+            &pairs(&read, TIMERS)?,
+        );
+        diff(
+            &mut problems,
+            "idx_leases",
+            &expect_leases,
+            &pairs(&read, LEASES)?,
+        );
+        diff(
+            &mut problems,
+            "idx_deadlines",
+            &expect_deadlines,
+            &pairs(&read, DEADLINES)?,
+        );
+        let mut states = BTreeSet::new();
+        for entry in read.open_table(EXEC_BY_STATE)?.iter()? {
+            states.insert(entry?.0.value());
+        }
+        diff(&mut problems, "idx_exec_state", &expect_state, &states);
+        let mut expect_dlq = BTreeSet::new();
+        for entry in read.open_table(DEAD_LETTERS)?.iter()? {
+            let (k, v) = entry?;
+            let id = k.value();
+            match decode::<DeadLetterRecord>(DEAD_LETTERS_NAME, &id, v.value()) {
+                Ok(l) => {
+                    expect_dlq.insert((l.failed_ms, id));
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        diff(
+            &mut problems,
+            "idx_dlq_time",
+            &expect_dlq,
+            &pairs(&read, DLQ_BY_TIME)?,
+        );
+        Ok(problems)
+    }
+}
+
+fn read_has_execution(read: &redb::ReadTransaction, id: u64) -> Result<bool, StorageError> {
+    Ok(read.open_table(EXECUTIONS)?.get(id)?.is_some())
+}
+
+fn pairs(
+    read: &redb::ReadTransaction,
+    table: redb::TableDefinition<(u64, u64), ()>,
+) -> Result<std::collections::BTreeSet<(u64, u64)>, StorageError> {
+    let mut out = std::collections::BTreeSet::new();
+    for entry in read.open_table(table)?.iter()? {
+        out.insert(entry?.0.value());
+    }
+    Ok(out)
+}
+
+fn diff<T: Ord + std::fmt::Debug>(
+    problems: &mut Vec<String>,
+    name: &str,
+    expected: &std::collections::BTreeSet<T>,
+    found: &std::collections::BTreeSet<T>,
+) {
+    for missing in expected.difference(found) {
+        problems.push(format!("{name}: missing entry {missing:?}"));
+    }
+    for extra in found.difference(expected) {
+        problems.push(format!("{name}: entry {extra:?} matches no record"));
+    }
+}

@@ -1,0 +1,38 @@
+//! Every redb table, defined once. Keys use redb's native tuple and integer types so ordering is
+//! redb's. A table name is never reused; retired names are listed at the bottom.
+//!
+//! Index tables (`idx_*`) have `()` values: the key is the whole entry. Each is written in the
+//! same transaction as the record it indexes (see docs/design.md, invariant I3).
+
+use redb::TableDefinition;
+
+/// `"schema_version"`, `"next_execution_id"`, `"next_task_id"`, `"next_dead_letter_id"`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// execution id → `ExecutionRecord`. Ids grow with dispatch order, so this table is also the
+/// "executions by creation" index (reverse iteration = newest first).
+pub const EXECUTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("executions");
+/// task id → `TaskRecord`.
+pub const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+/// Pending tasks due now: (queue, inverted priority, ready_ms, task id).
+pub const READY: TableDefinition<(&str, u32, u64, u64), ()> = TableDefinition::new("idx_ready");
+/// Pending tasks due later (delays, retry backoff): (due_ms, task id).
+pub const TIMERS: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_timers");
+/// Running tasks: (lease expiry ms, task id).
+pub const LEASES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_leases");
+/// Executions by (state code, execution id).
+pub const EXEC_BY_STATE: TableDefinition<(u8, u64), ()> = TableDefinition::new("idx_exec_state");
+/// Non-terminal executions with a max_duration: (deadline_ms, execution id).
+pub const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_deadlines");
+/// Idempotency key → execution id.
+pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
+/// dead letter id → `DeadLetterRecord`.
+pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Dead letters by (failed_ms, dead letter id).
+pub const DLQ_BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_dlq_time");
+
+/// Table names in their display form for `Corrupted` errors.
+pub const EXECUTIONS_NAME: &str = "executions";
+pub const TASKS_NAME: &str = "tasks";
+pub const DEAD_LETTERS_NAME: &str = "dead_letters";
+
+// Retired table names (never reuse): none yet.
