@@ -25,10 +25,7 @@ const SHIP: Activity<Order, String> = Activity::new("ship_order");
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let db = match args.iter().position(|a| a == "--db") {
-        Some(i) => args
-            .get(i + 1)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("--db needs a path"))?,
+        Some(i) => args.get(i + 1).cloned().ok_or_else(|| anyhow::anyhow!("--db needs a path"))?,
         None => "quickstart.stent".to_string(),
     };
 
@@ -41,38 +38,22 @@ async fn main() -> anyhow::Result<()> {
             let n = attempts.fetch_add(1, Ordering::SeqCst);
             async move {
                 if n == 0 {
-                    return Err(
-                        ActivityError::retryable("card processor timed out").with_code("timeout")
-                    );
+                    return Err(ActivityError::retryable("card processor timed out").with_code("timeout"));
                 }
-                Ok(format!(
-                    "charged {} cents for order {}",
-                    order.cents, order.id
-                ))
+                Ok(format!("charged {} cents for order {}", order.cents, order.id))
             }
         })
         .retry(RetryPolicy::exponential(3, Duration::from_millis(200)))
         .activity(SHIP, |order: Order| async move {
             if order.address.trim().is_empty() {
-                return Err(
-                    ActivityError::permanent("no shipping address").with_code("bad_address")
-                );
+                return Err(ActivityError::permanent("no shipping address").with_code("bad_address"));
             }
             Ok(format!("order {} shipped to {}", order.id, order.address))
         })
         .open()?;
 
-    let earlier = engine.list_executions(
-        &ExecutionFilter::default(),
-        &Page {
-            limit: 20,
-            before: None,
-        },
-    )?;
-    println!(
-        "database {db}: {} executions from earlier runs",
-        earlier.len()
-    );
+    let earlier = engine.list_executions(&ExecutionFilter::default(), &Page { limit: 20, before: None })?;
+    println!("database {db}: {} executions from earlier runs", earlier.len());
     for e in earlier.iter().take(6) {
         println!("  #{} {} {}", e.id, e.function, e.state);
     }
@@ -81,36 +62,17 @@ async fn main() -> anyhow::Result<()> {
     workers.wait_until_ready().await;
 
     let run = earlier.len() as u32;
-    let order = Order {
-        id: 100 + run,
-        cents: 4_200,
-        address: "1 Main St".into(),
-    };
-    let charge = engine
-        .dispatch(CHARGE, &order)
-        .idempotency_key(format!("charge-{}", order.id))
-        .await?;
+    let order = Order { id: 100 + run, cents: 4_200, address: "1 Main St".into() };
+    let charge = engine.dispatch(CHARGE, &order).idempotency_key(format!("charge-{}", order.id)).await?;
     println!("dispatched charge_card as execution #{charge}");
-    let receipt = engine
-        .wait_for(CHARGE, charge, Some(Duration::from_secs(30)))
-        .await?;
+    let receipt = engine.wait_for(CHARGE, charge, Some(Duration::from_secs(30))).await?;
     let info = engine.state_of(charge)?;
-    println!(
-        "  -> {receipt} (after {} attempts; first error: {})",
-        info.attempts, info.history[0].error
-    );
+    println!("  -> {receipt} (after {} attempts; first error: {})", info.attempts, info.history[0].error);
 
-    let bad = Order {
-        id: 200 + run,
-        cents: 999,
-        address: String::new(),
-    };
+    let bad = Order { id: 200 + run, cents: 999, address: String::new() };
     let ship = engine.dispatch(SHIP, &bad).await?;
     println!("dispatched ship_order with no address as execution #{ship}");
-    match engine
-        .wait_for(SHIP, ship, Some(Duration::from_secs(30)))
-        .await
-    {
+    match engine.wait_for(SHIP, ship, Some(Duration::from_secs(30))).await {
         Err(stent::Error::ExecutionFailed { error, .. }) => println!("  -> failed: {error}"),
         other => anyhow::bail!("expected a failure, got {other:?}"),
     }
@@ -119,33 +81,16 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .find(|l| l.execution_id == ship)
         .ok_or_else(|| anyhow::anyhow!("the failure is not in the dead-letter queue"))?;
-    println!(
-        "  dead letter #{}: {} after {} attempt(s)",
-        letter.id, letter.error.message, letter.attempts
-    );
+    println!("  dead letter #{}: {} after {} attempt(s)", letter.id, letter.error.message, letter.attempts);
 
-    let fixed = Order {
-        address: "221B Baker St".into(),
-        ..bad
-    };
-    engine
-        .replay_dead_letter_with_input(letter.id, &fixed)
-        .await?;
-    println!(
-        "replayed dead letter #{} with the address filled in",
-        letter.id
-    );
-    let shipped = engine
-        .wait_for(SHIP, ship, Some(Duration::from_secs(30)))
-        .await?;
+    let fixed = Order { address: "221B Baker St".into(), ..bad };
+    engine.replay_dead_letter_with_input(letter.id, &fixed).await?;
+    println!("replayed dead letter #{} with the address filled in", letter.id);
+    let shipped = engine.wait_for(SHIP, ship, Some(Duration::from_secs(30))).await?;
     println!("  -> {shipped}");
 
     let counts = engine.counts_by_state()?;
-    let summary: Vec<String> = counts
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(s, n)| format!("{s}={n}"))
-        .collect();
+    let summary: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}={n}")).collect();
     println!("executions in {db}: {}", summary.join(" "));
     println!("dead letters left: {}", engine.dead_letters(1000)?.len());
 

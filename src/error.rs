@@ -12,15 +12,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A name was dispatched or called that this engine does not have registered.
     #[error("function {name:?} is not registered; registered: [{}]", registered.join(", "))]
-    UnknownFunction {
-        name: String,
-        registered: Vec<String>,
-    },
+    UnknownFunction { name: String, registered: Vec<String> },
     /// The same name was registered twice, or a builder option was given before any function.
     #[error("configuration error: {0}")]
     Config(String),
     #[error("execution {0} does not exist")]
     UnknownExecution(ExecutionId),
+    #[error("task {task_id} does not exist")]
+    UnknownTask { task_id: u64 },
     #[error("dead letter {0} does not exist")]
     UnknownDeadLetter(u64),
     /// A payload could not be turned into JSON, or JSON into the declared type.
@@ -31,10 +30,7 @@ pub enum Error {
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: String },
     #[error("execution {id} failed: {error}")]
-    ExecutionFailed {
-        id: ExecutionId,
-        error: ActivityError,
-    },
+    ExecutionFailed { id: ExecutionId, error: ActivityError },
     #[error("execution {0} was cancelled")]
     Cancelled(ExecutionId),
     #[error("execution {0} exceeded its max_duration")]

@@ -19,11 +19,8 @@ mod sync;
 pub mod testing;
 
 pub use api::{
-    Activity, ActivityError, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId,
-    ExecutionInfo, ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState,
-    WorkerOptions, WorkerStatus,
+    Activity, ActivityError, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo,
+    ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions, WorkerStatus,
 };
-pub use engine::{
-    Clock, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,
-};
+pub use engine::{Clock, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool};
 pub use error::{Error, Result};

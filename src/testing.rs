@@ -16,9 +16,7 @@ pub struct MemoryDisk {
 
 impl MemoryDisk {
     pub fn new() -> Self {
-        MemoryDisk {
-            bytes: Arc::new(redb::backends::InMemoryBackend::new()),
-        }
+        MemoryDisk { bytes: Arc::new(redb::backends::InMemoryBackend::new()) }
     }
 }
 
@@ -46,10 +44,7 @@ impl redb::StorageBackend for MemoryDisk {
 pub async fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "condition never held within {limit:?}: {what}"
-        );
+        assert!(start.elapsed() < limit, "condition never held within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

@@ -14,9 +14,7 @@ pub struct DurationArg(Result<Duration, (String, String)>);
 
 impl DurationArg {
     pub fn get(&self) -> Result<Duration> {
-        self.0
-            .clone()
-            .map_err(|(input, reason)| Error::InvalidDuration { input, reason })
+        self.0.clone().map_err(|(input, reason)| Error::InvalidDuration { input, reason })
     }
 
     /// Parses `"1h30m"`, `"250ms"`, `"2d8h"`.
@@ -62,18 +60,9 @@ mod tests {
 
     #[test]
     fn accepts_compound_units() {
-        assert_eq!(
-            DurationArg::parse("1h30m").unwrap(),
-            Duration::from_secs(5400)
-        );
-        assert_eq!(
-            DurationArg::parse("2d8h").unwrap(),
-            Duration::from_secs(2 * 86400 + 8 * 3600)
-        );
-        assert_eq!(
-            DurationArg::parse("250ms").unwrap(),
-            Duration::from_millis(250)
-        );
+        assert_eq!(DurationArg::parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(DurationArg::parse("2d8h").unwrap(), Duration::from_secs(2 * 86400 + 8 * 3600));
+        assert_eq!(DurationArg::parse("250ms").unwrap(), Duration::from_millis(250));
     }
 
     #[test]

@@ -60,10 +60,7 @@ impl RetryPolicy {
         self
     }
 
-    pub fn retry_only_codes<I: IntoIterator<Item = S>, S: Into<String>>(
-        mut self,
-        codes: I,
-    ) -> Self {
+    pub fn retry_only_codes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, codes: I) -> Self {
         self.retry_codes = codes.into_iter().map(Into::into).collect();
         self
     }
@@ -91,11 +88,8 @@ impl RetryPolicy {
     pub fn delay_after(&self, attempts_done: u32, unit: f64) -> Duration {
         debug_assert!(attempts_done >= 1);
         let exponent = attempts_done.saturating_sub(1).min(1_000) as i32;
-        let factor = if self.backoff_factor.is_finite() && self.backoff_factor >= 1.0 {
-            self.backoff_factor
-        } else {
-            1.0
-        };
+        let factor =
+            if self.backoff_factor.is_finite() && self.backoff_factor >= 1.0 { self.backoff_factor } else { 1.0 };
         let base = self.initial_delay.as_secs_f64() * factor.powi(exponent);
         let capped = base.min(self.max_delay.as_secs_f64());
         let jittered = capped * (1.0 - self.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0));
@@ -109,8 +103,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy::exponential(10, Duration::from_secs(1))
-            .with_max_delay(Duration::from_secs(5));
+        let p = RetryPolicy::exponential(10, Duration::from_secs(1)).with_max_delay(Duration::from_secs(5));
         let d: Vec<u64> = (1..=5).map(|n| p.delay_after(n, 0.0).as_secs()).collect();
         assert_eq!(d, vec![1, 2, 4, 5, 5]);
     }

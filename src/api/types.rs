@@ -26,10 +26,7 @@ pub struct Activity<I, O> {
 
 impl<I, O> Activity<I, O> {
     pub const fn new(name: &'static str) -> Self {
-        Activity {
-            name,
-            _types: PhantomData,
-        }
+        Activity { name, _types: PhantomData }
     }
 }
 
@@ -89,21 +86,11 @@ pub struct ActivityError {
 
 impl ActivityError {
     pub fn retryable(message: impl Into<String>) -> Self {
-        ActivityError {
-            message: message.into(),
-            kind: ErrorKind::Retryable,
-            code: None,
-            details: None,
-        }
+        ActivityError { message: message.into(), kind: ErrorKind::Retryable, code: None, details: None }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        ActivityError {
-            message: message.into(),
-            kind: ErrorKind::Permanent,
-            code: None,
-            details: None,
-        }
+        ActivityError { message: message.into(), kind: ErrorKind::Permanent, code: None, details: None }
     }
 
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
@@ -117,9 +104,7 @@ impl ActivityError {
     }
 
     pub fn details(&self) -> Option<serde_json::Value> {
-        self.details
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
+        self.details.as_deref().and_then(|d| serde_json::from_str(d).ok())
     }
 }
 
@@ -249,10 +234,7 @@ pub struct Page {
 
 impl Default for Page {
     fn default() -> Self {
-        Page {
-            limit: 50,
-            before: None,
-        }
+        Page { limit: 50, before: None }
     }
 }
 

@@ -21,9 +21,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
 
     fn sleep_until(&self, deadline_ms: u64) -> Sleep {
@@ -40,9 +38,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start_ms: u64) -> Self {
-        ManualClock {
-            now: Arc::new(tokio::sync::watch::Sender::new(start_ms)),
-        }
+        ManualClock { now: Arc::new(tokio::sync::watch::Sender::new(start_ms)) }
     }
 
     pub fn advance(&self, by: Duration) {

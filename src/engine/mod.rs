@@ -31,13 +31,11 @@ pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use worker::WorkerPool;
 
 use crate::api::{
-    ActivityError, DeadLetter, DurationArg, ExecutionFilter, ExecutionId, ExecutionInfo,
-    ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, WorkerOptions,
+    ActivityError, DeadLetter, DurationArg, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState,
+    FunctionHandle, Page, RetryPolicy, RunningTask, WorkerOptions,
 };
 use crate::error::{Error, Result};
-use crate::storage::records::{
-    duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord,
-};
+use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
 use crate::storage::{Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store};
 use registry::{Bound, Function, Registry};
 use timers::{Due, Timers};
@@ -72,8 +70,10 @@ impl Stats {
     }
 }
 
-/// An attempt running in this process.
+/// An attempt running in this process, keyed by a serial number of its own: the same task
+/// may briefly have two (a stale attempt being aborted and its replacement).
 struct Running {
+    task_id: u64,
     pool: u64,
     token: Option<u32>,
     abort: Option<tokio::task::AbortHandle>,
@@ -90,6 +90,7 @@ pub(crate) struct Inner {
     timers: Timers,
     waiters: Mutex<HashMap<u64, Vec<oneshot::Sender<()>>>>,
     running: Mutex<HashMap<u64, Running>>,
+    next_attempt: AtomicU64,
     rng: Mutex<rand::rngs::StdRng>,
     seed: u64,
     payload_bytes_max: u64,
@@ -108,19 +109,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     fn store(&self) -> Result<Arc<dyn Store>> {
-        self.store
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(Error::Shutdown)
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Shutdown)
     }
 
     async fn submit(&self, op: Op) -> Result<OpOutput> {
         let tx = lock(&self.tx).clone().ok_or(Error::Shutdown)?;
         let (reply, rx) = oneshot::channel();
-        tx.send(writer::Command { op, reply })
-            .await
-            .map_err(|_| Error::Shutdown)?;
+        tx.send(writer::Command { op, reply }).await.map_err(|_| Error::Shutdown)?;
         rx.await.map_err(|_| Error::Shutdown)?
     }
 
@@ -139,39 +134,35 @@ impl Inner {
                 Effect::Timer { due_ms, item } => {
                     self.timers.add(due_ms, Due::Task(item));
                 }
-                Effect::Lease {
-                    task_id,
-                    token,
-                    expires_ms,
-                } => self.timers.set_lease(task_id, token, expires_ms),
-                Effect::Deadline {
-                    execution_id,
-                    deadline_ms,
-                } => {
+                Effect::Lease { task_id, token, expires_ms } => self.timers.set_lease(task_id, token, expires_ms),
+                Effect::Deadline { execution_id, deadline_ms } => {
                     self.timers.add(deadline_ms, Due::Deadline { execution_id });
                 }
                 Effect::Finished { execution_id } => {
-                    for waiter in lock(&self.waiters)
-                        .remove(&execution_id)
-                        .unwrap_or_default()
-                    {
+                    for waiter in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
                         let _ = waiter.send(());
                     }
                 }
-                Effect::Abort { task_id } => {
+                Effect::Abort { task_id, token } => {
                     self.timers.clear_lease(task_id);
-                    self.abort_local(task_id);
+                    self.abort_local(task_id, token);
                 }
             }
         }
     }
 
-    /// Stops the in-process future of a task's attempt, if one runs here.
-    fn abort_local(&self, task_id: u64) {
-        if let Some(running) = lock(&self.running).get_mut(&task_id) {
-            running.aborted = true;
-            if let Some(abort) = &running.abort {
-                abort.abort();
+    /// Stops the in-process futures of a task's attempts: the one holding `token`, or all.
+    /// An entry whose claim has not returned yet (no token) matches too: effects that abort
+    /// come before the effects that re-queue, so such an entry is the attempt being aborted.
+    fn abort_local(&self, task_id: u64, token: Option<u32>) {
+        for running in lock(&self.running).values_mut() {
+            let matches =
+                running.task_id == task_id && (token.is_none() || running.token.is_none() || running.token == token);
+            if matches {
+                running.aborted = true;
+                if let Some(abort) = &running.abort {
+                    abort.abort();
+                }
             }
         }
     }
@@ -317,9 +308,7 @@ impl EngineBuilder {
     fn with_last(mut self, what: &str, f: impl FnOnce(&mut Function)) -> Self {
         match self.last.as_mut() {
             Some(last) => f(last),
-            None => self
-                .errors
-                .push(format!("{what}() given before any function was registered")),
+            None => self.errors.push(format!("{what}() given before any function was registered")),
         }
         self
     }
@@ -330,9 +319,7 @@ impl EngineBuilder {
 
     /// At most `n` attempts of this function run at once across all workers (`0`: no limit).
     pub fn max_concurrent(self, n: u32) -> Self {
-        self.with_last("max_concurrent", |f| {
-            f.limiter = crate::lease::Limiter::new(n)
-        })
+        self.with_last("max_concurrent", |f| f.limiter = crate::lease::Limiter::new(n))
     }
 
     pub fn queue(self, queue: &str) -> Self {
@@ -362,9 +349,8 @@ impl EngineBuilder {
         if !self.errors.is_empty() {
             return Err(Error::Config(self.errors.join("; ")));
         }
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            Error::Config("Engine::open must be called inside a tokio runtime".into())
-        })?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("Engine::open must be called inside a tokio runtime".into()))?;
         let store = RedbStore::open(OpenOptions {
             path: self.path.clone(),
             backend: self.backend.take(),
@@ -374,9 +360,8 @@ impl EngineBuilder {
         let store: Arc<dyn Store> = Arc::new(store);
         let effects = store.recover(self.clock.now_ms())?;
         let seed = self.seed.unwrap_or_else(|| {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
             nanos ^ (u64::from(std::process::id()) << 32)
         });
         tracing::info!(seed, path = ?self.path, "stent engine open");
@@ -390,6 +375,7 @@ impl EngineBuilder {
             timers: Timers::default(),
             waiters: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
+            next_attempt: AtomicU64::new(1),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
             seed,
             payload_bytes_max: self.payload_bytes_max,
@@ -421,9 +407,7 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("seed", &self.inner.seed)
-            .finish_non_exhaustive()
+        f.debug_struct("Engine").field("seed", &self.inner.seed).finish_non_exhaustive()
     }
 }
 
@@ -481,16 +465,8 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         let function = inner.registry.require(self.function.name())?;
         let input = self.input?;
         self.engine.check_payload(&input)?;
-        let delay_ms = self
-            .delay
-            .map(|d| d.get())
-            .transpose()?
-            .map_or(0, duration_ms);
-        let max_duration_ms = self
-            .max_duration
-            .map(|d| d.get())
-            .transpose()?
-            .map(duration_ms);
+        let delay_ms = self.delay.map(|d| d.get()).transpose()?.map_or(0, duration_ms);
+        let max_duration_ms = self.max_duration.map(|d| d.get()).transpose()?.map(duration_ms);
         let new = NewExecution {
             function: function.name.to_string(),
             queue: self.queue.unwrap_or_else(|| function.queue.clone()),
@@ -549,24 +525,15 @@ impl Engine {
     fn check_payload(&self, bytes: &[u8]) -> Result<()> {
         let len = bytes.len() as u64;
         if len > self.inner.payload_bytes_max {
-            return Err(Error::PayloadTooLarge {
-                bytes: len,
-                limit: self.inner.payload_bytes_max,
-            });
+            return Err(Error::PayloadTooLarge { bytes: len, limit: self.inner.payload_bytes_max });
         }
         Ok(())
     }
 
     /// Starts an execution of `function`; `.await` the returned builder.
-    pub fn dispatch<F: FunctionHandle>(
-        &self,
-        function: F,
-        input: &F::Input,
-    ) -> DispatchBuilder<'_, F> {
-        let input = serde_json::to_vec(input).map_err(|e| Error::Payload {
-            function: function.name().to_string(),
-            reason: e.to_string(),
-        });
+    pub fn dispatch<F: FunctionHandle>(&self, function: F, input: &F::Input) -> DispatchBuilder<'_, F> {
+        let input = serde_json::to_vec(input)
+            .map_err(|e| Error::Payload { function: function.name().to_string(), reason: e.to_string() });
         DispatchBuilder {
             engine: self,
             function,
@@ -591,26 +558,14 @@ impl Engine {
     }
 
     fn load(&self, id: ExecutionId) -> Result<(ExecutionRecord, TaskRecord)> {
-        self.inner
-            .store()?
-            .execution(id.0)?
-            .ok_or(Error::UnknownExecution(id))
+        self.inner.store()?.execution(id.0)?.ok_or(Error::UnknownExecution(id))
     }
 
-    fn outcome<F: FunctionHandle>(
-        &self,
-        function: F,
-        exec: &ExecutionRecord,
-    ) -> Result<Option<F::Output>> {
+    fn outcome<F: FunctionHandle>(&self, function: F, exec: &ExecutionRecord) -> Result<Option<F::Output>> {
         if exec.function != function.name() {
             return Err(Error::Payload {
                 function: function.name().to_string(),
-                reason: format!(
-                    "execution {} runs {:?}, not {:?}",
-                    exec.id,
-                    exec.function,
-                    function.name()
-                ),
+                reason: format!("execution {} runs {:?}, not {:?}", exec.id, exec.function, function.name()),
             });
         }
         let id = ExecutionId(exec.id);
@@ -618,19 +573,14 @@ impl Engine {
             ExecutionState::Pending | ExecutionState::Running => Ok(None),
             ExecutionState::Completed => {
                 let bytes = exec.output.as_deref().unwrap_or(b"null");
-                serde_json::from_slice(bytes)
-                    .map(Some)
-                    .map_err(|e| Error::Payload {
-                        function: exec.function.clone(),
-                        reason: format!("result does not decode: {e}"),
-                    })
+                serde_json::from_slice(bytes).map(Some).map_err(|e| Error::Payload {
+                    function: exec.function.clone(),
+                    reason: format!("result does not decode: {e}"),
+                })
             }
             ExecutionState::Failed => Err(Error::ExecutionFailed {
                 id,
-                error: exec
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| ActivityError::permanent("failed")),
+                error: exec.error.clone().unwrap_or_else(|| ActivityError::permanent("failed")),
             }),
             ExecutionState::Cancelled => Err(Error::Cancelled(id)),
             ExecutionState::TimedOut => Err(Error::TimedOut(id)),
@@ -639,11 +589,7 @@ impl Engine {
 
     /// The result if finished (`Ok(None)` while pending or running); the failure, cancellation
     /// or timeout as an error.
-    pub fn result_of<F: FunctionHandle>(
-        &self,
-        function: F,
-        id: ExecutionId,
-    ) -> Result<Option<F::Output>> {
+    pub fn result_of<F: FunctionHandle>(&self, function: F, id: ExecutionId) -> Result<Option<F::Output>> {
         let (exec, _) = self.load(id)?;
         self.outcome(function, &exec)
     }
@@ -702,11 +648,7 @@ impl Engine {
     }
 
     /// Executions matching `filter`, newest first.
-    pub fn list_executions(
-        &self,
-        filter: &ExecutionFilter,
-        page: &Page,
-    ) -> Result<Vec<ExecutionInfo>> {
+    pub fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionInfo>> {
         let store = self.inner.store()?;
         let records = store.list_executions(filter, page)?;
         let mut out = Vec::with_capacity(records.len());
@@ -748,21 +690,11 @@ impl Engine {
 
     /// Dead letters, newest first.
     pub fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
-        Ok(self
-            .inner
-            .store()?
-            .dead_letters(limit)?
-            .into_iter()
-            .map(dead_letter)
-            .collect())
+        Ok(self.inner.store()?.dead_letters(limit)?.into_iter().map(dead_letter).collect())
     }
 
     pub fn dead_letter(&self, id: u64) -> Result<DeadLetter> {
-        self.inner
-            .store()?
-            .dead_letter(id)?
-            .map(dead_letter)
-            .ok_or(Error::UnknownDeadLetter(id))
+        self.inner.store()?.dead_letter(id)?.map(dead_letter).ok_or(Error::UnknownDeadLetter(id))
     }
 
     /// Re-opens the failed execution with a fresh retry budget and removes the dead letter.
@@ -771,36 +703,23 @@ impl Engine {
     }
 
     /// Like `replay_dead_letter`, with an operator-edited input.
-    pub async fn replay_dead_letter_with_input<I: Serialize>(
-        &self,
-        id: u64,
-        input: &I,
-    ) -> Result<ExecutionId> {
+    pub async fn replay_dead_letter_with_input<I: Serialize>(&self, id: u64, input: &I) -> Result<ExecutionId> {
         let letter = self.dead_letter(id)?;
-        let bytes = serde_json::to_vec(input).map_err(|e| Error::Payload {
-            function: letter.function.clone(),
-            reason: e.to_string(),
-        })?;
+        let bytes = serde_json::to_vec(input)
+            .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
         self.check_payload(&bytes)?;
         self.replay(id, Some(bytes)).await
     }
 
     async fn replay(&self, id: u64, input: Option<Vec<u8>>) -> Result<ExecutionId> {
-        match self
-            .inner
-            .submit(Op::ReplayDeadLetter { id, input })
-            .await?
-        {
+        match self.inner.submit(Op::ReplayDeadLetter { id, input }).await? {
             OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn discard_dead_letter(&self, id: u64) -> Result<()> {
-        self.inner
-            .submit(Op::DiscardDeadLetter { id })
-            .await
-            .map(|_| ())
+        self.inner.submit(Op::DiscardDeadLetter { id }).await.map(|_| ())
     }
 
     /// Starts a pool of workers in this process.
@@ -841,10 +760,7 @@ impl Engine {
     /// attempt), exactly as after a crash. Drain worker pools first for a clean stop.
     pub async fn close(&self) -> Result<()> {
         self.inner.shutdown.send_replace(true);
-        let running: Vec<_> = lock(&self.inner.running)
-            .values()
-            .filter_map(|r| r.abort.clone())
-            .collect();
+        let running: Vec<_> = lock(&self.inner.running).values().filter_map(|r| r.abort.clone()).collect();
         for abort in running {
             abort.abort();
         }
@@ -856,11 +772,7 @@ impl Engine {
                 .map_err(|_| Error::Shutdown)?
                 .map_err(|_| Error::Config("the writer thread panicked".into()))?;
         }
-        self.inner
-            .store
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        self.inner.store.write().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())
     }
 }

@@ -43,12 +43,7 @@ impl Filter<'_> {
 
 impl ReadyQueue {
     fn queue(&self, name: &str) -> Arc<SkipMap<Key, ReadyItem>> {
-        if let Some(q) = self
-            .queues
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-        {
+        if let Some(q) = self.queues.read().unwrap_or_else(|p| p.into_inner()).get(name) {
             return q.clone();
         }
         let mut w = self.queues.write().unwrap_or_else(|p| p.into_inner());
@@ -63,11 +58,7 @@ impl ReadyQueue {
 
     /// Takes the best task the filter accepts whose function has a free concurrency slot.
     /// On success the slot is held by the caller.
-    pub fn take(
-        &self,
-        filter: &Filter<'_>,
-        registry: &Registry,
-    ) -> Option<(ReadyItem, Arc<Function>)> {
+    pub fn take(&self, filter: &Filter<'_>, registry: &Registry) -> Option<(ReadyItem, Arc<Function>)> {
         let maps: Vec<_> = filter.queues.iter().map(|q| self.queue(q)).collect();
         'retry: loop {
             // The best candidate across the served queues: smallest key.

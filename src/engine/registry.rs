@@ -26,9 +26,7 @@ pub struct Function {
 
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Function")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Function").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -36,9 +34,7 @@ impl std::fmt::Debug for Function {
 pub fn handler<F, Fut>(handle: F::Handle, f: F) -> Handler
 where
     F: TypedFn<Fut>,
-    Fut: Future<Output = Result<<F::Handle as FunctionHandle>::Output, ActivityError>>
-        + Send
-        + 'static,
+    Fut: Future<Output = Result<<F::Handle as FunctionHandle>::Output, ActivityError>> + Send + 'static,
 {
     let f = Arc::new(f);
     let name = handle.name();
@@ -46,13 +42,11 @@ where
         let f = f.clone();
         Box::pin(async move {
             let input = serde_json::from_slice(&input).map_err(|e| {
-                ActivityError::permanent(format!("input of {name:?} does not decode: {e}"))
-                    .with_code("bad_input")
+                ActivityError::permanent(format!("input of {name:?} does not decode: {e}")).with_code("bad_input")
             })?;
             let output = f.call(input).await?;
             serde_json::to_vec(&output).map_err(|e| {
-                ActivityError::permanent(format!("output of {name:?} does not encode: {e}"))
-                    .with_code("bad_output")
+                ActivityError::permanent(format!("output of {name:?} does not encode: {e}")).with_code("bad_output")
             })
         }) as TaskFuture
     })
@@ -72,10 +66,7 @@ pub struct Bound<H, F> {
 
 impl<H, F> Bound<H, F> {
     pub fn new(f: F) -> Self {
-        Bound {
-            f,
-            _h: std::marker::PhantomData,
-        }
+        Bound { f, _h: std::marker::PhantomData }
     }
 }
 
@@ -98,10 +89,7 @@ pub struct Registry {
 impl Registry {
     pub fn insert(&mut self, function: Function) -> Result<(), Error> {
         if self.functions.contains_key(function.name) {
-            return Err(Error::Config(format!(
-                "function {:?} is registered twice",
-                function.name
-            )));
+            return Err(Error::Config(format!("function {:?} is registered twice", function.name)));
         }
         self.functions.insert(function.name, Arc::new(function));
         Ok(())

@@ -49,22 +49,14 @@ impl Timers {
 
     pub fn set_lease(&self, task_id: u64, token: u32, expires_ms: u64) {
         let key = self.add(expires_ms, Due::Lease { task_id, token });
-        let old = self
-            .lease_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(task_id, key);
+        let old = self.lease_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id, key);
         if let Some(old) = old {
             self.lock().remove(&old);
         }
     }
 
     pub fn clear_lease(&self, task_id: u64) {
-        let old = self
-            .lease_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&task_id);
+        let old = self.lease_keys.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_id);
         if let Some(old) = old {
             self.lock().remove(&old);
         }

@@ -37,11 +37,7 @@ struct Pool {
 
 pub(super) fn start(inner: Arc<Inner>, mut options: WorkerOptions) -> WorkerPool {
     options.max_concurrency = options.max_concurrency.clamp(1, Semaphore::MAX_PERMITS);
-    let queues = if options.queues.is_empty() {
-        vec!["default".to_string()]
-    } else {
-        options.queues.clone()
-    };
+    let queues = if options.queues.is_empty() { vec!["default".to_string()] } else { options.queues.clone() };
     let shared = Arc::new(Pool {
         id: inner.next_pool.fetch_add(1, Ordering::Relaxed),
         permits: Arc::new(Semaphore::new(options.max_concurrency)),
@@ -63,16 +59,13 @@ impl WorkerPool {
     /// Resolves once the pool is claiming work.
     pub async fn wait_until_ready(&self) -> WorkerStatus {
         let mut rx = self.shared.status.subscribe();
-        let status = rx
-            .wait_for(|s| *s != WorkerStatus::Starting)
-            .await
-            .map(|s| *s);
+        let status = rx.wait_for(|s| *s != WorkerStatus::Starting).await.map(|s| *s);
         status.unwrap_or(WorkerStatus::Stopped)
     }
 
     /// Attempts of this pool running now.
     pub fn running(&self) -> usize {
-        self.shared.options.max_concurrency - self.shared.permits.available_permits()
+        lock(&self.shared.inner.running).values().filter(|r| r.pool == self.shared.id).count()
     }
 
     pub fn worker_id(&self) -> &str {
@@ -83,8 +76,7 @@ impl WorkerPool {
     /// engine's clock), then aborts what is left and gives it back to the queue (the attempt
     /// counts). Returns how many attempts were given back.
     pub async fn drain(&self) -> Result<usize> {
-        self.drain_with_grace(self.shared.options.shutdown_grace)
-            .await
+        self.drain_with_grace(self.shared.options.shutdown_grace).await
     }
 
     pub async fn drain_with_grace(&self, grace: Duration) -> Result<usize> {
@@ -109,32 +101,21 @@ impl WorkerPool {
                 let left: Vec<(u64, Option<u32>)> = {
                     let mut running = lock(&pool.inner.running);
                     running
-                        .iter_mut()
-                        .filter(|(_, r)| r.pool == pool.id)
-                        .map(|(id, r)| {
+                        .values_mut()
+                        .filter(|r| r.pool == pool.id)
+                        .map(|r| {
                             r.aborted = true;
                             if let Some(a) = &r.abort {
                                 a.abort();
                             }
-                            (*id, r.token)
+                            (r.task_id, r.token)
                         })
                         .collect()
                 };
                 for (task_id, token) in left {
                     let Some(token) = token else { continue };
-                    let reason = format!(
-                        "worker {:?} drained before the attempt finished",
-                        pool.options.worker_id
-                    );
-                    match pool
-                        .inner
-                        .submit(Op::Abandon {
-                            task_id,
-                            token,
-                            reason,
-                        })
-                        .await
-                    {
+                    let reason = format!("worker {:?} drained before the attempt finished", pool.options.worker_id);
+                    match pool.inner.submit(Op::Abandon { task_id, token, reason }).await {
                         Ok(_) => given_back += 1,
                         Err(Error::Lease(_)) => {} // It finished or was taken meanwhile.
                         Err(e) => return Err(e),
@@ -150,10 +131,7 @@ impl WorkerPool {
 }
 
 fn stopping(pool: &Pool) -> bool {
-    matches!(
-        *pool.status.borrow(),
-        WorkerStatus::Draining | WorkerStatus::Stopped
-    ) || *pool.inner.shutdown.borrow()
+    matches!(*pool.status.borrow(), WorkerStatus::Draining | WorkerStatus::Stopped) || *pool.inner.shutdown.borrow()
 }
 
 async fn claim_loop(pool: Arc<Pool>) {
@@ -166,10 +144,7 @@ async fn claim_loop(pool: Arc<Pool>) {
         }
         change
     });
-    let filter = Filter {
-        queues: &pool.queues,
-        tags: &pool.options.tags,
-    };
+    let filter = Filter { queues: &pool.queues, tags: &pool.options.tags };
     loop {
         if stopping(&pool) {
             return;
@@ -199,21 +174,16 @@ async fn claim_loop(pool: Arc<Pool>) {
             drop(permit);
             continue;
         };
-        lock(&pool.inner.running).insert(
-            item.task_id,
-            Running {
-                pool: pool.id,
-                token: None,
-                abort: None,
-                aborted: false,
-            },
-        );
-        tokio::spawn(run_attempt(pool.clone(), item, function, permit));
+        let serial = pool.inner.next_attempt.fetch_add(1, Ordering::Relaxed);
+        lock(&pool.inner.running)
+            .insert(serial, Running { task_id: item.task_id, pool: pool.id, token: None, abort: None, aborted: false });
+        tokio::spawn(run_attempt(pool.clone(), serial, item, function, permit));
     }
 }
 
 async fn run_attempt(
     pool: Arc<Pool>,
+    serial: u64,
     item: ReadyItem,
     function: Arc<Function>,
     permit: OwnedSemaphorePermit,
@@ -221,13 +191,7 @@ async fn run_attempt(
     let inner = &pool.inner;
     let task_id = item.task_id;
     let lease_ms = duration_ms(pool.options.lease_duration);
-    let claim = inner
-        .submit(Op::Claim {
-            task_id,
-            worker: pool.options.worker_id.clone(),
-            lease_ms,
-        })
-        .await;
+    let claim = inner.submit(Op::Claim { task_id, worker: pool.options.worker_id.clone(), lease_ms }).await;
     let claimed = match claim {
         Ok(OpOutput::Claimed(c)) => Some(c),
         Ok(_) | Err(Error::TaskNotClaimable { .. }) => None,
@@ -267,7 +231,7 @@ async fn run_attempt(
         ));
         {
             let mut running = lock(&inner.running);
-            if let Some(r) = running.get_mut(&task_id) {
+            if let Some(r) = running.get_mut(&serial) {
                 r.token = Some(token);
                 r.abort = Some(join.abort_handle());
                 if r.aborted {
@@ -276,7 +240,7 @@ async fn run_attempt(
             }
         }
         let outcome = join.await;
-        lock(&inner.running).remove(&task_id);
+        lock(&inner.running).remove(&serial);
         let op = match outcome {
             Ok(Ok(output)) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
                 task_id,
@@ -289,22 +253,12 @@ async fn run_attempt(
                 .with_code("payload_too_large"),
                 jitter_unit: 0.0,
             }),
-            Ok(Ok(output)) => Some(Op::Complete {
-                task_id,
-                token,
-                output,
-            }),
-            Ok(Err(error)) => Some(Op::Fail {
-                task_id,
-                token,
-                error,
-                jitter_unit: inner.jitter_unit(),
-            }),
+            Ok(Ok(output)) => Some(Op::Complete { task_id, token, output }),
+            Ok(Err(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
             Err(e) if e.is_panic() => Some(Op::Fail {
                 task_id,
                 token,
-                error: ActivityError::retryable(format!("attempt panicked: {}", panic_message(e)))
-                    .with_code("panic"),
+                error: ActivityError::retryable(format!("attempt panicked: {}", panic_message(e))).with_code("panic"),
                 jitter_unit: inner.jitter_unit(),
             }),
             Err(_) => None, // Aborted: cancelled, timed out, lease lost, drained or closed.
@@ -327,7 +281,7 @@ async fn run_attempt(
         }
         inner.timers.clear_lease(task_id);
     } else {
-        lock(&inner.running).remove(&task_id);
+        lock(&inner.running).remove(&serial);
     }
     function.limiter.release();
     drop(permit);
@@ -352,28 +306,30 @@ async fn heartbeat_loop(pool: Arc<Pool>) {
     let lease_ms = duration_ms(pool.options.lease_duration);
     let mut status = pool.status.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
+    // Beats are anchored to the pool's start (not to when the previous beat finished), so a
+    // clock moved by one interval yields exactly one beat; after a longer jump the schedule
+    // restarts from now instead of firing once per missed beat.
+    let mut next = inner.clock.now_ms().saturating_add(interval_ms);
     loop {
-        let next = inner.clock.now_ms().saturating_add(interval_ms);
         tokio::select! {
             _ = inner.clock.sleep_until(next) => {}
             _ = status.wait_for(|s| *s == WorkerStatus::Stopped) => return,
             _ = shutdown.wait_for(|s| *s) => return,
         }
+        let now = inner.clock.now_ms();
+        next = next.saturating_add(interval_ms);
+        if next <= now {
+            next = now.saturating_add(interval_ms);
+        }
         let leases: Vec<(u64, u32)> = lock(&inner.running)
-            .iter()
-            .filter(|(_, r)| r.pool == pool.id)
-            .filter_map(|(id, r)| r.token.map(|t| (*id, t)))
+            .values()
+            .filter(|r| r.pool == pool.id)
+            .filter_map(|r| r.token.map(|t| (r.task_id, t)))
             .collect();
         if leases.is_empty() {
             continue;
         }
-        match inner
-            .submit(Op::Renew {
-                leases: leases.clone(),
-                lease_ms,
-            })
-            .await
-        {
+        match inner.submit(Op::Renew { leases: leases.clone(), lease_ms }).await {
             Ok(OpOutput::Renewed(results)) => {
                 for ((task_id, token), result) in leases.into_iter().zip(results) {
                     match result {
@@ -382,12 +338,8 @@ async fn heartbeat_loop(pool: Arc<Pool>) {
                         }
                         Err(_) => {
                             inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(
-                                task_id,
-                                token,
-                                "lease lost on heartbeat; aborting the attempt"
-                            );
-                            inner.abort_local(task_id);
+                            tracing::warn!(task_id, token, "lease lost on heartbeat; aborting the attempt");
+                            inner.abort_local(task_id, Some(token));
                         }
                     }
                 }

@@ -20,12 +20,7 @@ pub struct Command {
     pub reply: oneshot::Sender<OpResult>,
 }
 
-pub fn run(
-    inner: Arc<Inner>,
-    store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Command>,
-    batch_ops_max: usize,
-) {
+pub fn run(inner: Arc<Inner>, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Command>, batch_ops_max: usize) {
     let mut poisoned: Option<String> = None;
     let mut ops = Vec::with_capacity(batch_ops_max);
     let mut replies = Vec::with_capacity(batch_ops_max);

@@ -16,10 +16,7 @@ pub struct Limiter {
 impl Limiter {
     /// `max == 0` means unlimited.
     pub fn new(max: u32) -> Self {
-        Limiter {
-            max,
-            held: AtomicU32::new(0),
-        }
+        Limiter { max, held: AtomicU32::new(0) }
     }
 
     pub fn try_acquire(&self) -> bool {
@@ -32,12 +29,7 @@ impl Limiter {
             if current >= self.max {
                 return false;
             }
-            match self.held.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
+            match self.held.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
                 Err(seen) => current = seen,
             }

@@ -44,10 +44,7 @@ impl Fence<'_> {
             return Err(ClaimRefused::AlreadyLeased);
         }
         let token = self.attempt.checked_add(1).unwrap_or(u32::MAX);
-        debug_assert!(
-            token > *self.attempt,
-            "fencing token must strictly increase"
-        );
+        debug_assert!(token > *self.attempt, "fencing token must strictly increase");
         *self.attempt = token;
         *self.lease = Some(LeaseRecord {
             worker: worker.to_string(),
@@ -65,20 +62,14 @@ impl Fence<'_> {
     pub fn check(&self, token: u32) -> Result<&LeaseRecord, LeaseError> {
         match self.lease.as_ref() {
             Some(lease) if lease.token == token => Ok(lease),
-            _ => Err(LeaseError::LeaseLost {
-                task_id: self.task_id,
-                token,
-            }),
+            _ => Err(LeaseError::LeaseLost { task_id: self.task_id, token }),
         }
     }
 
     /// Heartbeat: pushes the expiry to `now + lease_ms`. Returns the new expiry.
     pub fn renew(&mut self, token: u32, now_ms: u64, lease_ms: u64) -> Result<u64, LeaseError> {
         self.check(token)?;
-        let lease = self.lease.as_mut().ok_or(LeaseError::LeaseLost {
-            task_id: self.task_id,
-            token,
-        })?;
+        let lease = self.lease.as_mut().ok_or(LeaseError::LeaseLost { task_id: self.task_id, token })?;
         lease.expires_ms = lease.expires_ms.max(now_ms.saturating_add(lease_ms));
         Ok(lease.expires_ms)
     }
@@ -86,10 +77,7 @@ impl Fence<'_> {
     /// The holder commits its outcome: the lease ends. Returns the ended lease.
     pub fn release(&mut self, token: u32) -> Result<LeaseRecord, LeaseError> {
         self.check(token)?;
-        self.lease.take().ok_or(LeaseError::LeaseLost {
-            task_id: self.task_id,
-            token,
-        })
+        self.lease.take().ok_or(LeaseError::LeaseLost { task_id: self.task_id, token })
     }
 
     /// The reaper: if the lease with `token` is past its expiry at `now`, end it and return it.
@@ -113,36 +101,17 @@ mod tests {
     #[test]
     fn stale_token_is_refused_after_reclaim() {
         let (mut attempt, mut lease) = (0u32, None);
-        let mut f = Fence {
-            task_id: 1,
-            attempt: &mut attempt,
-            lease: &mut lease,
-        };
+        let mut f = Fence { task_id: 1, attempt: &mut attempt, lease: &mut lease };
         let t1 = f.claim("a", 0, 100).unwrap();
         assert_eq!(f.claim("b", 1, 100), Err(ClaimRefused::AlreadyLeased));
         assert!(f.expire(t1, 99).is_none(), "not expired yet");
         assert!(f.expire(t1, 100).is_some());
         let t2 = f.claim("b", 100, 100).unwrap();
         assert!(t2 > t1);
-        assert_eq!(
-            f.release(t1),
-            Err(LeaseError::LeaseLost {
-                task_id: 1,
-                token: t1
-            })
-        );
-        assert_eq!(
-            f.renew(t1, 101, 100),
-            Err(LeaseError::LeaseLost {
-                task_id: 1,
-                token: t1
-            })
-        );
+        assert_eq!(f.release(t1), Err(LeaseError::LeaseLost { task_id: 1, token: t1 }));
+        assert_eq!(f.renew(t1, 101, 100), Err(LeaseError::LeaseLost { task_id: 1, token: t1 }));
         assert_eq!(f.renew(t2, 150, 100), Ok(250));
-        assert!(
-            f.expire(t2, 200).is_none(),
-            "renewed lease does not expire at the old time"
-        );
+        assert!(f.expire(t2, 200).is_none(), "renewed lease does not expire at the old time");
         assert_eq!(f.release(t2).unwrap().worker, "b");
     }
 }
@@ -166,23 +135,14 @@ mod loom_tests {
     fn with<R>(t: &Mutex<Task>, f: impl FnOnce(&mut Fence<'_>, &mut Vec<u32>, u64) -> R) -> R {
         let mut g = t.lock().unwrap();
         let g = &mut *g;
-        let mut fence = Fence {
-            task_id: 1,
-            attempt: &mut g.attempt,
-            lease: &mut g.lease,
-        };
+        let mut fence = Fence { task_id: 1, attempt: &mut g.attempt, lease: &mut g.lease };
         f(&mut fence, &mut g.completed_by, g.now)
     }
 
     #[test]
     fn at_most_one_holder_commits() {
         loom::model(|| {
-            let task = Arc::new(Mutex::new(Task {
-                attempt: 0,
-                lease: None,
-                completed_by: vec![],
-                now: 0,
-            }));
+            let task = Arc::new(Mutex::new(Task { attempt: 0, lease: None, completed_by: vec![], now: 0 }));
             // Worker A holds the first lease before the race starts.
             let token_a = with(&task, |f, _, now| f.claim("a", now, 10)).unwrap();
 
@@ -191,10 +151,7 @@ mod loom_tests {
                 loom::thread::spawn(move || {
                     // Heartbeat, then complete; both may find the lease gone.
                     let _ = with(&task, |f, _, now| f.renew(token_a, now, 10));
-                    with(&task, |f, done, _| {
-                        f.release(token_a).map(|_| done.push(token_a))
-                    })
-                    .is_ok()
+                    with(&task, |f, done, _| f.release(token_a).map(|_| done.push(token_a))).is_ok()
                 })
             };
             let reaper_and_b = {
@@ -207,20 +164,13 @@ mod loom_tests {
                         return false;
                     }
                     let token_b = with(&task, |f, _, now| f.claim("b", now, 10)).unwrap();
-                    with(&task, |f, done, _| {
-                        f.release(token_b).map(|_| done.push(token_b))
-                    })
-                    .is_ok()
+                    with(&task, |f, done, _| f.release(token_b).map(|_| done.push(token_b))).is_ok()
                 })
             };
             let a_done = a.join().unwrap();
             let b_done = reaper_and_b.join().unwrap();
             let g = task.lock().unwrap();
-            assert!(
-                g.completed_by.len() <= 1,
-                "two holders committed: {:?}",
-                g.completed_by
-            );
+            assert!(g.completed_by.len() <= 1, "two holders committed: {:?}", g.completed_by);
             assert!(!(a_done && b_done));
             if let Some(&t) = g.completed_by.first() {
                 assert_eq!(t, g.attempt, "the committed token is the current one");

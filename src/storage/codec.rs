@@ -27,10 +27,7 @@ pub fn decode<T: DeserializeOwned>(
     key: &dyn std::fmt::Display,
     bytes: &[u8],
 ) -> Result<T, StorageError> {
-    let corrupted = || StorageError::Corrupted {
-        table,
-        key: key.to_string(),
-    };
+    let corrupted = || StorageError::Corrupted { table, key: key.to_string() };
     if bytes.len() < 1 + TRAILER_BYTES {
         return Err(corrupted());
     }

@@ -42,6 +42,10 @@ impl From<redb::Error> for StorageError {
             redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                 StorageError::CorruptFile(io.to_string())
             }
+            // redb reports a file that is not a redb database (bad magic) as InvalidData.
+            redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StorageError::CorruptFile(io.to_string())
+            }
             redb::Error::Io(io) => StorageError::Io(io.to_string()),
             other => StorageError::Other(other.to_string()),
         }

@@ -144,9 +144,12 @@ pub enum Effect {
     Finished {
         execution_id: u64,
     },
-    /// A running attempt must stop: its task was cancelled, timed out or re-queued.
+    /// Running attempts of the task must stop: all of them (`token: None`: cancelled, timed
+    /// out) or the one holding `token` (its lease expired). Emitted before any effect that
+    /// re-queues the task, so the abort can never reach the attempt that replaces it.
     Abort {
         task_id: u64,
+        token: Option<u32>,
     },
 }
 
@@ -181,20 +184,12 @@ impl Faults {
 pub trait Store: Send + Sync + 'static {
     /// Applies `ops` in one transaction and one fsync. `Ok` carries one result per op (a
     /// rejected op wrote nothing); `Err` means the commit failed and nothing was written.
-    fn apply_batch(
-        &self,
-        now_ms: u64,
-        ops: Vec<Op>,
-    ) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError>;
+    fn apply_batch(&self, now_ms: u64, ops: Vec<Op>) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError>;
     /// Crash recovery at open: re-queues every task left running (counting the attempt) and
     /// returns the effects that rebuild the in-memory queues and timers.
     fn recover(&self, now_ms: u64) -> Result<Vec<Effect>, StorageError>;
     fn execution(&self, id: u64) -> Result<Option<(ExecutionRecord, TaskRecord)>, StorageError>;
-    fn list_executions(
-        &self,
-        filter: &ExecutionFilter,
-        page: &Page,
-    ) -> Result<Vec<ExecutionRecord>, StorageError>;
+    fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionRecord>, StorageError>;
     fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError>;
     fn queue_depth(&self, queue: &str) -> Result<u64, StorageError>;
     fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError>;

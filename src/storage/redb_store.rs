@@ -8,13 +8,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 use super::codec::{decode, encode_checked};
 use super::records::{priority_key, state_code, DeadLetterRecord, ExecutionRecord, TaskRecord};
 use super::tables::*;
-use super::{
-    ClaimedTask, Effect, Faults, NewExecution, Op, OpOutput, OpResult, ReadyItem, StorageError,
-    Store,
-};
-use crate::api::{
-    ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState,
-};
+use super::{ClaimedTask, Effect, Faults, NewExecution, Op, OpOutput, OpResult, ReadyItem, StorageError, Store};
+use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
 use crate::error::Error;
 use crate::lease::Fence;
 
@@ -80,44 +75,27 @@ type Fatal = StorageError;
 type OpRes<T> = Result<Result<T, Error>, Fatal>;
 
 fn corrupted(table: &'static str, key: impl std::fmt::Display) -> StorageError {
-    StorageError::Corrupted {
-        table,
-        key: key.to_string(),
-    }
+    StorageError::Corrupted { table, key: key.to_string() }
 }
 
 impl RedbStore {
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
-        let OpenOptions {
-            path,
-            backend,
-            verify_on_open,
-            faults,
-        } = options;
+        let OpenOptions { path, backend, verify_on_open, faults } = options;
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(verify_on_open);
         // redb documents that an unverified open of a damaged file may panic. We verify by
         // default; the catch is a second line so that no input file can take the process down.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match (path, backend) {
-                (_, Some(backend)) => builder.create_with_backend(Boxed(backend)),
-                (Some(path), None) => builder.create(path),
-                (None, None) => builder.create_with_backend(redb::backends::InMemoryBackend::new()),
-            }));
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match (path, backend) {
+            (_, Some(backend)) => builder.create_with_backend(Boxed(backend)),
+            (Some(path), None) => builder.create(path),
+            (None, None) => builder.create_with_backend(redb::backends::InMemoryBackend::new()),
+        }));
         let db = match opened {
             Ok(result) => result?,
-            Err(_) => {
-                return Err(StorageError::CorruptFile(
-                    "redb could not read the file".into(),
-                ))
-            }
+            Err(_) => return Err(StorageError::CorruptFile("redb could not read the file".into())),
         };
         let counters = Self::init_schema(&db)?;
-        Ok(RedbStore {
-            db,
-            counters: Mutex::new(counters),
-            faults,
-        })
+        Ok(RedbStore { db, counters: Mutex::new(counters), faults })
     }
 
     fn init_schema(db: &Database) -> Result<Counters, StorageError> {
@@ -128,19 +106,14 @@ impl RedbStore {
             let found = meta.get("schema_version")?.map(|v| v.value());
             match found {
                 Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StorageError::SchemaTooNew {
-                        found: v,
-                        supported: SCHEMA_VERSION,
-                    })
+                    return Err(StorageError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
                 }
                 Some(_) => {} // Older versions would be migrated here; there are none yet.
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
             }
-            let get = |name: &str| -> Result<u64, StorageError> {
-                Ok(meta.get(name)?.map_or(1, |v| v.value()))
-            };
+            let get = |name: &str| -> Result<u64, StorageError> { Ok(meta.get(name)?.map_or(1, |v| v.value())) };
             counters = Counters {
                 next_execution: get("next_execution_id")?,
                 next_task: get("next_task_id")?,
@@ -206,33 +179,21 @@ impl<'t> Tables<'t> {
 #[derive(Debug, Clone, PartialEq)]
 enum TaskIndex {
     None,
-    Ready {
-        queue: String,
-        pk: u32,
-        ready_ms: u64,
-    },
-    Timer {
-        due_ms: u64,
-    },
-    Lease {
-        expires_ms: u64,
-    },
+    Ready { queue: String, pk: u32, ready_ms: u64 },
+    Timer { due_ms: u64 },
+    Lease { expires_ms: u64 },
 }
 
 fn task_index(task: &TaskRecord) -> TaskIndex {
     match task.state {
         TaskState::Pending => match task.due_ms {
             Some(due_ms) => TaskIndex::Timer { due_ms },
-            None => TaskIndex::Ready {
-                queue: task.queue.clone(),
-                pk: priority_key(task.priority),
-                ready_ms: task.ready_ms,
-            },
+            None => {
+                TaskIndex::Ready { queue: task.queue.clone(), pk: priority_key(task.priority), ready_ms: task.ready_ms }
+            }
         },
         TaskState::Running => match &task.lease {
-            Some(lease) => TaskIndex::Lease {
-                expires_ms: lease.expires_ms,
-            },
+            Some(lease) => TaskIndex::Lease { expires_ms: lease.expires_ms },
             None => TaskIndex::None, // Broken invariant; `check` reports it.
         },
         TaskState::Completed | TaskState::Failed | TaskState::Cancelled => TaskIndex::None,
@@ -254,10 +215,7 @@ fn ready_item(task: &TaskRecord) -> ReadyItem {
 /// The effect that puts a pending task into memory.
 fn pending_effect(task: &TaskRecord) -> Effect {
     match task.due_ms {
-        Some(due_ms) => Effect::Timer {
-            due_ms,
-            item: ready_item(task),
-        },
+        Some(due_ms) => Effect::Timer { due_ms, item: ready_item(task) },
         None => Effect::Ready(ready_item(task)),
     }
 }
@@ -284,13 +242,8 @@ fn put_task(t: &mut Tables<'_>, task: &TaskRecord, old: &TaskIndex) -> Result<()
         remove_task_index(t, task.id, old)?;
         match &new {
             TaskIndex::None => {}
-            TaskIndex::Ready {
-                queue,
-                pk,
-                ready_ms,
-            } => {
-                t.ready
-                    .insert((queue.as_str(), *pk, *ready_ms, task.id), ())?;
+            TaskIndex::Ready { queue, pk, ready_ms } => {
+                t.ready.insert((queue.as_str(), *pk, *ready_ms, task.id), ())?;
             }
             TaskIndex::Timer { due_ms } => {
                 t.timers.insert((*due_ms, task.id), ())?;
@@ -300,19 +253,14 @@ fn put_task(t: &mut Tables<'_>, task: &TaskRecord, old: &TaskIndex) -> Result<()
             }
         }
     }
-    t.tasks
-        .insert(task.id, encode_checked(TASKS_NAME, task).as_slice())?;
+    t.tasks.insert(task.id, encode_checked(TASKS_NAME, task).as_slice())?;
     Ok(())
 }
 
 fn remove_task_index(t: &mut Tables<'_>, id: u64, index: &TaskIndex) -> Result<(), StorageError> {
     match index {
         TaskIndex::None => {}
-        TaskIndex::Ready {
-            queue,
-            pk,
-            ready_ms,
-        } => {
+        TaskIndex::Ready { queue, pk, ready_ms } => {
             t.ready.remove((queue.as_str(), *pk, *ready_ms, id))?;
         }
         TaskIndex::Timer { due_ms } => {
@@ -327,11 +275,7 @@ fn remove_task_index(t: &mut Tables<'_>, id: u64, index: &TaskIndex) -> Result<(
 
 /// Index entries an execution record implies: its state, and its deadline while live.
 fn execution_index(exec: &ExecutionRecord) -> (u8, Option<u64>) {
-    let deadline = if exec.state.is_terminal() {
-        None
-    } else {
-        exec.deadline_ms
-    };
+    let deadline = if exec.state.is_terminal() { None } else { exec.deadline_ms };
     (state_code(exec.state), deadline)
 }
 
@@ -359,26 +303,8 @@ fn put_execution(
             t.deadlines.insert((d, exec.id), ())?;
         }
     }
-    t.executions
-        .insert(exec.id, encode_checked(EXECUTIONS_NAME, exec).as_slice())?;
+    t.executions.insert(exec.id, encode_checked(EXECUTIONS_NAME, exec).as_slice())?;
     Ok(())
-}
-
-/// Reads a task and its execution for a transition; a missing one rejects the op.
-fn load_pair(t: &Tables<'_>, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord)> {
-    let Some(task) = get_task(t, task_id)? else {
-        return Ok(Err(Error::Storage(corrupted(
-            TASKS_NAME,
-            format!("{task_id} (missing)"),
-        ))));
-    };
-    let Some(exec) = get_execution(t, task.execution_id)? else {
-        return Ok(Err(Error::Storage(corrupted(
-            EXECUTIONS_NAME,
-            format!("{} (missing)", task.execution_id),
-        ))));
-    };
-    Ok(Ok((task, exec)))
 }
 
 macro_rules! reject {
@@ -388,6 +314,30 @@ macro_rules! reject {
             Err(rejection) => return Ok(Err(rejection.into())),
         }
     };
+}
+
+/// Splits a read's error: a record that fails to decode rejects only the op that read it (the
+/// batch goes on, the engine stays writable); an I/O error aborts the batch.
+fn soft<T>(r: Result<T, StorageError>) -> OpRes<T> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(e @ StorageError::Corrupted { .. }) => {
+            tracing::error!(error = %e, "corrupted record; the operation that read it is rejected");
+            Ok(Err(Error::Storage(e)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a task and its execution for a transition; a missing or corrupt one rejects the op.
+fn load_pair(t: &Tables<'_>, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord)> {
+    let Some(task) = reject!(soft(get_task(t, task_id))?) else {
+        return Ok(Err(Error::UnknownTask { task_id }));
+    };
+    let Some(exec) = reject!(soft(get_execution(t, task.execution_id))?) else {
+        return Ok(Err(Error::Storage(corrupted(EXECUTIONS_NAME, format!("{} (missing)", task.execution_id)))));
+    };
+    Ok(Ok((task, exec)))
 }
 
 struct Batch<'a, 't> {
@@ -402,35 +352,14 @@ impl Batch<'_, '_> {
     fn apply(&mut self, op: Op) -> OpRes<OpOutput> {
         match op {
             Op::Dispatch(new) => self.dispatch(new),
-            Op::Claim {
-                task_id,
-                worker,
-                lease_ms,
-            } => self.claim(task_id, &worker, lease_ms),
+            Op::Claim { task_id, worker, lease_ms } => self.claim(task_id, &worker, lease_ms),
             Op::Renew { leases, lease_ms } => self.renew(&leases, lease_ms),
-            Op::Complete {
-                task_id,
-                token,
-                output,
-            } => self.complete(task_id, token, output),
-            Op::Fail {
-                task_id,
-                token,
-                error,
-                jitter_unit,
-            } => self.fail(task_id, token, error, jitter_unit),
+            Op::Complete { task_id, token, output } => self.complete(task_id, token, output),
+            Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
             Op::Expire { task_id, token } => self.expire(task_id, token),
-            Op::Abandon {
-                task_id,
-                token,
-                reason,
-            } => self.abandon(task_id, token, reason),
-            Op::Cancel { execution_id } => {
-                self.end_execution(execution_id, ExecutionState::Cancelled)
-            }
-            Op::TimeOut { execution_id } => {
-                self.end_execution(execution_id, ExecutionState::TimedOut)
-            }
+            Op::Abandon { task_id, token, reason } => self.abandon(task_id, token, reason),
+            Op::Cancel { execution_id } => self.end_execution(execution_id, ExecutionState::Cancelled),
+            Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
             Op::DiscardDeadLetter { id } => self.discard(id),
         }
@@ -439,10 +368,7 @@ impl Batch<'_, '_> {
     fn dispatch(&mut self, new: NewExecution) -> OpRes<OpOutput> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = self.t.idempotency.get(key.as_str())? {
-                return Ok(Ok(OpOutput::Dispatched {
-                    execution_id: existing.value(),
-                    created: false,
-                }));
+                return Ok(Ok(OpOutput::Dispatched { execution_id: existing.value(), created: false }));
             }
         }
         let execution_id = self.counters.next_execution;
@@ -499,15 +425,9 @@ impl Batch<'_, '_> {
         }
         self.effects.push(pending_effect(&task));
         if let Some(deadline_ms) = deadline_ms {
-            self.effects.push(Effect::Deadline {
-                execution_id,
-                deadline_ms,
-            });
+            self.effects.push(Effect::Deadline { execution_id, deadline_ms });
         }
-        Ok(Ok(OpOutput::Dispatched {
-            execution_id,
-            created: true,
-        }))
+        Ok(Ok(OpOutput::Dispatched { execution_id, created: true }))
     }
 
     fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64) -> OpRes<OpOutput> {
@@ -517,11 +437,7 @@ impl Batch<'_, '_> {
             return Ok(Err(Error::TaskNotClaimable { task_id }));
         }
         let old = task_index(&task);
-        let mut fence = Fence {
-            task_id,
-            attempt: &mut task.attempt,
-            lease: &mut task.lease,
-        };
+        let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         let Ok(token) = fence.claim(worker, self.now, lease_ms) else {
             return Ok(Err(Error::TaskNotClaimable { task_id }));
         };
@@ -535,11 +451,7 @@ impl Batch<'_, '_> {
             put_execution(&mut self.t, &exec, Some(old))?;
         }
         let lease_expires_ms = self.now.saturating_add(lease_ms);
-        self.effects.push(Effect::Lease {
-            task_id,
-            token,
-            expires_ms: lease_expires_ms,
-        });
+        self.effects.push(Effect::Lease { task_id, token, expires_ms: lease_expires_ms });
         Ok(Ok(OpOutput::Claimed(ClaimedTask {
             task_id,
             execution_id: task.execution_id,
@@ -554,26 +466,23 @@ impl Batch<'_, '_> {
     fn renew(&mut self, leases: &[(u64, u32)], lease_ms: u64) -> OpRes<OpOutput> {
         let mut results = Vec::with_capacity(leases.len());
         for &(task_id, token) in leases {
-            let Some(mut task) = get_task(&self.t, task_id)? else {
-                results.push(Err(
-                    crate::lease::LeaseError::LeaseLost { task_id, token }.into()
-                ));
-                continue;
+            let mut task = match soft(get_task(&self.t, task_id))? {
+                Ok(Some(task)) => task,
+                Ok(None) => {
+                    results.push(Err(crate::lease::LeaseError::LeaseLost { task_id, token }.into()));
+                    continue;
+                }
+                Err(corrupt) => {
+                    results.push(Err(corrupt));
+                    continue;
+                }
             };
             let old = task_index(&task);
-            let mut fence = Fence {
-                task_id,
-                attempt: &mut task.attempt,
-                lease: &mut task.lease,
-            };
+            let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
             match fence.renew(token, self.now, lease_ms) {
                 Ok(expires_ms) => {
                     put_task(&mut self.t, &task, &old)?;
-                    self.effects.push(Effect::Lease {
-                        task_id,
-                        token,
-                        expires_ms,
-                    });
+                    self.effects.push(Effect::Lease { task_id, token, expires_ms });
                     results.push(Ok(expires_ms));
                 }
                 Err(lost) => results.push(Err(lost.into())),
@@ -585,11 +494,7 @@ impl Batch<'_, '_> {
     fn complete(&mut self, task_id: u64, token: u32, output: Vec<u8>) -> OpRes<OpOutput> {
         let (mut task, mut exec) = reject!(load_pair(&self.t, task_id)?);
         let old = task_index(&task);
-        let mut fence = Fence {
-            task_id,
-            attempt: &mut task.attempt,
-            lease: &mut task.lease,
-        };
+        let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         reject!(fence.release(token));
         task.state = TaskState::Completed;
         put_task(&mut self.t, &task, &old)?;
@@ -598,26 +503,14 @@ impl Batch<'_, '_> {
         exec.output = Some(output);
         exec.finished_ms = Some(self.now);
         put_execution(&mut self.t, &exec, Some(old))?;
-        self.effects.push(Effect::Finished {
-            execution_id: exec.id,
-        });
+        self.effects.push(Effect::Finished { execution_id: exec.id });
         Ok(Ok(OpOutput::Done))
     }
 
-    fn fail(
-        &mut self,
-        task_id: u64,
-        token: u32,
-        error: ActivityError,
-        jitter_unit: f64,
-    ) -> OpRes<OpOutput> {
+    fn fail(&mut self, task_id: u64, token: u32, error: ActivityError, jitter_unit: f64) -> OpRes<OpOutput> {
         let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
         let old = task_index(&task);
-        let mut fence = Fence {
-            task_id,
-            attempt: &mut task.attempt,
-            lease: &mut task.lease,
-        };
+        let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         let lease = reject!(fence.release(token));
         task.push_history(AttemptRecord {
             attempt: token,
@@ -640,11 +533,7 @@ impl Batch<'_, '_> {
     fn expire(&mut self, task_id: u64, token: u32) -> OpRes<OpOutput> {
         let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
         let old = task_index(&task);
-        let mut fence = Fence {
-            task_id,
-            attempt: &mut task.attempt,
-            lease: &mut task.lease,
-        };
+        let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         let Some(lease) = fence.expire(token, self.now) else {
             return Ok(Ok(OpOutput::Expired(false)));
         };
@@ -653,19 +542,15 @@ impl Batch<'_, '_> {
             lease.worker, lease.expires_ms
         ))
         .with_code("lease_expired");
+        self.effects.push(Effect::Abort { task_id, token: Some(token) });
         self.after_lost_attempt(task, &old, exec, lease, error)?;
-        self.effects.push(Effect::Abort { task_id });
         Ok(Ok(OpOutput::Expired(true)))
     }
 
     fn abandon(&mut self, task_id: u64, token: u32, reason: String) -> OpRes<OpOutput> {
         let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
         let old = task_index(&task);
-        let mut fence = Fence {
-            task_id,
-            attempt: &mut task.attempt,
-            lease: &mut task.lease,
-        };
+        let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         let lease = reject!(fence.release(token));
         let error = ActivityError::retryable(reason).with_code("abandoned");
         self.after_lost_attempt(task, &old, exec, lease, error)?;
@@ -696,12 +581,7 @@ impl Batch<'_, '_> {
         }
     }
 
-    fn requeue(
-        &mut self,
-        mut task: TaskRecord,
-        old: &TaskIndex,
-        delay_ms: u64,
-    ) -> Result<(), StorageError> {
+    fn requeue(&mut self, mut task: TaskRecord, old: &TaskIndex, delay_ms: u64) -> Result<(), StorageError> {
         task.state = TaskState::Pending;
         task.lease = None;
         task.ready_ms = self.now.saturating_add(delay_ms);
@@ -743,22 +623,16 @@ impl Batch<'_, '_> {
             history: task.history,
             failed_ms: self.now,
         };
-        self.t
-            .dead_letters
-            .insert(id, encode_checked(DEAD_LETTERS_NAME, &letter).as_slice())?;
+        self.t.dead_letters.insert(id, encode_checked(DEAD_LETTERS_NAME, &letter).as_slice())?;
         self.t.dlq_by_time.insert((self.now, id), ())?;
-        self.effects.push(Effect::Finished {
-            execution_id: exec.id,
-        });
+        self.effects.push(Effect::Finished { execution_id: exec.id });
         Ok(())
     }
 
     /// Cancel, or time out: the execution ends and its live task with it.
     fn end_execution(&mut self, execution_id: u64, state: ExecutionState) -> OpRes<OpOutput> {
-        let Some(mut exec) = get_execution(&self.t, execution_id)? else {
-            return Ok(Err(Error::UnknownExecution(crate::api::ExecutionId(
-                execution_id,
-            ))));
+        let Some(mut exec) = reject!(soft(get_execution(&self.t, execution_id))?) else {
+            return Ok(Err(Error::UnknownExecution(crate::api::ExecutionId(execution_id))));
         };
         if exec.state.is_terminal() {
             return Ok(Ok(OpOutput::State(exec.state)));
@@ -766,7 +640,7 @@ impl Batch<'_, '_> {
         if state == ExecutionState::TimedOut && exec.deadline_ms.is_none_or(|d| d > self.now) {
             return Ok(Ok(OpOutput::State(exec.state)));
         }
-        let task = get_task(&self.t, exec.root_task)?;
+        let task = reject!(soft(get_task(&self.t, exec.root_task))?);
         if let Some(mut task) = task {
             if matches!(task.state, TaskState::Pending | TaskState::Running) {
                 let old = task_index(&task);
@@ -774,7 +648,7 @@ impl Batch<'_, '_> {
                 task.lease = None;
                 task.due_ms = None;
                 put_task(&mut self.t, &task, &old)?;
-                self.effects.push(Effect::Abort { task_id: task.id });
+                self.effects.push(Effect::Abort { task_id: task.id, token: None });
             }
         }
         let old = execution_index(&exec);
@@ -787,7 +661,7 @@ impl Batch<'_, '_> {
 
     fn replay(&mut self, id: u64, input: Option<Vec<u8>>) -> OpRes<OpOutput> {
         let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
-            Some(v) => decode(DEAD_LETTERS_NAME, &id, v.value())?,
+            Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
             None => return Ok(Err(Error::UnknownDeadLetter(id))),
         };
         let (mut task, mut exec) = reject!(load_pair(&self.t, letter.task_id)?);
@@ -816,19 +690,14 @@ impl Batch<'_, '_> {
         self.t.dlq_by_time.remove((letter.failed_ms, id))?;
         self.effects.push(pending_effect(&task));
         if let Some(deadline_ms) = exec.deadline_ms {
-            self.effects.push(Effect::Deadline {
-                execution_id: exec.id,
-                deadline_ms,
-            });
+            self.effects.push(Effect::Deadline { execution_id: exec.id, deadline_ms });
         }
-        Ok(Ok(OpOutput::Replayed {
-            execution_id: exec.id,
-        }))
+        Ok(Ok(OpOutput::Replayed { execution_id: exec.id }))
     }
 
     fn discard(&mut self, id: u64) -> OpRes<OpOutput> {
         let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
-            Some(v) => decode(DEAD_LETTERS_NAME, &id, v.value())?,
+            Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
             None => return Ok(Err(Error::UnknownDeadLetter(id))),
         };
         self.t.dead_letters.remove(id)?;
@@ -837,25 +706,15 @@ impl Batch<'_, '_> {
     }
 
     fn save_counters(&mut self) -> Result<(), StorageError> {
-        self.t
-            .meta
-            .insert("next_execution_id", self.counters.next_execution)?;
-        self.t
-            .meta
-            .insert("next_task_id", self.counters.next_task)?;
-        self.t
-            .meta
-            .insert("next_dead_letter_id", self.counters.next_dead_letter)?;
+        self.t.meta.insert("next_execution_id", self.counters.next_execution)?;
+        self.t.meta.insert("next_task_id", self.counters.next_task)?;
+        self.t.meta.insert("next_dead_letter_id", self.counters.next_dead_letter)?;
         Ok(())
     }
 }
 
 impl Store for RedbStore {
-    fn apply_batch(
-        &self,
-        now_ms: u64,
-        ops: Vec<Op>,
-    ) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError> {
+    fn apply_batch(&self, now_ms: u64, ops: Vec<Op>) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut counters = self.lock_counters();
@@ -909,24 +768,17 @@ impl Store for RedbStore {
                 orphaned.push(key.value().1);
             }
             for task_id in orphaned {
-                let Some(mut task) = get_task(&batch.t, task_id)? else {
-                    return Err(corrupted(
-                        TASKS_NAME,
-                        format!("{task_id} (leased but missing)"),
-                    ));
-                };
-                let Some(exec) = get_execution(&batch.t, task.execution_id)? else {
-                    return Err(corrupted(
-                        EXECUTIONS_NAME,
-                        format!("{} (missing)", task.execution_id),
-                    ));
+                // A damaged record must not keep the rest of the file from opening: it is
+                // skipped here and reported by `check`.
+                let (mut task, exec) = match load_pair(&batch.t, task_id)? {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::error!(task_id, error = %e, "cannot recover leased task; left as is");
+                        continue;
+                    }
                 };
                 let old = task_index(&task);
-                let mut fence = Fence {
-                    task_id,
-                    attempt: &mut task.attempt,
-                    lease: &mut task.lease,
-                };
+                let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
                 let Some(lease) = fence.revoke() else {
                     continue;
                 };
@@ -954,25 +806,30 @@ impl Store for RedbStore {
             }
         };
         let mut effects = Vec::new();
+        let skip =
+            |id: u64, e: StorageError| tracing::error!(task_id = id, error = %e, "pending task unreadable; not queued");
         for entry in read.open_table(READY)?.iter()? {
             let (key, _) = entry?;
-            effects.push(Effect::Ready(ready_item(&load(key.value().3)?)));
+            let id = key.value().3;
+            match load(id) {
+                Ok(task) => effects.push(Effect::Ready(ready_item(&task))),
+                Err(e @ StorageError::Corrupted { .. }) => skip(id, e),
+                Err(e) => return Err(e),
+            }
         }
         for entry in read.open_table(TIMERS)?.iter()? {
             let (key, _) = entry?;
             let (due_ms, id) = key.value();
-            effects.push(Effect::Timer {
-                due_ms,
-                item: ready_item(&load(id)?),
-            });
+            match load(id) {
+                Ok(task) => effects.push(Effect::Timer { due_ms, item: ready_item(&task) }),
+                Err(e @ StorageError::Corrupted { .. }) => skip(id, e),
+                Err(e) => return Err(e),
+            }
         }
         for entry in read.open_table(DEADLINES)?.iter()? {
             let (key, _) = entry?;
             let (deadline_ms, execution_id) = key.value();
-            effects.push(Effect::Deadline {
-                execution_id,
-                deadline_ms,
-            });
+            effects.push(Effect::Deadline { execution_id, deadline_ms });
         }
         Ok(effects)
     }
@@ -987,21 +844,12 @@ impl Store for RedbStore {
         let tasks = read.open_table(TASKS)?;
         let task: TaskRecord = match tasks.get(exec.root_task)? {
             Some(v) => decode(TASKS_NAME, &exec.root_task, v.value())?,
-            None => {
-                return Err(corrupted(
-                    TASKS_NAME,
-                    format!("{} (root task missing)", exec.root_task),
-                ))
-            }
+            None => return Err(corrupted(TASKS_NAME, format!("{} (root task missing)", exec.root_task))),
         };
         Ok(Some((exec, task)))
     }
 
-    fn list_executions(
-        &self,
-        filter: &ExecutionFilter,
-        page: &Page,
-    ) -> Result<Vec<ExecutionRecord>, StorageError> {
+    fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionRecord>, StorageError> {
         let read = self.db.begin_read()?;
         let executions = read.open_table(EXECUTIONS)?;
         let before = page.before.map_or(u64::MAX, |id| id.0);
@@ -1024,10 +872,7 @@ impl Store for RedbStore {
                 let (key, _) = entry?;
                 let id = key.value().1;
                 let Some(v) = executions.get(id)? else {
-                    return Err(corrupted(
-                        EXECUTIONS_NAME,
-                        format!("{id} (indexed but missing)"),
-                    ));
+                    return Err(corrupted(EXECUTIONS_NAME, format!("{id} (indexed but missing)")));
                 };
                 if consider(id, v.value())? {
                     break;
@@ -1064,9 +909,7 @@ impl Store for RedbStore {
         let read = self.db.begin_read()?;
         let ready = read.open_table(READY)?;
         let mut n = 0;
-        for entry in
-            ready.range((queue, 0u32, 0u64, 0u64)..=(queue, u32::MAX, u64::MAX, u64::MAX))?
-        {
+        for entry in ready.range((queue, 0u32, 0u64, 0u64)..=(queue, u32::MAX, u64::MAX, u64::MAX))? {
             entry?;
             n += 1;
         }
@@ -1099,12 +942,7 @@ impl Store for RedbStore {
             let id = key.value().1;
             match letters.get(id)? {
                 Some(v) => out.push(decode(DEAD_LETTERS_NAME, &id, v.value())?),
-                None => {
-                    return Err(corrupted(
-                        DEAD_LETTERS_NAME,
-                        format!("{id} (indexed but missing)"),
-                    ))
-                }
+                None => return Err(corrupted(DEAD_LETTERS_NAME, format!("{id} (indexed but missing)"))),
             }
         }
         Ok(out)
@@ -1144,11 +982,7 @@ impl Store for RedbStore {
                     problems.push(format!("task {id} is running without a lease"))
                 }
                 TaskIndex::None => {}
-                TaskIndex::Ready {
-                    queue,
-                    pk,
-                    ready_ms,
-                } => {
+                TaskIndex::Ready { queue, pk, ready_ms } => {
                     expect_ready.insert((queue, pk, ready_ms, id));
                 }
                 TaskIndex::Timer { due_ms } => {
@@ -1176,33 +1010,22 @@ impl Store for RedbStore {
                 expect_deadlines.insert((d, id));
             }
             match tasks_by_id.get(&exec.root_task) {
-                None => problems.push(format!(
-                    "execution {id} has no root task {}",
-                    exec.root_task
-                )),
+                None => problems.push(format!("execution {id} has no root task {}", exec.root_task)),
                 Some(task) => {
                     let live = matches!(task.state, TaskState::Pending | TaskState::Running);
                     if !exec.state.is_terminal() && !live {
-                        problems.push(format!(
-                            "execution {id} is {} but its task is {:?}",
-                            exec.state, task.state
-                        ));
+                        problems.push(format!("execution {id} is {} but its task is {:?}", exec.state, task.state));
                     }
                     if exec.state.is_terminal() && live {
-                        problems.push(format!(
-                            "execution {id} is {} but its task is still {:?}",
-                            exec.state, task.state
-                        ));
+                        problems
+                            .push(format!("execution {id} is {} but its task is still {:?}", exec.state, task.state));
                     }
                 }
             }
         }
         for task in tasks_by_id.values() {
             if !read_has_execution(&read, task.execution_id)? {
-                problems.push(format!(
-                    "task {} belongs to missing execution {}",
-                    task.id, task.execution_id
-                ));
+                problems.push(format!("task {} belongs to missing execution {}", task.id, task.execution_id));
             }
         }
         let mut found = BTreeSet::new();
@@ -1212,24 +1035,9 @@ impl Store for RedbStore {
             found.insert((q.to_string(), pk, r, id));
         }
         diff(&mut problems, "idx_ready", &expect_ready, &found);
-        diff(
-            &mut problems,
-            "idx_timers",
-            &expect_timers,
-            &pairs(&read, TIMERS)?,
-        );
-        diff(
-            &mut problems,
-            "idx_leases",
-            &expect_leases,
-            &pairs(&read, LEASES)?,
-        );
-        diff(
-            &mut problems,
-            "idx_deadlines",
-            &expect_deadlines,
-            &pairs(&read, DEADLINES)?,
-        );
+        diff(&mut problems, "idx_timers", &expect_timers, &pairs(&read, TIMERS)?);
+        diff(&mut problems, "idx_leases", &expect_leases, &pairs(&read, LEASES)?);
+        diff(&mut problems, "idx_deadlines", &expect_deadlines, &pairs(&read, DEADLINES)?);
         let mut states = BTreeSet::new();
         for entry in read.open_table(EXEC_BY_STATE)?.iter()? {
             states.insert(entry?.0.value());
@@ -1246,12 +1054,7 @@ impl Store for RedbStore {
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        diff(
-            &mut problems,
-            "idx_dlq_time",
-            &expect_dlq,
-            &pairs(&read, DLQ_BY_TIME)?,
-        );
+        diff(&mut problems, "idx_dlq_time", &expect_dlq, &pairs(&read, DLQ_BY_TIME)?);
         Ok(problems)
     }
 }

@@ -1,0 +1,43 @@
+//! Shared helpers for the engine integration tests.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use stent::testing::{wait_until, ManualClock, MemoryDisk};
+use stent::{Engine, EngineBuilder, ExecutionId, ExecutionState, WorkerOptions};
+
+/// Real-time limit for conditions that must become true; a hang becomes a clear failure.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+pub fn builder(disk: &MemoryDisk, clock: &ManualClock) -> EngineBuilder {
+    Engine::builder().backend(disk.clone()).clock(clock.clone()).seed(7)
+}
+
+pub fn options(id: &str) -> WorkerOptions {
+    WorkerOptions {
+        worker_id: id.to_string(),
+        max_concurrency: 8,
+        lease_duration: Duration::from_secs(10),
+        heartbeat_interval: Duration::from_secs(3),
+        shutdown_grace: Duration::from_secs(5),
+        ..WorkerOptions::default()
+    }
+}
+
+pub fn state(engine: &Engine, id: ExecutionId) -> ExecutionState {
+    engine.state_of(id).expect("state_of").state
+}
+
+pub async fn until_state(engine: &Engine, id: ExecutionId, want: ExecutionState) {
+    wait_until(LIMIT, &format!("execution {id} reaches {want}"), || state(engine, id) == want).await;
+}
+
+pub async fn until(counter: &AtomicU64, at_least: u64, what: &str) {
+    wait_until(LIMIT, what, || counter.load(Ordering::SeqCst) >= at_least).await;
+}
+
+pub fn assert_consistent(engine: &Engine) {
+    let problems = engine.check().expect("check");
+    assert!(problems.is_empty(), "store inconsistent: {problems:#?}");
+}
