@@ -31,9 +31,8 @@ async fn n_workers_claim_m_tasks_each_exactly_once() -> anyhow::Result<()> {
             }
         })
         .open()?;
-    let pools: Vec<_> = (0..4)
-        .map(|i| engine.serve(WorkerOptions { max_concurrency: 16, ..options(&format!("w{i}")) }))
-        .collect();
+    let pools: Vec<_> =
+        (0..4).map(|i| engine.serve(WorkerOptions { max_concurrency: 16, ..options(&format!("w{i}")) })).collect();
     const M: u32 = 600;
     let mut ids = Vec::new();
     for x in 0..M {
@@ -44,7 +43,11 @@ async fn n_workers_claim_m_tasks_each_exactly_once() -> anyhow::Result<()> {
     }
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), M as usize);
-    assert!(seen.values().all(|&n| n == 1), "some task ran twice: {:?}", seen.iter().filter(|(_, n)| **n != 1).collect::<Vec<_>>());
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "some task ran twice: {:?}",
+        seen.iter().filter(|(_, n)| **n != 1).collect::<Vec<_>>()
+    );
     assert_eq!(engine.stats().claims.load(Ordering::SeqCst), u64::from(M));
     for id in &ids {
         assert_eq!(engine.state_of(*id)?.attempts, 1);
@@ -87,9 +90,8 @@ async fn max_concurrent_is_never_exceeded() -> anyhow::Result<()> {
         engine.dispatch(LIMITED, &x).await?;
     }
     // All queued first, so the pools race for them.
-    let pools: Vec<_> = (0..4)
-        .map(|i| engine.serve(WorkerOptions { max_concurrency: 32, ..options(&format!("w{i}")) }))
-        .collect();
+    let pools: Vec<_> =
+        (0..4).map(|i| engine.serve(WorkerOptions { max_concurrency: 32, ..options(&format!("w{i}")) })).collect();
     until(&done, N, "all limited tasks finish").await;
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak <= 3, "{peak} attempts ran at once with max_concurrent(3)");

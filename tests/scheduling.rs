@@ -77,7 +77,8 @@ async fn retry_backoff_schedules_the_next_attempt() -> anyhow::Result<()> {
         move || a.lock().unwrap().len() >= n
     };
     stent::testing::wait_until(LIMIT, "first attempt", attempts(1)).await;
-    stent::testing::wait_until(LIMIT, "first failure recorded", || engine.state_of(id).unwrap().history.len() == 1).await;
+    stent::testing::wait_until(LIMIT, "first failure recorded", || engine.state_of(id).unwrap().history.len() == 1)
+        .await;
 
     // Not before 10 s.
     clock.advance(Duration::from_millis(9_999));
@@ -85,7 +86,8 @@ async fn retry_backoff_schedules_the_next_attempt() -> anyhow::Result<()> {
     assert_eq!(attempts_at.lock().unwrap().len(), 1);
     clock.advance(Duration::from_millis(1));
     stent::testing::wait_until(LIMIT, "second attempt", attempts(2)).await;
-    stent::testing::wait_until(LIMIT, "second failure recorded", || engine.state_of(id).unwrap().history.len() == 2).await;
+    stent::testing::wait_until(LIMIT, "second failure recorded", || engine.state_of(id).unwrap().history.len() == 2)
+        .await;
 
     // Then 20 s (factor 2).
     clock.advance(Duration::from_millis(19_999));
@@ -124,7 +126,11 @@ async fn queues_and_tags_route_tasks() -> anyhow::Result<()> {
     assert_eq!(state(&engine, billing), ExecutionState::Pending, "a queue nobody serves was served");
     assert_eq!(engine.queue_depth("billing")?, 1);
 
-    let other = engine.serve(WorkerOptions { queues: vec!["default".into(), "billing".into()], tags: vec!["cpu".into()], ..options("cpu") });
+    let other = engine.serve(WorkerOptions {
+        queues: vec!["default".into(), "billing".into()],
+        tags: vec!["cpu".into()],
+        ..options("cpu")
+    });
     for id in [cpu_only, billing] {
         engine.wait_for(ECHO, id, None).await?;
     }
