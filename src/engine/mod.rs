@@ -531,6 +531,15 @@ impl Engine {
     }
 
     /// Starts an execution of `function`; `.await` the returned builder.
+    ///
+    /// The handle's input type is checked at compile time:
+    ///
+    /// ```compile_fail
+    /// # async fn demo(engine: stent::Engine) {
+    /// const CHARGE: stent::Activity<u64, String> = stent::Activity::new("charge_card");
+    /// engine.dispatch(CHARGE, &"forty-two").await; // a &str is not a u64
+    /// # }
+    /// ```
     pub fn dispatch<F: FunctionHandle>(&self, function: F, input: &F::Input) -> DispatchBuilder<'_, F> {
         let input = serde_json::to_vec(input)
             .map_err(|e| Error::Payload { function: function.name().to_string(), reason: e.to_string() });
