@@ -24,6 +24,8 @@ fn task_record() -> TaskRecord {
     TaskRecord {
         id: 123_456,
         execution_id: 123_456,
+        kind: stent::storage::records::TaskKind::Activity,
+        step: None,
         function: "charge_card".into(),
         queue: "default".into(),
         priority: 0,
@@ -137,6 +139,7 @@ fn store(c: &mut Criterion) {
     })
     .expect("an in-memory store");
     let new = NewExecution {
+        kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),
         queue: "default".into(),
         priority: 0,

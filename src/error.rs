@@ -29,6 +29,14 @@ pub enum Error {
     PayloadTooLarge { bytes: u64, limit: u64 },
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: String },
+    /// A workflow asked for a different operation at a step than its journal recorded: its
+    /// code changed under a running execution. Nothing is overwritten; fix the code and
+    /// replay the dead letter.
+    #[error("non-determinism at step {step}: journal has {recorded}, workflow asked for {requested}")]
+    NonDeterminism { step: u32, recorded: String, requested: String },
+    /// An activity called by a workflow failed (after its retries).
+    #[error("step {step} ({function}) failed: {error}")]
+    StepFailed { step: u32, function: String, error: ActivityError },
     #[error("execution {id} failed: {error}")]
     ExecutionFailed { id: ExecutionId, error: ActivityError },
     #[error("execution {0} was cancelled")]

@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use api::{
     Activity, ActivityError, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo,
-    ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions, WorkerStatus,
+    ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions, WorkerStatus, Workflow,
 };
-pub use engine::{Clock, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool};
+pub use engine::{Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool};
 pub use error::{Error, Result};

@@ -951,6 +951,7 @@ fn retry_record(d: &DispatchSpec) -> RetryRecord {
 fn to_op(op: &COp) -> Op {
     match op {
         COp::Dispatch(d) => Op::Dispatch(NewExecution {
+            kind: stent::storage::records::TaskKind::Activity,
             function: "f".into(),
             queue: QUEUES[d.queue].into(),
             priority: d.priority,

@@ -55,6 +55,49 @@ where
     }
 }
 
+/// Handle of a workflow: `async fn(Ctx, Input) -> stent::Result<Output>`, re-run over its
+/// journal after a crash or a suspension.
+///
+/// ```
+/// # use stent::Workflow;
+/// const CHECKOUT: Workflow<u64, String> = Workflow::new("checkout");
+/// ```
+pub struct Workflow<I, O> {
+    name: &'static str,
+    _types: PhantomData<fn(I) -> O>,
+}
+
+impl<I, O> Workflow<I, O> {
+    pub const fn new(name: &'static str) -> Self {
+        Workflow { name, _types: PhantomData }
+    }
+}
+
+impl<I, O> Clone for Workflow<I, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<I, O> Copy for Workflow<I, O> {}
+
+impl<I, O> fmt::Debug for Workflow<I, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Workflow({})", self.name)
+    }
+}
+
+impl<I, O> FunctionHandle for Workflow<I, O>
+where
+    I: Serialize + DeserializeOwned + Send + 'static,
+    O: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Input = I;
+    type Output = O;
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
 /// Identifies an execution; numbers grow with dispatch order and are never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ExecutionId(pub u64);
@@ -178,6 +221,8 @@ impl fmt::Display for ExecutionState {
 pub enum TaskState {
     Pending,
     Running,
+    /// A workflow task suspended until one of the steps it awaits has an outcome.
+    Waiting,
     Completed,
     Failed,
     Cancelled,

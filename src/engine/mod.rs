@@ -9,6 +9,7 @@
 //!   with the claim's fencing token.
 
 mod clock;
+mod ctx;
 mod ready;
 mod registry;
 mod timers;
@@ -28,6 +29,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
+pub use ctx::{Ctx, Step};
 pub use worker::WorkerPool;
 
 use crate::api::{
@@ -305,6 +307,31 @@ impl EngineBuilder {
         self
     }
 
+    /// Registers a workflow: `async fn(Ctx, Input) -> stent::Result<Output>`. It must be
+    /// deterministic in the durable operations it performs, and await only `Ctx` operations.
+    /// A workflow's own error fails its execution (into the dead-letter queue) at once; an
+    /// attempt lost to a crash or an expired lease is retried up to 3 times in a row.
+    pub fn workflow<H, F, Fut>(mut self, handle: H, f: F) -> Self
+    where
+        H: FunctionHandle,
+        F: Fn(Ctx, H::Input) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<H::Output>> + Send + 'static,
+    {
+        self.flush_last();
+        self.last = Some(Function {
+            name: handle.name(),
+            handler: registry::workflow_handler(handle, f),
+            // Errors a workflow returns are permanent (re-running it gives the same answer);
+            // the attempts guard against an attempt that keeps dying with its process.
+            retry: RetryPolicy::exponential(3, Duration::from_secs(1)),
+            queue: "default".to_string(),
+            priority: 0,
+            timeout: None,
+            limiter: crate::lease::Limiter::new(0),
+        });
+        self
+    }
+
     fn with_last(mut self, what: &str, f: impl FnOnce(&mut Function)) -> Self {
         match self.last.as_mut() {
             Some(last) => f(last),
@@ -469,6 +496,7 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         let max_duration_ms = self.max_duration.map(|d| d.get()).transpose()?.map(duration_ms);
         let new = NewExecution {
             function: function.name.to_string(),
+            kind: function.handler.kind(),
             queue: self.queue.unwrap_or_else(|| function.queue.clone()),
             priority: self.priority.unwrap_or(function.priority),
             tags: self.tags,

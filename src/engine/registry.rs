@@ -7,12 +7,32 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Ctx;
 use crate::api::{ActivityError, FunctionHandle, RetryPolicy};
 use crate::error::Error;
 use crate::lease::Limiter;
+use crate::storage::records::TaskKind;
 
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, ActivityError>> + Send>>;
-pub type Handler = Arc<dyn Fn(Vec<u8>) -> TaskFuture + Send + Sync>;
+pub type ActivityHandler = Arc<dyn Fn(Vec<u8>) -> TaskFuture + Send + Sync>;
+pub type WorkflowFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send>>;
+pub type WorkflowHandler = Arc<dyn Fn(Ctx, Vec<u8>) -> WorkflowFuture + Send + Sync>;
+
+/// How a function runs: an activity once per attempt, a workflow over its journal.
+#[derive(Clone)]
+pub enum Handler {
+    Activity(ActivityHandler),
+    Workflow(WorkflowHandler),
+}
+
+impl Handler {
+    pub fn kind(&self) -> TaskKind {
+        match self {
+            Handler::Activity(_) => TaskKind::Activity,
+            Handler::Workflow(_) => TaskKind::Workflow,
+        }
+    }
+}
 
 pub struct Function {
     pub name: &'static str,
@@ -30,6 +50,31 @@ impl std::fmt::Debug for Function {
     }
 }
 
+/// Wraps a typed workflow into the byte-level handler: JSON in, JSON out.
+pub fn workflow_handler<H, F, Fut>(handle: H, f: F) -> Handler
+where
+    H: FunctionHandle,
+    F: Fn(Ctx, H::Input) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<H::Output, Error>> + Send + 'static,
+{
+    let f = Arc::new(f);
+    let name = handle.name();
+    Handler::Workflow(Arc::new(move |ctx: Ctx, input: Vec<u8>| {
+        let f = f.clone();
+        Box::pin(async move {
+            let input = serde_json::from_slice(&input).map_err(|e| Error::Payload {
+                function: name.to_string(),
+                reason: format!("input does not decode: {e}"),
+            })?;
+            let output = f(ctx, input).await?;
+            serde_json::to_vec(&output).map_err(|e| Error::Payload {
+                function: name.to_string(),
+                reason: format!("output does not encode: {e}"),
+            })
+        }) as WorkflowFuture
+    }))
+}
+
 /// Wraps a typed async function into the byte-level handler the workers run: JSON in, JSON out.
 pub fn handler<F, Fut>(handle: F::Handle, f: F) -> Handler
 where
@@ -38,7 +83,7 @@ where
 {
     let f = Arc::new(f);
     let name = handle.name();
-    Arc::new(move |input: Vec<u8>| {
+    Handler::Activity(Arc::new(move |input: Vec<u8>| {
         let f = f.clone();
         Box::pin(async move {
             let input = serde_json::from_slice(&input).map_err(|e| {
@@ -49,7 +94,7 @@ where
                 ActivityError::permanent(format!("output of {name:?} does not encode: {e}")).with_code("bad_output")
             })
         }) as TaskFuture
-    })
+    }))
 }
 
 /// An async fn taking the handle's input. Implemented for closures; exists so the handle's

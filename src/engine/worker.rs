@@ -11,14 +11,20 @@ use std::time::Duration;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::task::{Poll, Waker};
+
 use super::ready::Filter;
-use super::registry::Function;
+use super::registry::{Function, Handler, WorkflowFuture};
+use super::Ctx;
 use super::{lock, Inner, Running};
 use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
 use crate::error::{Error, Result};
 use crate::lease::LeaseError;
 use crate::storage::records::duration_ms;
-use crate::storage::{Op, OpOutput, ReadyItem};
+use crate::storage::{NewStep, Op, OpOutput, ReadyItem};
 
 /// Handle on a pool of workers started by [`crate::Engine::serve`].
 #[derive(Clone)]
@@ -210,25 +216,36 @@ async fn run_attempt(
             attempt = claimed.token,
         );
         let token = claimed.token;
-        let future = (function.handler)(claimed.input);
         let clock = inner.clock.clone();
         let timeout_ms = claimed.timeout_ms;
-        let join = tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                match timeout_ms {
-                    None => future.await,
-                    Some(ms) => {
-                        let deadline = clock.now_ms().saturating_add(ms);
-                        tokio::select! {
-                            out = future => out,
-                            _ = clock.sleep_until(deadline) => Err(ActivityError::retryable(
-                                format!("attempt timed out after {ms} ms")).with_code("timeout")),
+        let attempt: Pin<Box<dyn Future<Output = Outcome> + Send>> = match &function.handler {
+            Handler::Activity(handler) => {
+                let future = handler(claimed.input);
+                Box::pin(async move {
+                    let result = match timeout_ms {
+                        None => future.await,
+                        Some(ms) => {
+                            let deadline = clock.now_ms().saturating_add(ms);
+                            tokio::select! {
+                                out = future => out,
+                                _ = clock.sleep_until(deadline) => Err(ActivityError::retryable(
+                                    format!("attempt timed out after {ms} ms")).with_code("timeout")),
+                            }
                         }
+                    };
+                    match result {
+                        Ok(output) => Outcome::Output(output),
+                        Err(error) => Outcome::Error(error),
                     }
-                }
-            },
-            span,
-        ));
+                })
+            }
+            Handler::Workflow(handler) => {
+                let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.journal);
+                let future = handler(ctx.clone(), claimed.input);
+                Box::pin(drive_workflow(future, ctx))
+            }
+        };
+        let join = tokio::spawn(tracing::Instrument::instrument(attempt, span));
         {
             let mut running = lock(&inner.running);
             if let Some(r) = running.get_mut(&serial) {
@@ -242,7 +259,7 @@ async fn run_attempt(
         let outcome = join.await;
         lock(&inner.running).remove(&serial);
         let op = match outcome {
-            Ok(Ok(output)) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
+            Ok(Outcome::Output(output)) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
                 task_id,
                 token,
                 error: ActivityError::permanent(format!(
@@ -253,8 +270,9 @@ async fn run_attempt(
                 .with_code("payload_too_large"),
                 jitter_unit: 0.0,
             }),
-            Ok(Ok(output)) => Some(Op::Complete { task_id, token, output }),
-            Ok(Err(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
+            Ok(Outcome::Output(output)) => Some(Op::Complete { task_id, token, output }),
+            Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
+            Ok(Outcome::Suspend { steps, awaiting }) => Some(Op::Suspend { task_id, token, steps, awaiting }),
             Err(e) if e.is_panic() => Some(Op::Fail {
                 task_id,
                 token,
@@ -287,6 +305,69 @@ async fn run_attempt(
     drop(permit);
     // A freed function slot may make a skipped task claimable.
     inner.ready.notify.notify_waiters();
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Output(Vec<u8>),
+    Error(ActivityError),
+    /// A workflow is blocked on steps without outcomes.
+    Suspend {
+        steps: Vec<NewStep>,
+        awaiting: Vec<u32>,
+    },
+}
+
+/// Runs a workflow attempt until it finishes or can make no more progress. Durable steps
+/// without an outcome never wake the future, so "pending and not woken" means blocked on the
+/// journal: the attempt suspends. A wake-up from anything else (a combinator re-polling its
+/// children) is honoured by polling again.
+async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
+    let woken = Arc::new(WakeFlag(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let result = loop {
+        woken.0.store(false, Ordering::SeqCst);
+        let poll = future.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+        match poll {
+            Poll::Ready(result) => break Some(result),
+            Poll::Pending if woken.0.load(Ordering::SeqCst) => tokio::task::yield_now().await,
+            Poll::Pending => break None,
+        }
+    };
+    drop(future);
+    let state = ctx.take_state();
+    if let Some((step, recorded, requested)) = state.nondeterminism {
+        let error = Error::NonDeterminism { step, recorded, requested };
+        return Outcome::Error(ActivityError::permanent(error.to_string()).with_code("non_determinism"));
+    }
+    match result {
+        Some(Ok(output)) => Outcome::Output(output),
+        Some(Err(error)) => Outcome::Error(workflow_error(&error)),
+        None if state.awaiting.is_empty() => Outcome::Error(
+            ActivityError::permanent("the workflow awaited something that is not a stent operation")
+                .with_code("blocked_outside_stent"),
+        ),
+        None => Outcome::Suspend { steps: state.new_steps, awaiting: state.awaiting.into_iter().collect() },
+    }
+}
+
+fn workflow_error(error: &Error) -> ActivityError {
+    match error {
+        Error::StepFailed { error, .. } => error.clone(),
+        Error::NonDeterminism { .. } => ActivityError::permanent(error.to_string()).with_code("non_determinism"),
+        other => ActivityError::permanent(other.to_string()).with_code("workflow_error"),
+    }
+}
+
+struct WakeFlag(AtomicBool);
+
+impl std::task::Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {

@@ -24,12 +24,13 @@ pub use redb_store::{OpenOptions, RedbStore};
 
 use crate::api::{ActivityError, ExecutionFilter, ExecutionState, Page};
 use crate::error::Error;
-use records::{DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
+use records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RetryRecord, StepKind, TaskKind, TaskRecord};
 
 /// A new execution and its root task.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
     pub function: String,
+    pub kind: TaskKind,
     pub queue: String,
     pub priority: i32,
     pub tags: Vec<String>,
@@ -37,6 +38,19 @@ pub struct NewExecution {
     pub delay_ms: u64,
     pub max_duration_ms: Option<u64>,
     pub idempotency_key: Option<String>,
+    pub retry: RetryRecord,
+    pub timeout_ms: Option<u64>,
+}
+
+/// A step a workflow attempt asks for that its journal does not have yet: a task to create.
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    pub step: u32,
+    pub kind: StepKind,
+    pub function: String,
+    pub queue: String,
+    pub priority: i32,
+    pub input: Vec<u8>,
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
 }
@@ -71,6 +85,14 @@ pub enum Op {
         task_id: u64,
         token: u32,
     },
+    /// A workflow attempt is blocked: record its new steps (creating their tasks) and suspend
+    /// it until one of the `awaiting` steps has an outcome (at once if one already has).
+    Suspend {
+        task_id: u64,
+        token: u32,
+        steps: Vec<NewStep>,
+        awaiting: Vec<u32>,
+    },
     /// A draining worker gives a running attempt back (counted as an attempt).
     Abandon {
         task_id: u64,
@@ -96,6 +118,9 @@ pub enum Op {
 pub struct ClaimedTask {
     pub task_id: u64,
     pub execution_id: u64,
+    pub kind: TaskKind,
+    /// For a workflow task: its execution's journal, in step order.
+    pub journal: Vec<JournalEntry>,
     pub function: String,
     pub input: Vec<u8>,
     pub token: u32,

@@ -81,10 +81,20 @@ pub fn duration_ms(d: Duration) -> u64 {
 /// Failed attempts kept per task; older ones are dropped (the count stays in `attempt`).
 pub const HISTORY_ENTRIES_MAX: usize = 16;
 
+/// What a task runs: an activity (side effects, retried) or a workflow (re-run over its journal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskKind {
+    Activity,
+    Workflow,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     pub id: u64,
     pub execution_id: u64,
+    pub kind: TaskKind,
+    /// `None` for an execution's root task; the journal step it serves otherwise.
+    pub step: Option<u32>,
     pub function: String,
     pub queue: String,
     pub priority: i32,
@@ -119,6 +129,47 @@ impl TaskRecord {
         self.history.push(entry);
     }
 }
+
+/// What a workflow asked for at a step. A re-run asking for something else at the same step
+/// is non-deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepKind {
+    Call { function: String },
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepKind::Call { function } => write!(f, "call {function:?}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StepOutcome {
+    /// The step's task exists and has no outcome yet.
+    Scheduled {
+        task_id: u64,
+    },
+    Completed {
+        output: Vec<u8>,
+    },
+    Failed {
+        error: ActivityError,
+    },
+}
+
+/// One journal entry: key (execution id, step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub step: u32,
+    pub kind: StepKind,
+    pub outcome: StepOutcome,
+    pub recorded_ms: u64,
+}
+
+/// Steps recorded per execution at most (bounded like everything that grows).
+pub const JOURNAL_STEPS_MAX: u32 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterRecord {

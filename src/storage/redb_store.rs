@@ -6,9 +6,14 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
 use super::codec::{decode, encode_checked};
-use super::records::{priority_key, state_code, DeadLetterRecord, ExecutionRecord, TaskRecord};
+use super::records::{
+    priority_key, state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, StepOutcome, TaskKind, TaskRecord,
+    JOURNAL_STEPS_MAX,
+};
 use super::tables::*;
-use super::{ClaimedTask, Effect, Faults, NewExecution, Op, OpOutput, OpResult, ReadyItem, StorageError, Store};
+use super::{
+    ClaimedTask, Effect, Faults, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StorageError, Store,
+};
 use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
 use crate::error::Error;
 use crate::lease::Fence;
@@ -130,6 +135,7 @@ impl RedbStore {
             txn.open_table(IDEMPOTENCY)?;
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(DLQ_BY_TIME)?;
+            txn.open_table(JOURNAL)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -155,6 +161,7 @@ struct Tables<'t> {
     idempotency: Table<'t, &'static str, u64>,
     dead_letters: Table<'t, u64, &'static [u8]>,
     dlq_by_time: Table<'t, (u64, u64), ()>,
+    journal: Table<'t, (u64, u32), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -171,6 +178,7 @@ impl<'t> Tables<'t> {
             idempotency: txn.open_table(IDEMPOTENCY)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             dlq_by_time: txn.open_table(DLQ_BY_TIME)?,
+            journal: txn.open_table(JOURNAL)?,
         })
     }
 }
@@ -196,7 +204,7 @@ fn task_index(task: &TaskRecord) -> TaskIndex {
             Some(lease) => TaskIndex::Lease { expires_ms: lease.expires_ms },
             None => TaskIndex::None, // Broken invariant; `check` reports it.
         },
-        TaskState::Completed | TaskState::Failed | TaskState::Cancelled => TaskIndex::None,
+        TaskState::Waiting | TaskState::Completed | TaskState::Failed | TaskState::Cancelled => TaskIndex::None,
     }
 }
 
@@ -225,6 +233,31 @@ fn get_task(t: &Tables<'_>, id: u64) -> Result<Option<TaskRecord>, StorageError>
         Some(v) => Ok(Some(decode(TASKS_NAME, &id, v.value())?)),
         None => Ok(None),
     }
+}
+
+fn get_step(t: &Tables<'_>, execution_id: u64, step: u32) -> Result<Option<JournalEntry>, StorageError> {
+    match t.journal.get((execution_id, step))? {
+        Some(v) => Ok(Some(decode(JOURNAL_NAME, &format_args!("({execution_id}, {step})"), v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn put_step(t: &mut Tables<'_>, execution_id: u64, entry: &JournalEntry) -> Result<(), StorageError> {
+    t.journal.insert((execution_id, entry.step), encode_checked(JOURNAL_NAME, entry).as_slice())?;
+    Ok(())
+}
+
+fn journal_of(
+    journal: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    execution_id: u64,
+) -> Result<Vec<JournalEntry>, StorageError> {
+    let mut out = Vec::new();
+    for entry in journal.range((execution_id, 0)..=(execution_id, u32::MAX))? {
+        let (k, v) = entry?;
+        let step = k.value().1;
+        out.push(decode(JOURNAL_NAME, &format_args!("({execution_id}, {step})"), v.value())?);
+    }
+    Ok(out)
 }
 
 fn get_execution(t: &Tables<'_>, id: u64) -> Result<Option<ExecutionRecord>, StorageError> {
@@ -358,6 +391,7 @@ impl Batch<'_, '_> {
             Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
             Op::Expire { task_id, token } => self.expire(task_id, token),
             Op::Abandon { task_id, token, reason } => self.abandon(task_id, token, reason),
+            Op::Suspend { task_id, token, steps, awaiting } => self.suspend(task_id, token, steps, &awaiting),
             Op::Cancel { execution_id } => self.end_execution(execution_id, ExecutionState::Cancelled),
             Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
@@ -403,6 +437,8 @@ impl Batch<'_, '_> {
         let task = TaskRecord {
             id: task_id,
             execution_id,
+            kind: new.kind,
+            step: None,
             function: new.function,
             queue: new.queue,
             priority: new.priority,
@@ -451,10 +487,16 @@ impl Batch<'_, '_> {
             put_execution(&mut self.t, &exec, Some(old))?;
         }
         let lease_expires_ms = self.now.saturating_add(lease_ms);
+        let journal = match task.kind {
+            TaskKind::Workflow => journal_of(&self.t.journal, task.execution_id)?,
+            TaskKind::Activity => Vec::new(),
+        };
         self.effects.push(Effect::Lease { task_id, token, expires_ms: lease_expires_ms });
         Ok(Ok(OpOutput::Claimed(ClaimedTask {
             task_id,
             execution_id: task.execution_id,
+            kind: task.kind,
+            journal,
             function: task.function,
             input: task.input,
             token,
@@ -497,7 +539,15 @@ impl Batch<'_, '_> {
         let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         reject!(fence.release(token));
         task.state = TaskState::Completed;
+        if let Some(step) = task.step {
+            put_task(&mut self.t, &task, &old)?;
+            return self.settle_step(&exec, step, StepOutcome::Completed { output }).map(|()| Ok(OpOutput::Done));
+        }
         put_task(&mut self.t, &task, &old)?;
+        if task.kind == TaskKind::Workflow {
+            let journal = journal_of(&self.t.journal, exec.id)?;
+            self.cancel_steps(&journal)?;
+        }
         let old = execution_index(&exec);
         exec.state = ExecutionState::Completed;
         exec.output = Some(output);
@@ -545,6 +595,133 @@ impl Batch<'_, '_> {
         self.effects.push(Effect::Abort { task_id, token: Some(token) });
         self.after_lost_attempt(task, &old, exec, lease, error)?;
         Ok(Ok(OpOutput::Expired(true)))
+    }
+
+    fn suspend(&mut self, task_id: u64, token: u32, steps: Vec<NewStep>, awaiting: &[u32]) -> OpRes<OpOutput> {
+        let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
+        if task.kind != TaskKind::Workflow || task.step.is_some() || exec.state.is_terminal() {
+            return Ok(Err(Error::TaskNotClaimable { task_id }));
+        }
+        reject!(Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease }.check(token));
+        // Validate everything before the first write.
+        for s in &steps {
+            if s.step >= JOURNAL_STEPS_MAX {
+                return Ok(Err(Error::Config(format!(
+                    "execution {}: more than {JOURNAL_STEPS_MAX} journal steps",
+                    exec.id
+                ))));
+            }
+            if let Some(existing) = reject!(soft(get_step(&self.t, exec.id, s.step))?) {
+                return Ok(Err(Error::NonDeterminism {
+                    step: s.step,
+                    recorded: existing.kind.to_string(),
+                    requested: s.kind.to_string(),
+                }));
+            }
+        }
+        let mut settled = false;
+        for &step in awaiting {
+            let entry = reject!(soft(get_step(&self.t, exec.id, step))?);
+            settled |= matches!(
+                entry,
+                Some(JournalEntry { outcome: StepOutcome::Completed { .. } | StepOutcome::Failed { .. }, .. })
+            );
+        }
+        let old = task_index(&task);
+        let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
+        reject!(fence.release(token));
+        // A suspension is progress: the retry budget (which guards against an attempt that
+        // keeps killing its process) starts again with the next attempt.
+        task.round_start = task.attempt;
+        for s in steps {
+            let child_id = self.counters.next_task;
+            self.counters.next_task += 1;
+            let child = TaskRecord {
+                id: child_id,
+                execution_id: exec.id,
+                kind: TaskKind::Activity,
+                step: Some(s.step),
+                function: s.function,
+                queue: s.queue,
+                priority: s.priority,
+                tags: exec.tags.clone(),
+                input: s.input,
+                state: TaskState::Pending,
+                due_ms: None,
+                ready_ms: self.now,
+                attempt: 0,
+                round_start: 0,
+                lease: None,
+                retry: s.retry,
+                timeout_ms: s.timeout_ms,
+                history: Vec::new(),
+                created_ms: self.now,
+            };
+            put_task(&mut self.t, &child, &TaskIndex::None)?;
+            let entry = JournalEntry {
+                step: s.step,
+                kind: s.kind,
+                outcome: StepOutcome::Scheduled { task_id: child_id },
+                recorded_ms: self.now,
+            };
+            put_step(&mut self.t, exec.id, &entry)?;
+            self.effects.push(pending_effect(&child));
+        }
+        if settled {
+            task.state = TaskState::Pending;
+            task.due_ms = None;
+            task.ready_ms = self.now;
+        } else {
+            task.state = TaskState::Waiting;
+        }
+        put_task(&mut self.t, &task, &old)?;
+        if settled {
+            self.effects.push(pending_effect(&task));
+        }
+        Ok(Ok(OpOutput::Done))
+    }
+
+    /// Cancels the live tasks of scheduled steps (the execution is ending).
+    fn cancel_steps(&mut self, journal: &[JournalEntry]) -> Result<(), StorageError> {
+        for entry in journal {
+            let StepOutcome::Scheduled { task_id } = entry.outcome else { continue };
+            let Some(mut task) = get_task(&self.t, task_id)? else { continue };
+            if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
+                let old = task_index(&task);
+                task.state = TaskState::Cancelled;
+                task.lease = None;
+                task.due_ms = None;
+                put_task(&mut self.t, &task, &old)?;
+                self.effects.push(Effect::Abort { task_id, token: None });
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a step's outcome and wakes its workflow if it is suspended.
+    fn settle_step(&mut self, exec: &ExecutionRecord, step: u32, outcome: StepOutcome) -> Result<(), StorageError> {
+        let Some(mut entry) = get_step(&self.t, exec.id, step)? else {
+            return Err(corrupted(JOURNAL_NAME, format!("({}, {step}) (step of a live task missing)", exec.id)));
+        };
+        entry.outcome = outcome;
+        entry.recorded_ms = self.now;
+        put_step(&mut self.t, exec.id, &entry)?;
+        self.wake_workflow(exec)
+    }
+
+    fn wake_workflow(&mut self, exec: &ExecutionRecord) -> Result<(), StorageError> {
+        let Some(mut root) = get_task(&self.t, exec.root_task)? else {
+            return Err(corrupted(TASKS_NAME, format!("{} (root task missing)", exec.root_task)));
+        };
+        if root.state == TaskState::Waiting {
+            let old = task_index(&root);
+            root.state = TaskState::Pending;
+            root.due_ms = None;
+            root.ready_ms = self.now;
+            put_task(&mut self.t, &root, &old)?;
+            self.effects.push(pending_effect(&root));
+        }
+        Ok(())
     }
 
     fn abandon(&mut self, task_id: u64, token: u32, reason: String) -> OpRes<OpOutput> {
@@ -604,6 +781,14 @@ impl Batch<'_, '_> {
         task.lease = None;
         task.due_ms = None;
         put_task(&mut self.t, &task, old)?;
+        if let Some(step) = task.step {
+            // A step's failure is the workflow's to handle: record it and wake the workflow.
+            return self.settle_step(&exec, step, StepOutcome::Failed { error });
+        }
+        if task.kind == TaskKind::Workflow {
+            let journal = journal_of(&self.t.journal, exec.id)?;
+            self.cancel_steps(&journal)?;
+        }
         let old_exec = execution_index(&exec);
         exec.state = ExecutionState::Failed;
         exec.error = Some(error.clone());
@@ -640,9 +825,10 @@ impl Batch<'_, '_> {
         if state == ExecutionState::TimedOut && exec.deadline_ms.is_none_or(|d| d > self.now) {
             return Ok(Ok(OpOutput::State(exec.state)));
         }
+        let children = reject!(soft(journal_of(&self.t.journal, exec.id))?);
         let task = reject!(soft(get_task(&self.t, exec.root_task))?);
         if let Some(mut task) = task {
-            if matches!(task.state, TaskState::Pending | TaskState::Running) {
+            if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
                 let old = task_index(&task);
                 task.state = TaskState::Cancelled;
                 task.lease = None;
@@ -651,6 +837,7 @@ impl Batch<'_, '_> {
                 self.effects.push(Effect::Abort { task_id: task.id, token: None });
             }
         }
+        self.cancel_steps(&children)?;
         let old = execution_index(&exec);
         exec.state = state;
         exec.finished_ms = Some(self.now);
@@ -670,6 +857,22 @@ impl Batch<'_, '_> {
                 "dead letter {id}: execution {} is {}, not failed",
                 exec.id, exec.state
             ))));
+        }
+        let journal = match task.kind {
+            TaskKind::Workflow => reject!(soft(journal_of(&self.t.journal, exec.id))?),
+            TaskKind::Activity => Vec::new(),
+        };
+        // Failed and cancelled steps run again; completed ones are kept and not redone.
+        for entry in &journal {
+            let rerun = match entry.outcome {
+                StepOutcome::Failed { .. } => true,
+                StepOutcome::Scheduled { task_id } => get_task(&self.t, task_id)?
+                    .is_none_or(|t| matches!(t.state, TaskState::Cancelled | TaskState::Failed)),
+                StepOutcome::Completed { .. } => false,
+            };
+            if rerun {
+                self.t.journal.remove((exec.id, entry.step))?;
+            }
         }
         let old = task_index(&task);
         task.state = TaskState::Pending;
@@ -1012,7 +1215,7 @@ impl Store for RedbStore {
             match tasks_by_id.get(&exec.root_task) {
                 None => problems.push(format!("execution {id} has no root task {}", exec.root_task)),
                 Some(task) => {
-                    let live = matches!(task.state, TaskState::Pending | TaskState::Running);
+                    let live = matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting);
                     if !exec.state.is_terminal() && !live {
                         problems.push(format!("execution {id} is {} but its task is {:?}", exec.state, task.state));
                     }
@@ -1023,9 +1226,33 @@ impl Store for RedbStore {
                 }
             }
         }
+        let journal = read.open_table(JOURNAL)?;
         for task in tasks_by_id.values() {
             if !read_has_execution(&read, task.execution_id)? {
                 problems.push(format!("task {} belongs to missing execution {}", task.id, task.execution_id));
+            }
+            let live = matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting);
+            if let (Some(step), true) = (task.step, live) {
+                let entry = match journal.get((task.execution_id, step))? {
+                    Some(v) => decode::<JournalEntry>(JOURNAL_NAME, &step, v.value()).ok(),
+                    None => None,
+                };
+                if !matches!(entry, Some(JournalEntry { outcome: StepOutcome::Scheduled { task_id }, .. }) if task_id == task.id)
+                {
+                    problems.push(format!("live task {} of step {step} is not scheduled in the journal", task.id));
+                }
+            }
+            if task.state == TaskState::Waiting {
+                let steps = journal_of(&journal, task.execution_id)?;
+                let waits_on_something = steps.iter().any(|e| match e.outcome {
+                    StepOutcome::Scheduled { task_id } => tasks_by_id.get(&task_id).is_some_and(|t| {
+                        matches!(t.state, TaskState::Pending | TaskState::Running | TaskState::Waiting)
+                    }),
+                    _ => false,
+                });
+                if !waits_on_something {
+                    problems.push(format!("workflow task {} waits with no live step to wake it", task.id));
+                }
             }
         }
         let mut found = BTreeSet::new();

@@ -23,6 +23,8 @@ pub const LEASES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_le
 pub const EXEC_BY_STATE: TableDefinition<(u8, u64), ()> = TableDefinition::new("idx_exec_state");
 /// Non-terminal executions with a max_duration: (deadline_ms, execution id).
 pub const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_deadlines");
+/// Workflow journal: (execution id, step) → `JournalEntry`.
+pub const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("journal");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.
@@ -34,5 +36,6 @@ pub const DLQ_BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("i
 pub const EXECUTIONS_NAME: &str = "executions";
 pub const TASKS_NAME: &str = "tasks";
 pub const DEAD_LETTERS_NAME: &str = "dead_letters";
+pub const JOURNAL_NAME: &str = "journal";
 
 // Retired table names (never reuse): none yet.
