@@ -139,6 +139,7 @@ fn store(c: &mut Criterion) {
     })
     .expect("an in-memory store");
     let new = NewExecution {
+        claim: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),
         queue: "default".into(),

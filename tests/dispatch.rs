@@ -96,6 +96,7 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         faults: Arc::default(),
     })?;
     let new = |input: &str| NewExecution {
+        claim: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),
         queue: "default".into(),

@@ -951,6 +951,7 @@ fn retry_record(d: &DispatchSpec) -> RetryRecord {
 fn to_op(op: &COp) -> Op {
     match op {
         COp::Dispatch(d) => Op::Dispatch(NewExecution {
+            claim: None,
             kind: stent::storage::records::TaskKind::Activity,
             function: "f".into(),
             queue: QUEUES[d.queue].into(),
@@ -1000,7 +1001,7 @@ fn rej(e: &Error) -> Rej {
 fn outcome(r: &OpResult) -> Outcome {
     match r {
         Err(e) => Outcome::Rejected(rej(e)),
-        Ok(OpOutput::Dispatched { execution_id, created }) => {
+        Ok(OpOutput::Dispatched { execution_id, created, .. }) => {
             Outcome::Dispatched { exec: *execution_id, created: *created }
         }
         Ok(OpOutput::Claimed(c)) => {
@@ -1107,6 +1108,7 @@ impl Sut {
                     self.mem_deadlines.insert(*execution_id, *deadline_ms);
                 }
                 Effect::Finished { execution_id } => finished.push(*execution_id),
+                Effect::Claimed { .. } => panic!("an eager claim effect for a dispatch that asked for none"),
                 Effect::Abort { task_id, .. } => {
                     self.mem_leases.remove(task_id);
                     aborted.push(*task_id);

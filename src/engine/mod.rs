@@ -38,7 +38,7 @@ use crate::api::{
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
-use crate::storage::{Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store};
+use crate::storage::{EagerClaim, Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store};
 use registry::{Bound, Function, Registry};
 use timers::{Due, Timers};
 
@@ -93,6 +93,8 @@ pub(crate) struct Inner {
     waiters: Mutex<HashMap<u64, Vec<oneshot::Sender<()>>>>,
     running: Mutex<HashMap<u64, Running>>,
     next_attempt: AtomicU64,
+    /// Claim loops with nothing to do, which a dispatch may hand its task to directly.
+    idle: Mutex<Vec<worker::Idle>>,
     rng: Mutex<rand::rngs::StdRng>,
     seed: u64,
     payload_bytes_max: u64,
@@ -137,6 +139,12 @@ impl Inner {
                     self.timers.add(due_ms, Due::Task(item));
                 }
                 Effect::Lease { task_id, token, expires_ms } => self.timers.set_lease(task_id, token, expires_ms),
+                Effect::Claimed { serial, task_id, token } => {
+                    if let Some(running) = lock(&self.running).get_mut(&serial) {
+                        running.task_id = task_id;
+                        running.token = Some(token);
+                    }
+                }
                 Effect::Deadline { execution_id, deadline_ms } => {
                     self.timers.add(deadline_ms, Due::Deadline { execution_id });
                 }
@@ -403,6 +411,7 @@ impl EngineBuilder {
             waiters: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             next_attempt: AtomicU64::new(1),
+            idle: Mutex::new(Vec::new()),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
             seed,
             payload_bytes_max: self.payload_bytes_max,
@@ -494,10 +503,18 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         self.engine.check_payload(&input)?;
         let delay_ms = self.delay.map(|d| d.get()).transpose()?.map_or(0, duration_ms);
         let max_duration_ms = self.max_duration.map(|d| d.get()).transpose()?.map(duration_ms);
+        let queue = self.queue.unwrap_or_else(|| function.queue.clone());
+        // An idle worker may take the task in the dispatch's own transaction.
+        let reservation = if delay_ms == 0 { worker::reserve_idle(inner, function, &queue, &self.tags) } else { None };
         let new = NewExecution {
             function: function.name.to_string(),
             kind: function.handler.kind(),
-            queue: self.queue.unwrap_or_else(|| function.queue.clone()),
+            claim: reservation.as_ref().map(|r| EagerClaim {
+                worker: r.worker.clone(),
+                lease_ms: r.lease_ms,
+                serial: r.serial,
+            }),
+            queue,
             priority: self.priority.unwrap_or(function.priority),
             tags: self.tags,
             input,
@@ -507,9 +524,23 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
             retry: RetryRecord::from(&function.retry),
             timeout_ms: function.timeout.map(duration_ms),
         };
-        match inner.submit(Op::Dispatch(new)).await? {
-            OpOutput::Dispatched { execution_id, .. } => Ok(ExecutionId(execution_id)),
-            other => Err(unexpected(other)),
+        let result = inner.submit(Op::Dispatch(new)).await;
+        match result {
+            Ok(OpOutput::Dispatched { execution_id, claimed, .. }) => {
+                if let Some(r) = reservation {
+                    r.finish(claimed);
+                }
+                Ok(ExecutionId(execution_id))
+            }
+            other => {
+                if let Some(r) = reservation {
+                    r.finish(None);
+                }
+                match other {
+                    Ok(output) => Err(unexpected(output)),
+                    Err(e) => Err(e),
+                }
+            }
         }
     }
 }

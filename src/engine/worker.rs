@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
 use crate::error::{Error, Result};
 use crate::lease::LeaseError;
 use crate::storage::records::duration_ms;
-use crate::storage::{NewStep, Op, OpOutput, ReadyItem};
+use crate::storage::{ClaimedTask, NewStep, Op, OpOutput, ReadyItem};
 
 /// Handle on a pool of workers started by [`crate::Engine::serve`].
 #[derive(Clone)]
@@ -32,7 +32,7 @@ pub struct WorkerPool {
     shared: Arc<Pool>,
 }
 
-struct Pool {
+pub(super) struct Pool {
     inner: Arc<Inner>,
     id: u64,
     options: WorkerOptions,
@@ -168,17 +168,44 @@ async fn claim_loop(pool: Arc<Pool>) {
                 break None;
             }
             if let Some(taken) = pool.inner.ready.take(&filter, &pool.inner.registry) {
-                break Some(taken);
+                break Some(Taken::Ready(taken));
             }
+            // Idle: a dispatch may hand us its task directly, claimed in its own transaction.
+            let (assign, mut assigned) = oneshot::channel();
+            let idle_id = pool.inner.next_attempt.fetch_add(1, Ordering::Relaxed);
+            lock(&pool.inner.idle).push(Idle { id: idle_id, pool: pool.clone(), assign });
             tokio::select! {
+                a = &mut assigned => if let Ok(a) = a { break Some(Taken::Assigned(a)) },
                 _ = &mut notified => {}
                 _ = status.changed() => {}
                 _ = shutdown.changed() => {}
             }
+            let still_idle = {
+                let mut idle = lock(&pool.inner.idle);
+                let before = idle.len();
+                idle.retain(|i| i.id != idle_id);
+                idle.len() < before
+            };
+            if !still_idle {
+                // Reserved by a dispatch meanwhile: its assignment is on the way.
+                if let Ok(a) = assigned.await {
+                    break Some(Taken::Assigned(a));
+                }
+            }
         };
-        let Some((item, function)) = taken else {
-            drop(permit);
-            continue;
+        let (item, function) = match taken {
+            None => {
+                drop(permit);
+                continue;
+            }
+            Some(Taken::Assigned(a)) => {
+                tokio::spawn(async move {
+                    let claimed = a.claim.await.ok().flatten();
+                    run_claimed(a.pool, a.serial, claimed, a.function, permit).await;
+                });
+                continue;
+            }
+            Some(Taken::Ready(taken)) => taken,
         };
         let serial = pool.inner.next_attempt.fetch_add(1, Ordering::Relaxed);
         lock(&pool.inner.running)
@@ -206,7 +233,21 @@ async fn run_attempt(
             None
         }
     };
+    run_claimed(pool, serial, claimed, function, permit).await;
+}
+
+/// Runs a claimed attempt (or cleans up after a claim that did not happen) and commits its
+/// outcome with the claim's token.
+async fn run_claimed(
+    pool: Arc<Pool>,
+    serial: u64,
+    claimed: Option<ClaimedTask>,
+    function: Arc<Function>,
+    permit: OwnedSemaphorePermit,
+) {
+    let inner = &pool.inner;
     if let Some(claimed) = claimed {
+        let task_id = claimed.task_id;
         inner.stats.claims.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!(
             "attempt",
@@ -305,6 +346,81 @@ async fn run_attempt(
     drop(permit);
     // A freed function slot may make a skipped task claimable.
     inner.ready.notify.notify_waiters();
+}
+
+enum Taken {
+    Ready((ReadyItem, Arc<Function>)),
+    Assigned(Assignment),
+}
+
+/// An idle claim loop, waiting for work; a dispatch may reserve it.
+pub(super) struct Idle {
+    id: u64,
+    pool: Arc<Pool>,
+    assign: oneshot::Sender<Assignment>,
+}
+
+/// A task handed to an idle worker by a dispatch that claims it in its own transaction.
+pub(super) struct Assignment {
+    pool: Arc<Pool>,
+    serial: u64,
+    function: Arc<Function>,
+    /// The claim, once committed; `None` if the dispatch did not create (or claim) a task.
+    claim: oneshot::Receiver<Option<ClaimedTask>>,
+}
+
+/// A reserved idle worker, ready to be named in a dispatch.
+pub(super) struct Reservation {
+    pub worker: String,
+    pub lease_ms: u64,
+    pub serial: u64,
+    claim: oneshot::Sender<Option<ClaimedTask>>,
+}
+
+impl Reservation {
+    /// Hands the dispatch's claim (or `None`) to the reserved worker.
+    pub fn finish(self, claimed: Option<ClaimedTask>) {
+        let _ = self.claim.send(claimed);
+    }
+}
+
+/// Reserves an idle worker that serves `queue` and accepts `tags`, with a free slot of the
+/// function's concurrency limit. The slot and the worker's pool permit go with the task.
+pub(super) fn reserve_idle(
+    inner: &Inner,
+    function: &Arc<Function>,
+    queue: &str,
+    tags: &[String],
+) -> Option<Reservation> {
+    let idle = {
+        let mut idle = lock(&inner.idle);
+        let at = idle.iter().position(|i| {
+            let pool = &i.pool;
+            !stopping(pool)
+                && pool.queues.iter().any(|q| q == queue)
+                && (tags.is_empty() || tags.iter().any(|t| pool.options.tags.contains(t)))
+        })?;
+        if !function.limiter.try_acquire() {
+            return None;
+        }
+        idle.swap_remove(at)
+    };
+    let serial = inner.next_attempt.fetch_add(1, Ordering::Relaxed);
+    // Registered before the dispatch commits, like a normal claim, so an abort that follows
+    // the commit always finds the attempt (`Effect::Claimed` fills in the task).
+    lock(&inner.running)
+        .insert(serial, Running { task_id: u64::MAX, pool: idle.pool.id, token: None, abort: None, aborted: false });
+    let (claim_tx, claim_rx) = oneshot::channel();
+    let worker = idle.pool.options.worker_id.clone();
+    let lease_ms = duration_ms(idle.pool.options.lease_duration);
+    let assignment = Assignment { pool: idle.pool.clone(), serial, function: function.clone(), claim: claim_rx };
+    if idle.assign.send(assignment).is_err() {
+        // The loop is gone (its pool stopped): undo.
+        lock(&inner.running).remove(&serial);
+        function.limiter.release();
+        return None;
+    }
+    Some(Reservation { worker, lease_ms, serial, claim: claim_tx })
 }
 
 /// How an attempt ended.

@@ -40,6 +40,17 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
+    /// Claim the new task in the same transaction, for an idle worker reserved by the engine
+    /// (saves a commit on the path from dispatch to completion). Ignored for delayed tasks.
+    pub claim: Option<EagerClaim>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EagerClaim {
+    pub worker: String,
+    pub lease_ms: u64,
+    /// The engine's number for the attempt, bound to the task by `Effect::Claimed`.
+    pub serial: u64,
 }
 
 /// A step a workflow attempt asks for that its journal does not have yet: a task to create.
@@ -130,9 +141,11 @@ pub struct ClaimedTask {
 
 #[derive(Debug)]
 pub enum OpOutput {
+    /// `claimed` is set when the dispatch also claimed the task (`NewExecution::claim`).
     Dispatched {
         execution_id: u64,
         created: bool,
+        claimed: Option<ClaimedTask>,
     },
     Claimed(ClaimedTask),
     Renewed(Vec<Result<u64, Error>>),
@@ -161,6 +174,12 @@ pub enum Effect {
         task_id: u64,
         token: u32,
         expires_ms: u64,
+    },
+    /// An eager claim at dispatch: the attempt the engine numbered `serial` runs `task_id`.
+    Claimed {
+        serial: u64,
+        task_id: u64,
+        token: u32,
     },
     Deadline {
         execution_id: u64,

@@ -402,7 +402,7 @@ impl Batch<'_, '_> {
     fn dispatch(&mut self, new: NewExecution) -> OpRes<OpOutput> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = self.t.idempotency.get(key.as_str())? {
-                return Ok(Ok(OpOutput::Dispatched { execution_id: existing.value(), created: false }));
+                return Ok(Ok(OpOutput::Dispatched { execution_id: existing.value(), created: false, claimed: None }));
             }
         }
         let execution_id = self.counters.next_execution;
@@ -459,24 +459,49 @@ impl Batch<'_, '_> {
         if let Some(key) = &new.idempotency_key {
             self.t.idempotency.insert(key.as_str(), execution_id)?;
         }
-        self.effects.push(pending_effect(&task));
         if let Some(deadline_ms) = deadline_ms {
             self.effects.push(Effect::Deadline { execution_id, deadline_ms });
         }
-        Ok(Ok(OpOutput::Dispatched { execution_id, created: true }))
+        let claimed = match new.claim {
+            Some(eager) if task.due_ms.is_none() => {
+                let claimed = self.take_lease(task, exec, &eager.worker, eager.lease_ms)?;
+                self.effects.push(Effect::Claimed { serial: eager.serial, task_id, token: claimed.token });
+                Some(claimed)
+            }
+            _ => {
+                self.effects.push(pending_effect(&task));
+                None
+            }
+        };
+        Ok(Ok(OpOutput::Dispatched { execution_id, created: true, claimed }))
     }
 
     fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64) -> OpRes<OpOutput> {
-        let (mut task, mut exec) = reject!(load_pair(&self.t, task_id)?);
+        let (task, exec) = reject!(load_pair(&self.t, task_id)?);
         let due = task.due_ms.is_none_or(|d| d <= self.now);
         if task.state != TaskState::Pending || !due || exec.state.is_terminal() {
             return Ok(Err(Error::TaskNotClaimable { task_id }));
         }
+        if task.lease.is_some() {
+            return Ok(Err(Error::TaskNotClaimable { task_id }));
+        }
+        Ok(Ok(OpOutput::Claimed(self.take_lease(task, exec, worker, lease_ms)?)))
+    }
+
+    /// The claim itself, on a pending task of a live execution without a lease.
+    fn take_lease(
+        &mut self,
+        mut task: TaskRecord,
+        mut exec: ExecutionRecord,
+        worker: &str,
+        lease_ms: u64,
+    ) -> Result<ClaimedTask, StorageError> {
+        let task_id = task.id;
         let old = task_index(&task);
         let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
-        let Ok(token) = fence.claim(worker, self.now, lease_ms) else {
-            return Ok(Err(Error::TaskNotClaimable { task_id }));
-        };
+        let token = fence
+            .claim(worker, self.now, lease_ms)
+            .map_err(|_| corrupted(TASKS_NAME, format!("{task_id} (claimed while leased)")))?;
         task.state = TaskState::Running;
         task.due_ms = None;
         put_task(&mut self.t, &task, &old)?;
@@ -492,7 +517,7 @@ impl Batch<'_, '_> {
             TaskKind::Activity => Vec::new(),
         };
         self.effects.push(Effect::Lease { task_id, token, expires_ms: lease_expires_ms });
-        Ok(Ok(OpOutput::Claimed(ClaimedTask {
+        Ok(ClaimedTask {
             task_id,
             execution_id: task.execution_id,
             kind: task.kind,
@@ -502,7 +527,7 @@ impl Batch<'_, '_> {
             token,
             lease_expires_ms,
             timeout_ms: task.timeout_ms,
-        })))
+        })
     }
 
     fn renew(&mut self, leases: &[(u64, u32)], lease_ms: u64) -> OpRes<OpOutput> {
