@@ -37,6 +37,9 @@ pub enum Error {
     /// An activity called by a workflow failed (after its retries).
     #[error("step {step} ({function}) failed: {error}")]
     StepFailed { step: u32, function: String, error: ActivityError },
+    /// A signal was sent to an execution that has finished.
+    #[error("execution {id} is {state}; it takes no more signals")]
+    ExecutionFinished { id: ExecutionId, state: crate::api::ExecutionState },
     #[error("execution {id} failed: {error}")]
     ExecutionFailed { id: ExecutionId, error: ActivityError },
     #[error("execution {0} was cancelled")]

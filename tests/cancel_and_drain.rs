@@ -62,10 +62,10 @@ async fn cancel_a_pending_execution() -> anyhow::Result<()> {
     until(&probe.started, 1, "the marker starts").await;
     assert_eq!(engine.state_of(marker)?.state, ExecutionState::Running);
     assert_eq!(engine.state_of(id)?.attempts, 0, "the cancelled one was never claimed");
-    assert!(matches!(engine.wait_for(BLOCK, id, None).await, Err(Error::Cancelled(i)) if i == id));
+    assert!(matches!(finished(&engine, BLOCK, id).await, Err(Error::Cancelled(i)) if i == id));
     assert_eq!(engine.cancel(id).await?, ExecutionState::Cancelled, "cancel is idempotent");
     probe.release.notify_one();
-    assert_eq!(engine.wait_for(BLOCK, marker, None).await?, 2);
+    assert_eq!(finished(&engine, BLOCK, marker).await?, 2);
     assert_eq!(engine.cancel(marker).await?, ExecutionState::Completed, "a finished execution stays as it is");
     assert!(matches!(engine.cancel(stent::ExecutionId(999)).await, Err(Error::UnknownExecution(_))));
     pool.drain().await?;
@@ -84,7 +84,7 @@ async fn cancel_a_running_execution_aborts_it_and_nothing_completes_after() -> a
     until_state(&engine, id, ExecutionState::Running).await;
     let waiter = {
         let engine = engine.clone();
-        tokio::spawn(async move { engine.wait_for(BLOCK, id, None).await })
+        tokio::spawn(async move { finished(&engine, BLOCK, id).await })
     };
     assert_eq!(engine.cancel(id).await?, ExecutionState::Cancelled);
     until(&probe.dropped, 1, "the running future is dropped").await;
@@ -118,11 +118,11 @@ async fn max_duration_times_an_execution_out() -> anyhow::Result<()> {
     until_state(&engine, marker, ExecutionState::Running).await;
     assert_eq!(state(&engine, id), ExecutionState::Running);
     clock.advance(Duration::from_secs(1));
-    assert!(matches!(engine.wait_for(BLOCK, id, None).await, Err(Error::TimedOut(_))));
+    assert!(matches!(finished(&engine, BLOCK, id).await, Err(Error::TimedOut(_))));
     until(&probe.dropped, 1, "the timed-out attempt is aborted").await;
     assert!(matches!(engine.result_of(BLOCK, id), Err(Error::TimedOut(_))));
     probe.release.notify_waiters();
-    engine.wait_for(BLOCK, marker, None).await?;
+    finished(&engine, BLOCK, marker).await?;
     pool.drain().await?;
     assert_consistent(&engine);
     engine.close().await?;
@@ -147,7 +147,7 @@ async fn drain_finishes_running_work_and_claims_nothing_new() -> anyhow::Result<
     probe.release.notify_one();
     assert_eq!(draining.await??, 0, "nothing had to be given back");
     assert_eq!(pool.status(), WorkerStatus::Stopped);
-    assert_eq!(engine.wait_for(BLOCK, running, None).await?, 1);
+    assert_eq!(finished(&engine, BLOCK, running).await?, 1);
     assert_eq!(probe.started.load(Ordering::SeqCst), 1, "the draining pool claimed nothing new");
     let info = engine.state_of(queued)?;
     assert_eq!((info.state, info.attempts), (ExecutionState::Pending, 0));

@@ -39,7 +39,7 @@ async fn n_workers_claim_m_tasks_each_exactly_once() -> anyhow::Result<()> {
         ids.push(engine.dispatch(RECORD, &x).await?);
     }
     for (x, id) in (0..M).zip(&ids) {
-        assert_eq!(engine.wait_for(RECORD, *id, None).await?, x);
+        assert_eq!(finished(&engine, RECORD, *id).await?, x);
     }
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), M as usize);

@@ -35,7 +35,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
 
     // Permanent: one attempt, straight to the DLQ.
     let bad = engine.dispatch(SHIP, &String::new()).await?;
-    assert!(matches!(engine.wait_for(SHIP, bad, None).await, Err(Error::ExecutionFailed { .. })));
+    assert!(matches!(finished(&engine, SHIP, bad).await, Err(Error::ExecutionFailed { .. })));
     let letters = engine.dead_letters(10)?;
     assert_eq!(letters.len(), 1);
     let letter = engine.dead_letter(letters[0].id)?;
@@ -50,7 +50,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
 
     // Replay with an edited input: runs again and succeeds; the letter is gone.
     assert_eq!(engine.replay_dead_letter_with_input(letter.id, &"1 Main St").await?, bad);
-    assert_eq!(engine.wait_for(SHIP, bad, None).await?, "shipped to 1 Main St");
+    assert_eq!(finished(&engine, SHIP, bad).await?, "shipped to 1 Main St");
     assert!(engine.dead_letters(10)?.is_empty());
     let info = engine.state_of(bad)?;
     assert_eq!(info.attempts, 2, "attempt numbers keep growing across a replay");
@@ -63,7 +63,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
     stent::testing::wait_until(LIMIT, "first attempt fails", || engine.state_of(flaky).unwrap().history.len() == 1)
         .await;
     clock.advance(Duration::from_secs(1));
-    assert!(matches!(engine.wait_for(SHIP, flaky, None).await, Err(Error::ExecutionFailed { .. })));
+    assert!(matches!(finished(&engine, SHIP, flaky).await, Err(Error::ExecutionFailed { .. })));
     let letter = engine.dead_letters(10)?.into_iter().next().expect("a dead letter");
     assert_eq!((letter.execution_id, letter.attempts, letter.history.len()), (flaky, 2, 2));
     engine.discard_dead_letter(letter.id).await?;
@@ -76,7 +76,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
     stent::testing::wait_until(LIMIT, "first attempt fails", || engine.state_of(again).unwrap().history.len() == 1)
         .await;
     clock.advance(Duration::from_secs(1));
-    assert!(engine.wait_for(SHIP, again, None).await.is_err());
+    assert!(finished(&engine, SHIP, again).await.is_err());
     pool.drain().await?;
     engine.close().await?;
     let engine = builder(&disk, &clock)
@@ -92,7 +92,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
         .await;
     assert_eq!(state(&engine, again), ExecutionState::Running, "a fresh budget of 2: one retry left");
     clock.advance(Duration::from_secs(1));
-    assert!(engine.wait_for(SHIP, again, None).await.is_err());
+    assert!(finished(&engine, SHIP, again).await.is_err());
     assert_eq!(engine.state_of(again)?.attempts, 4);
     assert_consistent(&engine);
     pool.drain().await?;

@@ -47,7 +47,7 @@ async fn a_long_task_with_heartbeats_is_never_run_twice() -> anyhow::Result<()> 
     assert_eq!(runs.load(Ordering::SeqCst), 1, "the task ran again while its worker was alive");
     assert_eq!(engine.running_tasks()?.len(), 1);
     release.notify_one();
-    assert_eq!(engine.wait_for(LONG, id, None).await?, 5);
+    assert_eq!(finished(&engine, LONG, id).await?, 5);
     let info = engine.state_of(id)?;
     assert_eq!(info.attempts, 1);
     assert!(info.history.is_empty(), "{:?}", info.history);
@@ -80,7 +80,7 @@ async fn a_worker_that_stops_heartbeating_loses_the_task() -> anyhow::Result<()>
 
     let healthy = engine.serve(options("healthy"));
     clock.advance(Duration::from_secs(11)); // Past the 10 s lease.
-    assert_eq!(engine.wait_for(LONG, id, None).await?, 40);
+    assert_eq!(finished(&engine, LONG, id).await?, 40);
     let info = engine.state_of(id)?;
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(info.attempts, 2, "the expired lease counts as an attempt");

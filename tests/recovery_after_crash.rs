@@ -56,7 +56,7 @@ async fn a_task_running_at_a_crash_is_requeued_at_open_and_the_attempt_counts() 
     assert_consistent(&engine);
 
     let pool = engine.serve(options("survivor"));
-    assert_eq!(engine.wait_for(WORK, id, None).await?, 42);
+    assert_eq!(finished(&engine, WORK, id).await?, 42);
     assert_eq!(engine.state_of(id)?.attempts, 2);
     assert_eq!(started.load(Ordering::SeqCst), 1);
     pool.drain().await?;
@@ -110,10 +110,10 @@ async fn pending_and_delayed_work_survives_a_restart() -> anyhow::Result<()> {
 
     let engine = open(&disk, &clock, false, Arc::default())?;
     let pool = engine.serve(options("w"));
-    assert_eq!(engine.wait_for(WORK, now, None).await?, 2);
+    assert_eq!(finished(&engine, WORK, now).await?, 2);
     assert_eq!(state(&engine, later), ExecutionState::Pending);
     clock.advance(Duration::from_secs(3600));
-    assert_eq!(engine.wait_for(WORK, later, None).await?, 3);
+    assert_eq!(finished(&engine, WORK, later).await?, 3);
     pool.drain().await?;
     engine.close().await?;
     Ok(())

@@ -18,7 +18,7 @@ const FLAKY: Activity<u32, u64> = Activity::new("flaky");
 
 async fn prove_workers_idle(engine: &Engine) -> anyhow::Result<()> {
     let marker = engine.dispatch(ECHO, &0).await?;
-    engine.wait_for(ECHO, marker, None).await?;
+    finished(engine, ECHO, marker).await?;
     Ok(())
 }
 
@@ -39,7 +39,7 @@ async fn a_task_is_not_claimed_before_it_is_due() -> anyhow::Result<()> {
     assert_eq!(engine.state_of(later)?.attempts, 0);
 
     clock.advance(Duration::from_millis(1));
-    assert_eq!(engine.wait_for(ECHO, later, None).await?, 7);
+    assert_eq!(finished(&engine, ECHO, later).await?, 7);
     assert_eq!(engine.state_of(later)?.started_ms, Some(info.created_ms + 10_000));
     pool.drain().await?;
     engine.close().await?;
@@ -94,7 +94,7 @@ async fn retry_backoff_schedules_the_next_attempt() -> anyhow::Result<()> {
     prove_workers_idle(&engine).await?;
     assert_eq!(attempts_at.lock().unwrap().len(), 2);
     clock.advance(Duration::from_millis(1));
-    assert_eq!(engine.wait_for(FLAKY, id, None).await?, t0 + 30_000);
+    assert_eq!(finished(&engine, FLAKY, id).await?, t0 + 30_000);
     assert_eq!(*attempts_at.lock().unwrap(), vec![t0, t0 + 10_000, t0 + 30_000]);
     let info = engine.state_of(id)?;
     assert_eq!(info.attempts, 3);
@@ -119,7 +119,7 @@ async fn queues_and_tags_route_tasks() -> anyhow::Result<()> {
     let cpu_only = engine.dispatch(ECHO, &4).tag("cpu").await?;
     let billing = engine.dispatch(ECHO, &5).queue("billing").await?;
     for id in [gpu, untagged, video] {
-        engine.wait_for(ECHO, id, None).await?;
+        finished(&engine, ECHO, id).await?;
     }
     prove_workers_idle(&engine).await?;
     assert_eq!(state(&engine, cpu_only), ExecutionState::Pending, "a gpu worker took a cpu-only task");
@@ -132,7 +132,7 @@ async fn queues_and_tags_route_tasks() -> anyhow::Result<()> {
         ..options("cpu")
     });
     for id in [cpu_only, billing] {
-        engine.wait_for(ECHO, id, None).await?;
+        finished(&engine, ECHO, id).await?;
     }
     let ran_on = |id: ExecutionId| engine.state_of(id).map(|i| i.state);
     assert_eq!(ran_on(cpu_only)?, ExecutionState::Completed);
@@ -160,7 +160,7 @@ async fn higher_priority_runs_first() -> anyhow::Result<()> {
     }
     let pool = engine.serve(WorkerOptions { max_concurrency: 1, ..options("single") });
     for id in ids {
-        engine.wait_for(ECHO, id, None).await?;
+        finished(&engine, ECHO, id).await?;
     }
     assert_eq!(*order.lock().unwrap(), vec![4, 2, 5, 1, 3], "priority first, then age");
     pool.drain().await?;

@@ -53,7 +53,7 @@ async fn a_workflow_runs_its_steps_in_order() -> anyhow::Result<()> {
     // One worker with one slot: the waiting workflow must not hold the slot its steps need.
     let pool = engine.serve(stent::WorkerOptions { max_concurrency: 1, ..options("solo") });
     let id = engine.dispatch(FIVE, &100).await?;
-    assert_eq!(engine.wait_for(FIVE, id, None).await?, vec![1010, 1020, 1030, 1040, 1050]);
+    assert_eq!(finished(&engine, FIVE, id).await?, vec![1010, 1020, 1030, 1040, 1050]);
     assert_eq!(*ledger.runs.lock().unwrap(), vec![101, 102, 103, 104, 105]);
     pool.drain().await?;
     assert_consistent(&engine);
@@ -78,7 +78,7 @@ async fn a_crash_at_every_step_boundary_redoes_nothing() -> anyhow::Result<()> {
         if k < 5 {
             engine.close().await?; // Crash right after step k is durable.
         } else {
-            assert_eq!(engine.wait_for(FIVE, id.expect("dispatched"), None).await?, vec![10, 20, 30, 40, 50]);
+            assert_eq!(finished(&engine, FIVE, id.expect("dispatched")).await?, vec![10, 20, 30, 40, 50]);
             assert_consistent(&engine);
             engine.close().await?;
         }
@@ -130,7 +130,7 @@ async fn a_changed_workflow_body_is_detected_and_overwrites_nothing() -> anyhow:
     // finishes and the workflow runs again over its journal.
     let engine = open_evolving(&disk, &clock, 2, &runs_a)?;
     let pool = engine.serve(options("v2"));
-    match engine.wait_for(V1, id, None).await {
+    match finished(&engine, V1, id).await {
         Err(Error::ExecutionFailed { error, .. }) => {
             assert_eq!(error.code.as_deref(), Some("non_determinism"));
             assert!(error.message.contains("step 0"), "{}", error.message);
@@ -160,7 +160,7 @@ async fn a_changed_workflow_body_is_detected_and_overwrites_nothing() -> anyhow:
     engine.replay_dead_letter(letter.id).await?;
     // Both steps have recorded outcomes (a gave 2, b passed it through): nothing runs again,
     // and the journal still says `a` at step 0 (the fixed code matches it).
-    assert_eq!(engine.wait_for(V1, id, None).await?, 2);
+    assert_eq!(finished(&engine, V1, id).await?, 2);
     assert_eq!(runs_a.load(Ordering::SeqCst), 1);
     assert_eq!(runs_b.load(Ordering::SeqCst), 0);
     pool.drain().await?;
@@ -190,7 +190,7 @@ async fn a_failed_step_is_a_value_the_workflow_can_handle() -> anyhow::Result<()
         .open()?;
     let pool = engine.serve(options("w"));
     let id = engine.dispatch(HANDLES, &7).await?;
-    assert_eq!(engine.wait_for(HANDLES, id, None).await?, "step 0 failed (card declined), fallback gave 70");
+    assert_eq!(finished(&engine, HANDLES, id).await?, "step 0 failed (card declined), fallback gave 70");
     assert!(engine.dead_letters(10)?.is_empty(), "a handled step failure is not a dead letter");
     assert_eq!(state(&engine, id), ExecutionState::Completed);
     pool.drain().await?;

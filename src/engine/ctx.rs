@@ -20,7 +20,7 @@ use super::Inner;
 use crate::api::FunctionHandle;
 use crate::error::{Error, Result};
 use crate::storage::records::{JournalEntry, RetryRecord, StepKind, StepOutcome};
-use crate::storage::NewStep;
+use crate::storage::{NewStep, StepBody, StepTask};
 
 /// The durable context of one workflow execution. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +31,7 @@ pub struct Ctx {
 struct Shared {
     inner: Arc<Inner>,
     execution_id: u64,
+    queue: String,
     state: Mutex<State>,
 }
 
@@ -70,10 +71,14 @@ impl<T> Future for Step<T> {
     }
 }
 
+/// Name of the built-in function behind `Ctx::sleep`: a task that is due at the wake-up time
+/// and completes as soon as a worker takes it. Names starting with `stent.` are reserved.
+pub(crate) const SLEEP_FUNCTION: &str = "stent.sleep";
+
 impl Ctx {
-    pub(crate) fn new(inner: Arc<Inner>, execution_id: u64, journal: Vec<JournalEntry>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, execution_id: u64, queue: String, journal: Vec<JournalEntry>) -> Self {
         let state = State { journal: journal.into_iter().map(|e| (e.step, e)).collect(), ..State::default() };
-        Ctx { shared: Arc::new(Shared { inner, execution_id, state: Mutex::new(state) }) }
+        Ctx { shared: Arc::new(Shared { inner, execution_id, queue, state: Mutex::new(state) }) }
     }
 
     pub fn execution_id(&self) -> crate::api::ExecutionId {
@@ -88,33 +93,49 @@ impl Ctx {
         std::mem::take(&mut *self.state())
     }
 
-    /// Calls an activity as a journaled step: it runs (with its retries) at most until one
-    /// outcome is recorded, and a re-run of the workflow gets that outcome without running it.
-    pub fn call<H: FunctionHandle>(&self, activity: H, input: &H::Input) -> Step<H::Output> {
-        let name = activity.name();
+    /// The core of every operation: take the next step number; return the recorded outcome,
+    /// or record the step as new (`body` builds what to record) and block.
+    fn step<T: DeserializeOwned>(
+        &self,
+        kind: StepKind,
+        what: &str,
+        body: impl FnOnce(&Self, u32) -> Result<StepBody>,
+    ) -> Step<T> {
         let mut state = self.state();
         let step = state.next_step;
         state.next_step += 1;
-        let requested = StepKind::Call { function: name.to_string() };
         let ready = match state.journal.get(&step) {
-            Some(entry) if entry.kind != requested => {
+            Some(entry) if !entry.kind.matches(&kind) => {
                 let recorded = entry.kind.to_string();
-                state.nondeterminism.get_or_insert((step, recorded.clone(), requested.to_string()));
-                Some(Err(Error::NonDeterminism { step, recorded, requested: requested.to_string() }))
+                state.nondeterminism.get_or_insert((step, recorded.clone(), kind.to_string()));
+                Some(Err(Error::NonDeterminism { step, recorded, requested: kind.to_string() }))
             }
             Some(entry) => match &entry.outcome {
-                StepOutcome::Completed { output } => Some(decode::<H::Output>(name, output)),
+                StepOutcome::Completed { output } => Some(decode::<T>(what, output)),
                 StepOutcome::Failed { error } => {
-                    Some(Err(Error::StepFailed { step, function: name.to_string(), error: error.clone() }))
+                    Some(Err(Error::StepFailed { step, function: what.to_string(), error: error.clone() }))
                 }
-                StepOutcome::Scheduled { .. } => {
+                StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal => {
                     state.awaiting.insert(step);
                     None
                 }
             },
-            None => match self.new_call(step, name, input) {
-                Ok(new) => {
-                    state.new_steps.push(new);
+            None => match body(self, step) {
+                // Known now: recorded with the next commit, returned at once.
+                Ok(StepBody::Recorded(output)) => {
+                    let value = decode::<T>(what, &output);
+                    let entry = JournalEntry {
+                        step,
+                        kind: kind.clone(),
+                        outcome: StepOutcome::Completed { output: output.clone() },
+                        recorded_ms: 0,
+                    };
+                    state.journal.insert(step, entry);
+                    state.new_steps.push(NewStep { step, kind, body: StepBody::Recorded(output) });
+                    Some(value)
+                }
+                Ok(body) => {
+                    state.new_steps.push(NewStep { step, kind, body });
                     state.awaiting.insert(step);
                     None
                 }
@@ -124,7 +145,88 @@ impl Ctx {
         Step { ready }
     }
 
-    fn new_call<I: serde::Serialize>(&self, step: u32, name: &str, input: &I) -> Result<NewStep> {
+    /// Calls an activity as a journaled step: it runs (with its retries) until one outcome is
+    /// recorded, and a re-run of the workflow gets that outcome without running it again.
+    pub fn call<H: FunctionHandle>(&self, activity: H, input: &H::Input) -> Step<H::Output> {
+        let name = activity.name();
+        self.step(StepKind::Call { function: name.to_string() }, name, |ctx, _| ctx.new_call(name, input))
+    }
+
+    /// Calls `activity` once per item, all at once; results in input order. The first failure
+    /// (in input order) is returned; [`Ctx::try_map`] returns every outcome.
+    pub async fn map<H: FunctionHandle>(&self, activity: H, items: Vec<H::Input>) -> Result<Vec<H::Output>> {
+        self.try_map(activity, items).await.into_iter().collect()
+    }
+
+    /// Awaits several steps created beforehand (so they run at once); outcomes in the order
+    /// given.
+    pub async fn join_all<T>(&self, steps: Vec<Step<T>>) -> Vec<Result<T>> {
+        join_all(steps).await
+    }
+
+    /// Like [`Ctx::map`], returning each item's outcome.
+    pub async fn try_map<H: FunctionHandle>(&self, activity: H, items: Vec<H::Input>) -> Vec<Result<H::Output>> {
+        let steps: Vec<_> = items.iter().map(|item| self.call(activity, item)).collect();
+        join_all(steps).await
+    }
+
+    /// A durable timer: the workflow resumes once the clock has passed `now + duration`,
+    /// counted from when the sleep was first reached (a re-run sleeps only the remainder).
+    pub fn sleep(&self, duration: impl Into<crate::api::DurationArg>) -> Step<()> {
+        match duration.into().get() {
+            Ok(d) => {
+                let until = self.shared.inner.clock.now_ms().saturating_add(crate::storage::records::duration_ms(d));
+                self.sleep_until(until)
+            }
+            Err(e) => {
+                self.state().next_step += 1; // Keep numbering stable whatever the input.
+                Step { ready: Some(Err(e)) }
+            }
+        }
+    }
+
+    /// A durable timer to an absolute time (UTC milliseconds since the epoch).
+    pub fn sleep_until(&self, until_ms: u64) -> Step<()> {
+        self.step(StepKind::Sleep { until_ms }, SLEEP_FUNCTION, |ctx, _| {
+            let inner = &ctx.shared.inner;
+            let exec_queue = ctx.queue();
+            Ok(StepBody::Task(StepTask {
+                function: SLEEP_FUNCTION.to_string(),
+                queue: exec_queue,
+                priority: 0,
+                input: b"null".to_vec(),
+                retry: RetryRecord::from(&crate::api::RetryPolicy::default()),
+                timeout_ms: None,
+                due_ms: Some(until_ms.max(inner.clock.now_ms())),
+            }))
+        })
+    }
+
+    /// The current time (UTC ms), recorded so a re-run sees the same value.
+    pub fn now(&self) -> Step<u64> {
+        self.step(StepKind::Now, "now", |ctx, _| Ok(StepBody::Recorded(encode(&ctx.shared.inner.clock.now_ms()))))
+    }
+
+    /// A random number from the engine's seeded RNG, recorded so a re-run sees the same value.
+    pub fn random(&self) -> Step<u64> {
+        self.step(StepKind::Random, "random", |ctx, _| Ok(StepBody::Recorded(encode(&ctx.shared.inner.next_random()))))
+    }
+
+    /// Waits for the next signal `name` sent to this execution (`Engine::send_signal`). Signals
+    /// queue per name in order; each wait takes exactly one, and one sent before the wait is
+    /// kept until a wait takes it.
+    pub fn wait_for_signal<T: DeserializeOwned>(&self, name: &str) -> Step<T> {
+        self.step(StepKind::Signal { name: name.to_string() }, name, |_, _| {
+            Ok(StepBody::Signal { name: name.to_string() })
+        })
+    }
+
+    fn queue(&self) -> String {
+        // The workflow's own queue is where its timers fire; the workers serving it are there.
+        self.shared.queue.clone()
+    }
+
+    fn new_call<I: serde::Serialize>(&self, name: &str, input: &I) -> Result<StepBody> {
         let inner = &self.shared.inner;
         let function = inner.registry.require(name)?;
         let input = serde_json::to_vec(input)
@@ -132,16 +234,52 @@ impl Ctx {
         if input.len() as u64 > inner.payload_bytes_max {
             return Err(Error::PayloadTooLarge { bytes: input.len() as u64, limit: inner.payload_bytes_max });
         }
-        Ok(NewStep {
-            step,
-            kind: StepKind::Call { function: name.to_string() },
+        Ok(StepBody::Task(StepTask {
             function: name.to_string(),
             queue: function.queue.clone(),
             priority: function.priority,
             input,
             retry: RetryRecord::from(&function.retry),
             timeout_ms: function.timeout.map(crate::storage::records::duration_ms),
-        })
+            due_ms: None,
+        }))
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Plain integers always serialise.
+    serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// Awaits every step; outcomes in the order given. Steps numbered when created, so the order
+/// of creation (not of completion) is what a re-run must repeat.
+pub async fn join_all<T>(steps: Vec<Step<T>>) -> Vec<Result<T>> {
+    JoinAll { steps: steps.into_iter().map(|s| (s, None)).collect() }.await
+}
+
+struct JoinAll<T> {
+    steps: Vec<(Step<T>, Option<Result<T>>)>,
+}
+
+impl<T> Unpin for JoinAll<T> {}
+
+impl<T> Future for JoinAll<T> {
+    type Output = Vec<Result<T>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<Result<T>>> {
+        let mut pending = false;
+        for (step, out) in self.steps.iter_mut() {
+            if out.is_none() {
+                match Pin::new(step).poll(cx) {
+                    Poll::Ready(r) => *out = Some(r),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.steps.drain(..).filter_map(|(_, out)| out).collect())
     }
 }
 

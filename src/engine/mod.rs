@@ -127,6 +127,10 @@ impl Inner {
         lock(&self.rng).random::<f64>()
     }
 
+    fn next_random(&self) -> u64 {
+        lock(&self.rng).random::<u64>()
+    }
+
     /// Brings memory in line with a committed batch. Runs on the writer thread, before any
     /// caller of that batch is answered.
     fn apply_effects(&self, effects: Vec<Effect>) {
@@ -288,6 +292,10 @@ impl EngineBuilder {
 
     fn flush_last(&mut self) {
         if let Some(f) = self.last.take() {
+            if f.name.starts_with("stent.") {
+                self.errors.push(format!("function name {:?}: names starting with \"stent.\" are reserved", f.name));
+                return;
+            }
             if let Err(e) = self.registry.insert(f) {
                 self.errors.push(e.to_string());
             }
@@ -384,6 +392,16 @@ impl EngineBuilder {
         if !self.errors.is_empty() {
             return Err(Error::Config(self.errors.join("; ")));
         }
+        // The timer behind `Ctx::sleep`: due at the wake-up time, done as soon as it runs.
+        self.registry.insert(Function {
+            name: ctx::SLEEP_FUNCTION,
+            handler: registry::Handler::Activity(Arc::new(|_| Box::pin(async { Ok(b"null".to_vec()) }))),
+            retry: RetryPolicy::default(),
+            queue: "default".to_string(),
+            priority: 0,
+            timeout: None,
+            limiter: crate::lease::Limiter::new(0),
+        })?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must be called inside a tokio runtime".into()))?;
         let store = RedbStore::open(OpenOptions {
@@ -713,6 +731,16 @@ impl Engine {
             OpOutput::State(s) => Ok(s),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Sends a signal to a running workflow execution: the oldest `wait_for_signal(name)`
+    /// waiting gets it, or it is kept (in order) until one asks. An unknown or finished
+    /// execution is an error.
+    pub async fn send_signal<T: Serialize>(&self, id: ExecutionId, name: &str, payload: &T) -> Result<()> {
+        let payload = serde_json::to_vec(payload)
+            .map_err(|e| Error::Payload { function: format!("signal {name:?}"), reason: e.to_string() })?;
+        self.check_payload(&payload)?;
+        self.inner.submit(Op::Signal { execution_id: id.0, name: name.to_string(), payload }).await.map(|_| ())
     }
 
     /// Executions matching `filter`, newest first.

@@ -148,7 +148,7 @@ impl Registry {
     pub fn require(&self, name: &str) -> Result<&Arc<Function>, Error> {
         self.get(name).ok_or_else(|| Error::UnknownFunction {
             name: name.to_string(),
-            registered: self.functions.keys().map(|k| k.to_string()).collect(),
+            registered: self.functions.keys().filter(|k| !k.starts_with("stent.")).map(|k| k.to_string()).collect(),
         })
     }
 }

@@ -281,7 +281,7 @@ async fn run_claimed(
                 })
             }
             Handler::Workflow(handler) => {
-                let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.journal);
+                let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.queue, claimed.journal);
                 let future = handler(ctx.clone(), claimed.input);
                 Box::pin(drive_workflow(future, ctx))
             }

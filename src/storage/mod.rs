@@ -58,12 +58,29 @@ pub struct EagerClaim {
 pub struct NewStep {
     pub step: u32,
     pub kind: StepKind,
+    pub body: StepBody,
+}
+
+/// What recording a new step does.
+#[derive(Debug, Clone)]
+pub enum StepBody {
+    /// Create a task for the step (an activity call, or a timer when `due_ms` is set).
+    Task(StepTask),
+    /// The outcome is known now (clock reads, random draws): record it.
+    Recorded(Vec<u8>),
+    /// Take the oldest signal of this name from the mailbox, or wait for one.
+    Signal { name: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct StepTask {
     pub function: String,
     pub queue: String,
     pub priority: i32,
     pub input: Vec<u8>,
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
+    pub due_ms: Option<u64>,
 }
 
 /// One engine-level state transition.
@@ -113,6 +130,12 @@ pub enum Op {
     Cancel {
         execution_id: u64,
     },
+    /// Delivers a signal: to the oldest step waiting for it, else into the FIFO mailbox.
+    Signal {
+        execution_id: u64,
+        name: String,
+        payload: Vec<u8>,
+    },
     TimeOut {
         execution_id: u64,
     },
@@ -132,6 +155,7 @@ pub struct ClaimedTask {
     pub kind: TaskKind,
     /// For a workflow task: its execution's journal, in step order.
     pub journal: Vec<JournalEntry>,
+    pub queue: String,
     pub function: String,
     pub input: Vec<u8>,
     pub token: u32,

@@ -135,12 +135,31 @@ impl TaskRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepKind {
     Call { function: String },
+    Sleep { until_ms: u64 },
+    Now,
+    Random,
+    Signal { name: String },
+}
+
+impl StepKind {
+    /// Whether a re-run asking for `requested` at this step matches what was recorded. A
+    /// sleep's end is computed from the clock, so only the kind is compared.
+    pub fn matches(&self, requested: &StepKind) -> bool {
+        match (self, requested) {
+            (StepKind::Sleep { .. }, StepKind::Sleep { .. }) => true,
+            (a, b) => a == b,
+        }
+    }
 }
 
 impl std::fmt::Display for StepKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StepKind::Call { function } => write!(f, "call {function:?}"),
+            StepKind::Sleep { until_ms } => write!(f, "sleep until {until_ms}"),
+            StepKind::Now => write!(f, "now"),
+            StepKind::Random => write!(f, "random"),
+            StepKind::Signal { name } => write!(f, "wait for signal {name:?}"),
         }
     }
 }
@@ -151,6 +170,8 @@ pub enum StepOutcome {
     Scheduled {
         task_id: u64,
     },
+    /// Waiting for a signal (no task: `Op::Signal` settles it).
+    AwaitingSignal,
     Completed {
         output: Vec<u8>,
     },

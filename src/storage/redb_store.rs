@@ -7,12 +7,13 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
 use super::codec::{decode, encode_checked};
 use super::records::{
-    priority_key, state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, StepOutcome, TaskKind, TaskRecord,
-    JOURNAL_STEPS_MAX,
+    priority_key, state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, StepKind, StepOutcome, TaskKind,
+    TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::*;
 use super::{
-    ClaimedTask, Effect, Faults, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StorageError, Store,
+    ClaimedTask, Effect, Faults, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StepBody, StorageError,
+    Store,
 };
 use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
 use crate::error::Error;
@@ -136,6 +137,7 @@ impl RedbStore {
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(DLQ_BY_TIME)?;
             txn.open_table(JOURNAL)?;
+            txn.open_table(SIGNALS)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -162,6 +164,7 @@ struct Tables<'t> {
     dead_letters: Table<'t, u64, &'static [u8]>,
     dlq_by_time: Table<'t, (u64, u64), ()>,
     journal: Table<'t, (u64, u32), &'static [u8]>,
+    signals: Table<'t, (u64, &'static str, u64), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -179,6 +182,7 @@ impl<'t> Tables<'t> {
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             dlq_by_time: txn.open_table(DLQ_BY_TIME)?,
             journal: txn.open_table(JOURNAL)?,
+            signals: txn.open_table(SIGNALS)?,
         })
     }
 }
@@ -393,6 +397,7 @@ impl Batch<'_, '_> {
             Op::Abandon { task_id, token, reason } => self.abandon(task_id, token, reason),
             Op::Suspend { task_id, token, steps, awaiting } => self.suspend(task_id, token, steps, &awaiting),
             Op::Cancel { execution_id } => self.end_execution(execution_id, ExecutionState::Cancelled),
+            Op::Signal { execution_id, name, payload } => self.signal(execution_id, &name, payload),
             Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
             Op::DiscardDeadLetter { id } => self.discard(id),
@@ -522,6 +527,7 @@ impl Batch<'_, '_> {
             execution_id: task.execution_id,
             kind: task.kind,
             journal,
+            queue: task.queue,
             function: task.function,
             input: task.input,
             token,
@@ -637,20 +643,13 @@ impl Batch<'_, '_> {
                 ))));
             }
             if let Some(existing) = reject!(soft(get_step(&self.t, exec.id, s.step))?) {
+                // Recorded before (a step this attempt did not know of): never overwrite.
                 return Ok(Err(Error::NonDeterminism {
                     step: s.step,
                     recorded: existing.kind.to_string(),
                     requested: s.kind.to_string(),
                 }));
             }
-        }
-        let mut settled = false;
-        for &step in awaiting {
-            let entry = reject!(soft(get_step(&self.t, exec.id, step))?);
-            settled |= matches!(
-                entry,
-                Some(JournalEntry { outcome: StepOutcome::Completed { .. } | StepOutcome::Failed { .. }, .. })
-            );
         }
         let old = task_index(&task);
         let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
@@ -659,38 +658,53 @@ impl Batch<'_, '_> {
         // keeps killing its process) starts again with the next attempt.
         task.round_start = task.attempt;
         for s in steps {
-            let child_id = self.counters.next_task;
-            self.counters.next_task += 1;
-            let child = TaskRecord {
-                id: child_id,
-                execution_id: exec.id,
-                kind: TaskKind::Activity,
-                step: Some(s.step),
-                function: s.function,
-                queue: s.queue,
-                priority: s.priority,
-                tags: exec.tags.clone(),
-                input: s.input,
-                state: TaskState::Pending,
-                due_ms: None,
-                ready_ms: self.now,
-                attempt: 0,
-                round_start: 0,
-                lease: None,
-                retry: s.retry,
-                timeout_ms: s.timeout_ms,
-                history: Vec::new(),
-                created_ms: self.now,
+            let outcome = match s.body {
+                StepBody::Recorded(output) => StepOutcome::Completed { output },
+                StepBody::Signal { name } => match self.take_signal(exec.id, &name)? {
+                    Some(payload) => StepOutcome::Completed { output: payload },
+                    None => StepOutcome::AwaitingSignal,
+                },
+                StepBody::Task(t) => {
+                    let child_id = self.counters.next_task;
+                    self.counters.next_task += 1;
+                    let due_ms = t.due_ms.filter(|&d| d > self.now);
+                    let child = TaskRecord {
+                        id: child_id,
+                        execution_id: exec.id,
+                        kind: TaskKind::Activity,
+                        step: Some(s.step),
+                        function: t.function,
+                        queue: t.queue,
+                        priority: t.priority,
+                        tags: exec.tags.clone(),
+                        input: t.input,
+                        state: TaskState::Pending,
+                        due_ms,
+                        ready_ms: due_ms.unwrap_or(self.now),
+                        attempt: 0,
+                        round_start: 0,
+                        lease: None,
+                        retry: t.retry,
+                        timeout_ms: t.timeout_ms,
+                        history: Vec::new(),
+                        created_ms: self.now,
+                    };
+                    put_task(&mut self.t, &child, &TaskIndex::None)?;
+                    self.effects.push(pending_effect(&child));
+                    StepOutcome::Scheduled { task_id: child_id }
+                }
             };
-            put_task(&mut self.t, &child, &TaskIndex::None)?;
-            let entry = JournalEntry {
-                step: s.step,
-                kind: s.kind,
-                outcome: StepOutcome::Scheduled { task_id: child_id },
-                recorded_ms: self.now,
-            };
+            let entry = JournalEntry { step: s.step, kind: s.kind, outcome, recorded_ms: self.now };
             put_step(&mut self.t, exec.id, &entry)?;
-            self.effects.push(pending_effect(&child));
+        }
+        // Read after the writes: a step recorded just now may already have its outcome.
+        let mut settled = false;
+        for &step in awaiting {
+            let entry = get_step(&self.t, exec.id, step)?;
+            settled |= matches!(
+                entry,
+                Some(JournalEntry { outcome: StepOutcome::Completed { .. } | StepOutcome::Failed { .. }, .. })
+            );
         }
         if settled {
             task.state = TaskState::Pending;
@@ -721,6 +735,50 @@ impl Batch<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Removes and returns the oldest signal `name` in the execution's mailbox.
+    fn take_signal(&mut self, execution_id: u64, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let first = {
+            let mut range = self.t.signals.range((execution_id, name, 0)..=(execution_id, name, u64::MAX))?;
+            match range.next() {
+                Some(entry) => {
+                    let (k, v) = entry?;
+                    Some((k.value().2, v.value().to_vec()))
+                }
+                None => None,
+            }
+        };
+        let Some((seq, payload)) = first else { return Ok(None) };
+        self.t.signals.remove((execution_id, name, seq))?;
+        Ok(Some(payload))
+    }
+
+    fn signal(&mut self, execution_id: u64, name: &str, payload: Vec<u8>) -> OpRes<OpOutput> {
+        let Some(exec) = reject!(soft(get_execution(&self.t, execution_id))?) else {
+            return Ok(Err(Error::UnknownExecution(crate::api::ExecutionId(execution_id))));
+        };
+        if exec.state.is_terminal() {
+            return Ok(Err(Error::ExecutionFinished { id: crate::api::ExecutionId(execution_id), state: exec.state }));
+        }
+        let journal = reject!(soft(journal_of(&self.t.journal, execution_id))?);
+        let waiting = journal.iter().find(|e| {
+            e.outcome == StepOutcome::AwaitingSignal && matches!(&e.kind, StepKind::Signal { name: n } if n == name)
+        });
+        match waiting {
+            Some(entry) => self.settle_step(&exec, entry.step, StepOutcome::Completed { output: payload })?,
+            None => {
+                let next = {
+                    let mut range = self.t.signals.range((execution_id, name, 0)..=(execution_id, name, u64::MAX))?;
+                    match range.next_back() {
+                        Some(entry) => entry?.0.value().2 + 1,
+                        None => 0,
+                    }
+                };
+                self.t.signals.insert((execution_id, name, next), payload.as_slice())?;
+            }
+        }
+        Ok(Ok(OpOutput::Done))
     }
 
     /// Records a step's outcome and wakes its workflow if it is suspended.
@@ -893,7 +951,7 @@ impl Batch<'_, '_> {
                 StepOutcome::Failed { .. } => true,
                 StepOutcome::Scheduled { task_id } => get_task(&self.t, task_id)?
                     .is_none_or(|t| matches!(t.state, TaskState::Cancelled | TaskState::Failed)),
-                StepOutcome::Completed { .. } => false,
+                StepOutcome::Completed { .. } | StepOutcome::AwaitingSignal => false,
             };
             if rerun {
                 self.t.journal.remove((exec.id, entry.step))?;
@@ -1270,6 +1328,7 @@ impl Store for RedbStore {
             if task.state == TaskState::Waiting {
                 let steps = journal_of(&journal, task.execution_id)?;
                 let waits_on_something = steps.iter().any(|e| match e.outcome {
+                    StepOutcome::AwaitingSignal => true,
                     StepOutcome::Scheduled { task_id } => tasks_by_id.get(&task_id).is_some_and(|t| {
                         matches!(t.state, TaskState::Pending | TaskState::Running | TaskState::Waiting)
                     }),

@@ -25,6 +25,8 @@ pub const EXEC_BY_STATE: TableDefinition<(u8, u64), ()> = TableDefinition::new("
 pub const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_deadlines");
 /// Workflow journal: (execution id, step) → `JournalEntry`.
 pub const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("journal");
+/// Signal mailboxes: (execution id, name, sequence) → JSON payload, FIFO per name.
+pub const SIGNALS: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::new("signals");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.

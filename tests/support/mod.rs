@@ -41,3 +41,16 @@ pub fn assert_consistent(engine: &Engine) {
     let problems = engine.check().expect("check");
     assert!(problems.is_empty(), "store inconsistent: {problems:#?}");
 }
+
+/// `wait_for` without an engine-clock timeout, bounded in real time so a broken protocol
+/// fails the test instead of hanging it.
+pub async fn finished<H: stent::FunctionHandle>(
+    engine: &Engine,
+    function: H,
+    id: ExecutionId,
+) -> stent::Result<H::Output> {
+    match tokio::time::timeout(LIMIT, engine.wait_for(function, id, None)).await {
+        Ok(result) => result,
+        Err(_) => panic!("execution {id} did not finish within {LIMIT:?}"),
+    }
+}
