@@ -3,6 +3,13 @@
 //!
 //!     cargo run --release --example bench -- --json [--n 20000] [--samples 2000] [--dir PATH]
 //!
+//! Options for the workflow figures: `--workflows W` (concurrent executions per throughput
+//! round, default 100), `--steps K` (sequential steps per workflow, default 10), `--rounds R`
+//! (measured throughput rounds, default 5), `--wf-samples S` / `--wf-warmup W` (latency
+//! samples, default 200 after 20), `--fanout F` (children of the fan-out, default 1,000),
+//! `--fanout-runs R` (default 3). `--skip-workflows` leaves out the workflow figures,
+//! `--only-workflows` prints only them.
+//!
 //! With `--json`, stdout carries exactly one JSON line per figure,
 //! `{"name":…,"value":…,"unit":…}`, and nothing else; progress and engine counters go to
 //! stderr. Without it, stdout gets a human-readable table.
@@ -15,6 +22,14 @@
 //!   from the call to `dispatch` to the return of `wait_for`.
 //! - `redb_commit_per_s`: raw redb, one-record write transactions, `Durability::Immediate`.
 //! - `redb_batch_records_per_s`: raw redb, 1,000-record write transactions (u64 -> 100 bytes).
+//! - `workflow_steps_per_s`: W concurrent executions of a workflow of K sequential `ctx.call`
+//!   steps (the activity returns its input), one pool of 512; W × K steps ÷ wall time from the
+//!   first dispatch to the last `wait_for` returning; median of R rounds after one warm-up
+//!   round, all on one engine.
+//! - `workflow_step_p50_us` / `_p99_us`: one such workflow at a time on an idle engine; each
+//!   sample is (dispatch to `wait_for` return) ÷ K.
+//! - `fanout_1000_children_ms`: one workflow doing `ctx.map` of F trivial calls; dispatch to
+//!   `wait_for` return; median of the runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -23,9 +38,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use redb::{Database, Durability, TableDefinition};
 use stent::engine::Stats;
-use stent::{Activity, ActivityError, Engine, ExecutionState, RetryPolicy, WorkerOptions};
+use stent::{Activity, ActivityError, Ctx, Engine, ExecutionState, RetryPolicy, WorkerOptions, Workflow};
 
 const ECHO: Activity<u64, u64> = Activity::new("echo");
+/// K sequential calls of `ECHO`, each on the previous result plus one: input x returns x + K.
+const STEPS: Workflow<u64, u64> = Workflow::new("sequential_steps");
+/// Fans out `ECHO` over 0..F with `ctx.map` and returns the sum of the results.
+const FANOUT: Workflow<u64, u64> = Workflow::new("fanout");
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
 
 const POOL_CONCURRENCY: usize = 512;
@@ -41,10 +60,38 @@ struct Args {
     samples: usize,
     warmup: usize,
     dir: Option<PathBuf>,
+    executions: bool,
+    workflows: bool,
+    wf_concurrent: usize,
+    wf_steps: u64,
+    wf_rounds: usize,
+    wf_samples: usize,
+    wf_warmup: usize,
+    fanout: u64,
+    fanout_runs: usize,
 }
 
+const USAGE: &str = "usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH] \
+    [--workflows W] [--steps K] [--rounds R] [--wf-samples S] [--wf-warmup W] [--fanout F] [--fanout-runs R] \
+    [--skip-workflows | --only-workflows]";
+
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args = Args { json: false, n: 20_000, samples: 2_000, warmup: 200, dir: None };
+    let mut args = Args {
+        json: false,
+        n: 20_000,
+        samples: 2_000,
+        warmup: 200,
+        dir: None,
+        executions: true,
+        workflows: true,
+        wf_concurrent: 100,
+        wf_steps: 10,
+        wf_rounds: 5,
+        wf_samples: 200,
+        wf_warmup: 20,
+        fanout: 1_000,
+        fanout_runs: 3,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -54,10 +101,19 @@ fn parse_args() -> anyhow::Result<Args> {
             "--samples" => args.samples = value("--samples")?.parse().context("--samples")?,
             "--warmup" => args.warmup = value("--warmup")?.parse().context("--warmup")?,
             "--dir" => args.dir = Some(PathBuf::from(value("--dir")?)),
+            "--workflows" => args.wf_concurrent = value("--workflows")?.parse().context("--workflows")?,
+            "--steps" => args.wf_steps = value("--steps")?.parse().context("--steps")?,
+            "--rounds" => args.wf_rounds = value("--rounds")?.parse().context("--rounds")?,
+            "--wf-samples" => args.wf_samples = value("--wf-samples")?.parse().context("--wf-samples")?,
+            "--wf-warmup" => args.wf_warmup = value("--wf-warmup")?.parse().context("--wf-warmup")?,
+            "--fanout" => args.fanout = value("--fanout")?.parse().context("--fanout")?,
+            "--fanout-runs" => args.fanout_runs = value("--fanout-runs")?.parse().context("--fanout-runs")?,
+            "--skip-workflows" => args.workflows = false,
+            "--only-workflows" => args.executions = false,
             // `cargo bench` style flags are harmless here.
             "--bench" => {}
             "-h" | "--help" => {
-                eprintln!("usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH]");
+                eprintln!("{USAGE}");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -65,6 +121,18 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if args.n == 0 || args.samples == 0 {
         bail!("--n and --samples must be at least 1");
+    }
+    if args.wf_concurrent == 0
+        || args.wf_steps == 0
+        || args.wf_rounds == 0
+        || args.wf_samples == 0
+        || args.fanout == 0
+        || args.fanout_runs == 0
+    {
+        bail!("--workflows, --steps, --rounds, --wf-samples, --fanout and --fanout-runs must be at least 1");
+    }
+    if !args.executions && !args.workflows {
+        bail!("--skip-workflows and --only-workflows together leave nothing to measure");
     }
     Ok(args)
 }
@@ -80,6 +148,26 @@ fn open_engine(path: &Path) -> stent::Result<Engine> {
         .path(path)
         .activity(ECHO, |x: u64| async move { Ok::<_, ActivityError>(x) })
         .retry(RetryPolicy::none())
+        .open()
+}
+
+/// The engine of the workflow figures: `ECHO` plus the two workflows.
+fn open_workflow_engine(path: &Path, steps: u64) -> stent::Result<Engine> {
+    Engine::builder()
+        .path(path)
+        .activity(ECHO, |x: u64| async move { Ok::<_, ActivityError>(x) })
+        .retry(RetryPolicy::none())
+        .workflow(STEPS, move |ctx: Ctx, x: u64| async move {
+            let mut x = x;
+            for _ in 0..steps {
+                x = ctx.call(ECHO, &(x + 1)).await?;
+            }
+            Ok(x)
+        })
+        .workflow(FANOUT, |ctx: Ctx, n: u64| async move {
+            let out = ctx.map(ECHO, (0..n).collect()).await?;
+            Ok(out.into_iter().sum())
+        })
         .open()
 }
 
@@ -183,6 +271,148 @@ async fn latency(dir: &Path, warmup: usize, samples: usize) -> anyhow::Result<(f
     Ok((p50, p99))
 }
 
+/// `count` concurrent executions of `STEPS` (one tokio task each: dispatch, then `wait_for`);
+/// returns the wall time from the first dispatch to the last `wait_for` returning.
+async fn steps_round(engine: &Engine, count: usize, steps: u64, base: u64) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count as u64 {
+        let engine = engine.clone();
+        let input = base + i * 1_000;
+        tasks.spawn(async move {
+            let id = engine.dispatch(STEPS, &input).await?;
+            let out = engine.wait_for(STEPS, id, Some(WAIT_LIMIT)).await?;
+            if out != input + steps {
+                bail!("workflow {id} returned {out}, expected {}", input + steps);
+            }
+            Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a dispatcher task panicked")??;
+    }
+    Ok(start.elapsed())
+}
+
+fn completed(engine: &Engine) -> anyhow::Result<u64> {
+    Ok(engine.counts_by_state()?.into_iter().find(|(s, _)| *s == ExecutionState::Completed).map_or(0, |(_, c)| c))
+}
+
+/// Workflow throughput: rounds of `count` concurrent `STEPS` executions on one engine; one
+/// unmeasured warm-up round, then the median steps/s of `rounds` rounds.
+async fn workflow_throughput(dir: &Path, count: usize, steps: u64, rounds: usize) -> anyhow::Result<f64> {
+    let path = dir.join("workflow_throughput.stent");
+    let engine = open_workflow_engine(&path, steps)?;
+    let workers = engine.serve(worker_options());
+    workers.wait_until_ready().await;
+    steps_round(&engine, count, steps, 0).await?;
+    let before = snapshot(engine.stats());
+    let mut rates = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let took = steps_round(&engine, count, steps, (r as u64 + 1) * 1_000_000_000).await?;
+        let rate = (count as u64 * steps) as f64 / took.as_secs_f64();
+        eprintln!(
+            "workflow throughput round {}: {count} workflows x {steps} steps in {:.1} ms = {rate:.0} steps/s",
+            r + 1,
+            took.as_secs_f64() * 1e3
+        );
+        rates.push(rate);
+    }
+    let after = snapshot(engine.stats());
+    let done = completed(&engine)?;
+    let expected = (count * (rounds + 1)) as u64; // Steps are tasks of their workflow's execution.
+    if done != expected {
+        bail!("{done} executions completed, expected {expected}");
+    }
+    report_batches("workflow throughput", &before, &after);
+    let measured = (count * rounds) as f64;
+    eprintln!(
+        "  per workflow of {steps} steps: {:.1} ops, {:.2} write transactions",
+        (after.ops - before.ops) as f64 / measured,
+        (after.batches - before.batches) as f64 / measured
+    );
+    rates.sort_by(f64::total_cmp);
+    workers.drain().await?;
+    engine.close().await?;
+    Ok(rates[rates.len() / 2])
+}
+
+/// Workflow step latency: one `STEPS` execution at a time on an idle engine; each sample is
+/// the time from `dispatch` to `wait_for` returning, divided by the number of steps.
+async fn workflow_latency(dir: &Path, steps: u64, warmup: usize, samples: usize) -> anyhow::Result<(f64, f64)> {
+    let path = dir.join("workflow_latency.stent");
+    let engine = open_workflow_engine(&path, steps)?;
+    let workers = engine.serve(worker_options());
+    workers.wait_until_ready().await;
+    let mut per_step = Vec::with_capacity(samples);
+    let mut before = snapshot(engine.stats());
+    for i in 0..(warmup + samples) as u64 {
+        if i == warmup as u64 {
+            before = snapshot(engine.stats());
+        }
+        let input = i * 1_000;
+        let start = Instant::now();
+        let id = engine.dispatch(STEPS, &input).await?;
+        let out = engine.wait_for(STEPS, id, Some(WAIT_LIMIT)).await?;
+        let took = start.elapsed();
+        if out != input + steps {
+            bail!("workflow {id} returned {out}, expected {}", input + steps);
+        }
+        if i >= warmup as u64 {
+            per_step.push(took.as_secs_f64() * 1e6 / steps as f64);
+        }
+    }
+    let after = snapshot(engine.stats());
+    per_step.sort_by(f64::total_cmp);
+    let p50 = percentile(&per_step, 50.0);
+    let p99 = percentile(&per_step, 99.0);
+    eprintln!(
+        "workflow latency: {samples} workflows of {steps} steps, per step p50 {p50:.0} us, p99 {p99:.0} us, \
+         min {:.0} us, max {:.0} us (whole workflow p50 {:.2} ms)",
+        per_step[0],
+        per_step[per_step.len() - 1],
+        p50 * steps as f64 / 1e3
+    );
+    report_batches("workflow latency", &before, &after);
+    eprintln!(
+        "  per workflow of {steps} steps: {:.1} write transactions",
+        (after.batches - before.batches) as f64 / samples as f64
+    );
+    workers.drain().await?;
+    engine.close().await?;
+    Ok((p50, p99))
+}
+
+/// Fan-out: one workflow maps `ECHO` over `children` items; dispatch to `wait_for` returning.
+/// Each run on a fresh engine; the median of `runs`.
+async fn fanout(dir: &Path, children: u64, runs: usize) -> anyhow::Result<f64> {
+    let mut millis = Vec::with_capacity(runs);
+    for r in 0..runs {
+        let path = dir.join(format!("fanout_{r}.stent"));
+        let engine = open_workflow_engine(&path, 1)?;
+        let workers = engine.serve(worker_options());
+        workers.wait_until_ready().await;
+        let before = snapshot(engine.stats());
+        let start = Instant::now();
+        let id = engine.dispatch(FANOUT, &children).await?;
+        let sum = engine.wait_for(FANOUT, id, Some(WAIT_LIMIT)).await?;
+        let took = start.elapsed();
+        let after = snapshot(engine.stats());
+        if sum != children * (children - 1) / 2 {
+            bail!("fan-out returned {sum}, expected {}", children * (children - 1) / 2);
+        }
+        let ms = took.as_secs_f64() * 1e3;
+        eprintln!("fan-out run {}: {children} children in {ms:.1} ms", r + 1);
+        report_batches("fan-out", &before, &after);
+        millis.push(ms);
+        workers.drain().await?;
+        engine.close().await?;
+        std::fs::remove_file(&path)?;
+    }
+    millis.sort_by(f64::total_cmp);
+    Ok(millis[millis.len() / 2])
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -262,18 +492,43 @@ async fn main() -> anyhow::Result<()> {
         dir.path().display()
     );
 
-    let redb_commit = redb_commits(dir.path())?;
-    let redb_batch = redb_batches(dir.path())?;
-    let executions = throughput(dir.path(), args.n).await?;
-    let (p50, p99) = latency(dir.path(), args.warmup, args.samples).await?;
-
-    let figures = [
-        Figure { name: "trivial_executions_per_s", value: executions, unit: "executions/s" },
-        Figure { name: "dispatch_to_completion_p50_us", value: p50, unit: "us" },
-        Figure { name: "dispatch_to_completion_p99_us", value: p99, unit: "us" },
-        Figure { name: "redb_commit_per_s", value: redb_commit, unit: "commits/s" },
-        Figure { name: "redb_batch_records_per_s", value: redb_batch, unit: "records/s" },
-    ];
+    let mut figures = Vec::new();
+    let mut baselines = None;
+    if args.executions {
+        let redb_commit = redb_commits(dir.path())?;
+        let redb_batch = redb_batches(dir.path())?;
+        let executions = throughput(dir.path(), args.n).await?;
+        let (p50, p99) = latency(dir.path(), args.warmup, args.samples).await?;
+        figures.extend([
+            Figure { name: "trivial_executions_per_s", value: executions, unit: "executions/s" },
+            Figure { name: "dispatch_to_completion_p50_us", value: p50, unit: "us" },
+            Figure { name: "dispatch_to_completion_p99_us", value: p99, unit: "us" },
+            Figure { name: "redb_commit_per_s", value: redb_commit, unit: "commits/s" },
+            Figure { name: "redb_batch_records_per_s", value: redb_batch, unit: "records/s" },
+        ]);
+        baselines = Some((executions, redb_commit, redb_batch));
+    }
+    if args.workflows {
+        eprintln!(
+            "workflows: {} concurrent x {} steps, {} rounds; latency {} samples (after {} warm-up); fan-out {} x {}",
+            args.wf_concurrent,
+            args.wf_steps,
+            args.wf_rounds,
+            args.wf_samples,
+            args.wf_warmup,
+            args.fanout,
+            args.fanout_runs
+        );
+        let steps = workflow_throughput(dir.path(), args.wf_concurrent, args.wf_steps, args.wf_rounds).await?;
+        let (p50, p99) = workflow_latency(dir.path(), args.wf_steps, args.wf_warmup, args.wf_samples).await?;
+        let fan = fanout(dir.path(), args.fanout, args.fanout_runs).await?;
+        figures.extend([
+            Figure { name: "workflow_steps_per_s", value: steps, unit: "steps/s" },
+            Figure { name: "workflow_step_p50_us", value: p50, unit: "us" },
+            Figure { name: "workflow_step_p99_us", value: p99, unit: "us" },
+            Figure { name: "fanout_1000_children_ms", value: fan, unit: "ms" },
+        ]);
+    }
     for f in &figures {
         let value = (f.value * 10.0).round() / 10.0;
         if args.json {
@@ -288,11 +543,13 @@ async fn main() -> anyhow::Result<()> {
             println!("{:<32} {:>14.1} {}", f.name, value, f.unit);
         }
     }
-    eprintln!(
-        "ratios: executions/s / redb commits/s = {:.2}; executions/s / redb records/s = {:.4}",
-        executions / redb_commit,
-        executions / redb_batch
-    );
+    if let Some((executions, redb_commit, redb_batch)) = baselines {
+        eprintln!(
+            "ratios: executions/s / redb commits/s = {:.2}; executions/s / redb records/s = {:.4}",
+            executions / redb_commit,
+            executions / redb_batch
+        );
+    }
     dir.close().context("removing the bench directory")?;
     Ok(())
 }

@@ -260,6 +260,8 @@ pub struct ExecutionInfo {
     pub attempts: u32,
     pub history: Vec<AttemptRecord>,
     pub idempotency_key: Option<String>,
+    /// The execution that started this one as a child workflow.
+    pub parent: Option<ExecutionId>,
 }
 
 /// Filter for `list_executions`; `None` fields match everything.

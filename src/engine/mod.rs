@@ -892,6 +892,7 @@ fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
         attempts: task.attempt,
         history: task.history.clone(),
         idempotency_key: exec.idempotency_key,
+        parent: exec.parent.map(|p| ExecutionId(p.execution_id)),
     }
 }
 

@@ -70,6 +70,8 @@ pub enum StepBody {
     Recorded(Vec<u8>),
     /// Take the oldest signal of this name from the mailbox, or wait for one.
     Signal { name: String },
+    /// Start a child execution; its end is the step's outcome.
+    Child(NewExecution),
 }
 
 #[derive(Debug, Clone)]

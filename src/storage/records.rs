@@ -24,6 +24,14 @@ pub struct ExecutionRecord {
     pub output: Option<Vec<u8>>,
     pub error: Option<ActivityError>,
     pub idempotency_key: Option<String>,
+    /// For a child workflow: the parent's execution and the step waiting for this one.
+    pub parent: Option<ParentStep>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentStep {
+    pub execution_id: u64,
+    pub step: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +147,7 @@ pub enum StepKind {
     Now,
     Random,
     Signal { name: String },
+    Child { function: String },
 }
 
 impl StepKind {
@@ -160,6 +169,7 @@ impl std::fmt::Display for StepKind {
             StepKind::Now => write!(f, "now"),
             StepKind::Random => write!(f, "random"),
             StepKind::Signal { name } => write!(f, "wait for signal {name:?}"),
+            StepKind::Child { function } => write!(f, "child workflow {function:?}"),
         }
     }
 }
@@ -172,6 +182,10 @@ pub enum StepOutcome {
     },
     /// Waiting for a signal (no task: `Op::Signal` settles it).
     AwaitingSignal,
+    /// A child execution runs the step; its end settles it.
+    Child {
+        execution_id: u64,
+    },
     Completed {
         output: Vec<u8>,
     },

@@ -7,8 +7,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
 
 use super::codec::{decode, encode_checked};
 use super::records::{
-    priority_key, state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, StepKind, StepOutcome, TaskKind,
-    TaskRecord, JOURNAL_STEPS_MAX,
+    priority_key, state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, StepKind, StepOutcome,
+    TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::*;
 use super::{
@@ -410,6 +410,29 @@ impl Batch<'_, '_> {
                 return Ok(Ok(OpOutput::Dispatched { execution_id: existing.value(), created: false, claimed: None }));
             }
         }
+        let claim = new.claim.clone();
+        let (exec, task) = self.create_execution(new, None)?;
+        let (execution_id, task_id) = (exec.id, task.id);
+        let claimed = match claim {
+            Some(eager) if task.due_ms.is_none() => {
+                let claimed = self.take_lease(task, exec, &eager.worker, eager.lease_ms)?;
+                self.effects.push(Effect::Claimed { serial: eager.serial, task_id, token: claimed.token });
+                Some(claimed)
+            }
+            _ => {
+                self.effects.push(pending_effect(&task));
+                None
+            }
+        };
+        Ok(Ok(OpOutput::Dispatched { execution_id, created: true, claimed }))
+    }
+
+    /// Writes a new execution and its root task (pending; the caller queues or claims it).
+    fn create_execution(
+        &mut self,
+        new: NewExecution,
+        parent: Option<ParentStep>,
+    ) -> Result<(ExecutionRecord, TaskRecord), StorageError> {
         let execution_id = self.counters.next_execution;
         let task_id = self.counters.next_task;
         self.counters.next_execution += 1;
@@ -434,6 +457,7 @@ impl Batch<'_, '_> {
             output: None,
             error: None,
             idempotency_key: new.idempotency_key.clone(),
+            parent,
         };
         put_execution(&mut self.t, &exec, None)?;
         if Faults::take(&self.faults.fail_between_execution_and_task) {
@@ -467,18 +491,7 @@ impl Batch<'_, '_> {
         if let Some(deadline_ms) = deadline_ms {
             self.effects.push(Effect::Deadline { execution_id, deadline_ms });
         }
-        let claimed = match new.claim {
-            Some(eager) if task.due_ms.is_none() => {
-                let claimed = self.take_lease(task, exec, &eager.worker, eager.lease_ms)?;
-                self.effects.push(Effect::Claimed { serial: eager.serial, task_id, token: claimed.token });
-                Some(claimed)
-            }
-            _ => {
-                self.effects.push(pending_effect(&task));
-                None
-            }
-        };
-        Ok(Ok(OpOutput::Dispatched { execution_id, created: true, claimed }))
+        Ok((exec, task))
     }
 
     fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64) -> OpRes<OpOutput> {
@@ -585,6 +598,9 @@ impl Batch<'_, '_> {
         exec.finished_ms = Some(self.now);
         put_execution(&mut self.t, &exec, Some(old))?;
         self.effects.push(Effect::Finished { execution_id: exec.id });
+        if let (Some(parent), Some(output)) = (exec.parent, exec.output) {
+            self.settle_parent(parent, StepOutcome::Completed { output })?;
+        }
         Ok(Ok(OpOutput::Done))
     }
 
@@ -664,6 +680,12 @@ impl Batch<'_, '_> {
                     Some(payload) => StepOutcome::Completed { output: payload },
                     None => StepOutcome::AwaitingSignal,
                 },
+                StepBody::Child(new) => {
+                    let parent = ParentStep { execution_id: exec.id, step: s.step };
+                    let (child, root) = self.create_execution(new, Some(parent))?;
+                    self.effects.push(pending_effect(&root));
+                    StepOutcome::Child { execution_id: child.id }
+                }
                 StepBody::Task(t) => {
                     let child_id = self.counters.next_task;
                     self.counters.next_task += 1;
@@ -723,6 +745,14 @@ impl Batch<'_, '_> {
     /// Cancels the live tasks of scheduled steps (the execution is ending).
     fn cancel_steps(&mut self, journal: &[JournalEntry]) -> Result<(), StorageError> {
         for entry in journal {
+            if let StepOutcome::Child { execution_id } = entry.outcome {
+                // Cancels the child and, through it, its own children. A rejection (the child
+                // record unreadable) leaves that child to `check`.
+                if let Err(e) = self.end_execution(execution_id, ExecutionState::Cancelled)? {
+                    tracing::error!(execution_id, error = %e, "child execution not cancelled");
+                }
+                continue;
+            }
             let StepOutcome::Scheduled { task_id } = entry.outcome else { continue };
             let Some(mut task) = get_task(&self.t, task_id)? else { continue };
             if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
@@ -779,6 +809,18 @@ impl Batch<'_, '_> {
             }
         }
         Ok(Ok(OpOutput::Done))
+    }
+
+    /// A child execution ended: its parent's step gets the outcome, unless the parent has
+    /// itself ended (it cancels its children then, and wants nothing more).
+    fn settle_parent(&mut self, parent: ParentStep, outcome: StepOutcome) -> Result<(), StorageError> {
+        let Some(exec) = get_execution(&self.t, parent.execution_id)? else {
+            return Err(corrupted(EXECUTIONS_NAME, format!("{} (parent missing)", parent.execution_id)));
+        };
+        if exec.state.is_terminal() {
+            return Ok(());
+        }
+        self.settle_step(&exec, parent.step, outcome)
     }
 
     /// Records a step's outcome and wakes its workflow if it is suspended.
@@ -894,6 +936,9 @@ impl Batch<'_, '_> {
         self.t.dead_letters.insert(id, encode_checked(DEAD_LETTERS_NAME, &letter).as_slice())?;
         self.t.dlq_by_time.insert((self.now, id), ())?;
         self.effects.push(Effect::Finished { execution_id: exec.id });
+        if let Some(parent) = exec.parent {
+            self.settle_parent(parent, StepOutcome::Failed { error: letter.error })?;
+        }
         Ok(())
     }
 
@@ -926,6 +971,11 @@ impl Batch<'_, '_> {
         exec.finished_ms = Some(self.now);
         put_execution(&mut self.t, &exec, Some(old))?;
         self.effects.push(Effect::Finished { execution_id });
+        if let Some(parent) = exec.parent {
+            let error = ActivityError::permanent(format!("child execution {execution_id} ended {state}"))
+                .with_code(if state == ExecutionState::TimedOut { "child_timed_out" } else { "child_cancelled" });
+            self.settle_parent(parent, StepOutcome::Failed { error })?;
+        }
         Ok(Ok(OpOutput::State(state)))
     }
 
@@ -951,6 +1001,9 @@ impl Batch<'_, '_> {
                 StepOutcome::Failed { .. } => true,
                 StepOutcome::Scheduled { task_id } => get_task(&self.t, task_id)?
                     .is_none_or(|t| matches!(t.state, TaskState::Cancelled | TaskState::Failed)),
+                StepOutcome::Child { execution_id } => get_execution(&self.t, execution_id)?.is_none_or(|c| {
+                    matches!(c.state, ExecutionState::Cancelled | ExecutionState::Failed | ExecutionState::TimedOut)
+                }),
                 StepOutcome::Completed { .. } | StepOutcome::AwaitingSignal => false,
             };
             if rerun {
@@ -1328,7 +1381,7 @@ impl Store for RedbStore {
             if task.state == TaskState::Waiting {
                 let steps = journal_of(&journal, task.execution_id)?;
                 let waits_on_something = steps.iter().any(|e| match e.outcome {
-                    StepOutcome::AwaitingSignal => true,
+                    StepOutcome::AwaitingSignal | StepOutcome::Child { .. } => true,
                     StepOutcome::Scheduled { task_id } => tasks_by_id.get(&task_id).is_some_and(|t| {
                         matches!(t.state, TaskState::Pending | TaskState::Running | TaskState::Waiting)
                     }),
