@@ -55,6 +55,10 @@ async fn a_workflow_runs_its_steps_in_order() -> anyhow::Result<()> {
     let id = engine.dispatch(FIVE, &100).await?;
     assert_eq!(finished(&engine, FIVE, id).await?, vec![1010, 1020, 1030, 1040, 1050]);
     assert_eq!(*ledger.runs.lock().unwrap(), vec![101, 102, 103, 104, 105]);
+    let info = engine.state_of(id)?;
+    assert_eq!(info.steps, 5);
+    assert_eq!(info.progress[0], "step 0: call \"step\" completed");
+    assert_eq!(info.progress.len(), 5);
     pool.drain().await?;
     assert_consistent(&engine);
     engine.close().await?;

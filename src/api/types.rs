@@ -262,7 +262,15 @@ pub struct ExecutionInfo {
     pub idempotency_key: Option<String>,
     /// The execution that started this one as a child workflow.
     pub parent: Option<ExecutionId>,
+    /// Journal steps recorded so far (workflows). Filled by `state_of`; 0 in listings.
+    pub steps: u32,
+    /// The last steps, one line each ("step 3: call \"charge\" completed"), at most
+    /// `PROGRESS_LINES_MAX`.
+    pub progress: Vec<String>,
 }
+
+/// Lines of progress `state_of` shows at most (the most recent steps).
+pub const PROGRESS_LINES_MAX: usize = 50;
 
 /// Filter for `list_executions`; `None` fields match everything.
 #[derive(Debug, Clone, Default)]

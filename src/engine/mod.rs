@@ -718,9 +718,15 @@ impl Engine {
         }
     }
 
+    /// Everything known about an execution, with the progress of its last steps.
     pub fn state_of(&self, id: ExecutionId) -> Result<ExecutionInfo> {
         let (exec, task) = self.load(id)?;
-        Ok(info(exec, &task))
+        let journal = self.inner.store()?.journal(id.0)?;
+        let mut info = info(exec, &task);
+        info.steps = u32::try_from(journal.len()).unwrap_or(u32::MAX);
+        let skip = journal.len().saturating_sub(crate::api::PROGRESS_LINES_MAX);
+        info.progress = journal.iter().skip(skip).map(progress_line).collect();
+        Ok(info)
     }
 
     /// Cancels a pending or running execution: its task is cancelled, its running future
@@ -893,7 +899,21 @@ fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
         history: task.history.clone(),
         idempotency_key: exec.idempotency_key,
         parent: exec.parent.map(|p| ExecutionId(p.execution_id)),
+        steps: 0,
+        progress: Vec::new(),
     }
+}
+
+fn progress_line(entry: &crate::storage::records::JournalEntry) -> String {
+    use crate::storage::records::StepOutcome;
+    let outcome = match &entry.outcome {
+        StepOutcome::Scheduled { task_id } => format!("running (task {task_id})"),
+        StepOutcome::AwaitingSignal => "waiting".to_string(),
+        StepOutcome::Child { execution_id } => format!("running (execution {execution_id})"),
+        StepOutcome::Completed { .. } => "completed".to_string(),
+        StepOutcome::Failed { error } => format!("failed: {error}"),
+    };
+    format!("step {}: {} {outcome}", entry.step, entry.kind)
 }
 
 fn dead_letter(r: DeadLetterRecord) -> DeadLetter {

@@ -265,6 +265,8 @@ pub trait Store: Send + Sync + 'static {
     fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError>;
     fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError>;
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
+    /// A workflow execution's journal, in step order (empty for an activity execution).
+    fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;

@@ -1296,6 +1296,11 @@ impl Store for RedbStore {
         }
     }
 
+    fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError> {
+        let read = self.db.begin_read()?;
+        journal_of(&read.open_table(JOURNAL)?, execution_id)
+    }
+
     fn check(&self) -> Result<Vec<String>, StorageError> {
         use std::collections::BTreeSet;
         let read = self.db.begin_read()?;
