@@ -38,8 +38,7 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut args =
-        Args { json: false, n: 100_000, dispatchers: 512, dir: None, limit: Duration::from_secs(600) };
+    let mut args = Args { json: false, n: 100_000, dispatchers: 512, dir: None, limit: Duration::from_secs(600) };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().with_context(|| format!("{name} needs a value"));
@@ -191,8 +190,8 @@ async fn main() -> anyhow::Result<()> {
     // Pass the hour: every timer fires; every workflow must wake and finish.
     let wake = Instant::now();
     clock.advance(Duration::from_secs(3600));
-    let finished = poll_until(args.limit, "all workflows finished", || Ok(count(&engine, ExecutionState::Completed)? == n))
-        .await;
+    let finished =
+        poll_until(args.limit, "all workflows finished", || Ok(count(&engine, ExecutionState::Completed)? == n)).await;
     let wake_s = wake.elapsed().as_secs_f64();
     let (rss_end, hwm_end) = memory()?;
     let completed = count(&engine, ExecutionState::Completed)?;

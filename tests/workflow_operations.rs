@@ -214,3 +214,39 @@ async fn signals_are_buffered_consumed_once_and_in_order() -> anyhow::Result<()>
     engine.close().await?;
     Ok(())
 }
+
+const TIMED: Workflow<(), (Option<String>, Option<String>, String)> = Workflow::new("timed");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_wait_with_timeout_records_which_came_first() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let engine = builder(&disk, &clock)
+        .workflow(TIMED, |ctx: Ctx, ()| async move {
+            let first: Option<String> = ctx.wait_for_signal_timeout("go", "10m").await?;
+            let second: Option<String> = ctx.wait_for_signal_timeout("go", "10m").await?;
+            // A signal that arrives after its wait timed out is kept for the next wait.
+            let late: String = ctx.wait_for_signal("go").await?;
+            Ok((first, second, late))
+        })
+        .open()?;
+    let pool = engine.serve(options("w"));
+    let id = engine.dispatch(TIMED, &()).await?;
+    let waiting = || engine.running_tasks().unwrap().is_empty() && engine.queue_depth("default").unwrap() == 0;
+    wait_until(LIMIT, "first wait", waiting).await;
+    clock.advance(Duration::from_secs(60));
+    engine.send_signal(id, "go", &"in time").await?; // Wins against the 10 min timer.
+    wait_until(LIMIT, "second wait", || engine.state_of(id).unwrap().steps == 2 && waiting()).await;
+    clock.advance(Duration::from_secs(600)); // The second wait times out.
+    wait_until(LIMIT, "third wait", || engine.state_of(id).unwrap().steps == 3 && waiting()).await;
+    engine.send_signal(id, "go", &"late").await?;
+    let (first, second, late) = finished(&engine, TIMED, id).await?;
+    assert_eq!(first.as_deref(), Some("in time"));
+    assert_eq!(second, None);
+    assert_eq!(late, "late");
+    let progress = engine.state_of(id)?.progress;
+    assert_eq!(progress[0], "step 0: wait for signal \"go\" with a timeout completed", "{progress:#?}");
+    pool.drain().await?;
+    assert_consistent(&engine);
+    engine.close().await?;
+    Ok(())
+}

@@ -115,7 +115,7 @@ impl Ctx {
                 StepOutcome::Failed { error } => {
                     Some(Err(Error::StepFailed { step, function: what.to_string(), error: error.clone() }))
                 }
-                StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal | StepOutcome::Child { .. } => {
+                StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => {
                     state.awaiting.insert(step);
                     None
                 }
@@ -217,19 +217,7 @@ impl Ctx {
 
     /// A durable timer to an absolute time (UTC milliseconds since the epoch).
     pub fn sleep_until(&self, until_ms: u64) -> Step<()> {
-        self.step(StepKind::Sleep { until_ms }, SLEEP_FUNCTION, |ctx, _| {
-            let inner = &ctx.shared.inner;
-            let exec_queue = ctx.queue();
-            Ok(StepBody::Task(StepTask {
-                function: SLEEP_FUNCTION.to_string(),
-                queue: exec_queue,
-                priority: 0,
-                input: b"null".to_vec(),
-                retry: RetryRecord::from(&crate::api::RetryPolicy::default()),
-                timeout_ms: None,
-                due_ms: Some(until_ms.max(inner.clock.now_ms())),
-            }))
-        })
+        self.step(StepKind::Sleep { until_ms }, SLEEP_FUNCTION, |ctx, _| Ok(StepBody::Task(ctx.timer_task(until_ms))))
     }
 
     /// The current time (UTC ms), recorded so a re-run sees the same value.
@@ -246,9 +234,42 @@ impl Ctx {
     /// queue per name in order; each wait takes exactly one, and one sent before the wait is
     /// kept until a wait takes it.
     pub fn wait_for_signal<T: DeserializeOwned>(&self, name: &str) -> Step<T> {
-        self.step(StepKind::Signal { name: name.to_string() }, name, |_, _| {
-            Ok(StepBody::Signal { name: name.to_string() })
+        self.step(StepKind::Signal { name: name.to_string(), timed: false }, name, |_, _| {
+            Ok(StepBody::Signal { name: name.to_string(), timer: None })
         })
+    }
+
+    /// Like [`Ctx::wait_for_signal`], giving up after `timeout` with `None`. The journal records
+    /// which came first, so a re-run takes the same branch.
+    pub fn wait_for_signal_timeout<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: impl Into<crate::api::DurationArg>,
+    ) -> Step<Option<T>> {
+        let timeout = match timeout.into().get() {
+            Ok(d) => crate::storage::records::duration_ms(d),
+            Err(e) => {
+                self.state().next_step += 1;
+                return Step { ready: Some(Err(e)) };
+            }
+        };
+        let until = self.shared.inner.clock.now_ms().saturating_add(timeout);
+        let step: Step<Vec<T>> = self.step(StepKind::Signal { name: name.to_string(), timed: true }, name, |ctx, _| {
+            Ok(StepBody::Signal { name: name.to_string(), timer: Some(ctx.timer_task(until)) })
+        });
+        Step { ready: step.ready.map(|r| r.map(|mut v| v.pop())) }
+    }
+
+    fn timer_task(&self, until_ms: u64) -> StepTask {
+        StepTask {
+            function: SLEEP_FUNCTION.to_string(),
+            queue: self.queue(),
+            priority: 0,
+            input: b"null".to_vec(),
+            retry: RetryRecord::from(&crate::api::RetryPolicy::default()),
+            timeout_ms: None,
+            due_ms: Some(until_ms.max(self.shared.inner.clock.now_ms())),
+        }
     }
 
     fn queue(&self) -> String {

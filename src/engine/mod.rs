@@ -908,7 +908,7 @@ fn progress_line(entry: &crate::storage::records::JournalEntry) -> String {
     use crate::storage::records::StepOutcome;
     let outcome = match &entry.outcome {
         StepOutcome::Scheduled { task_id } => format!("running (task {task_id})"),
-        StepOutcome::AwaitingSignal => "waiting".to_string(),
+        StepOutcome::AwaitingSignal { .. } => "waiting".to_string(),
         StepOutcome::Child { execution_id } => format!("running (execution {execution_id})"),
         StepOutcome::Completed { .. } => "completed".to_string(),
         StepOutcome::Failed { error } => format!("failed: {error}"),

@@ -68,8 +68,9 @@ pub enum StepBody {
     Task(StepTask),
     /// The outcome is known now (clock reads, random draws): record it.
     Recorded(Vec<u8>),
-    /// Take the oldest signal of this name from the mailbox, or wait for one.
-    Signal { name: String },
+    /// Take the oldest signal of this name from the mailbox, or wait for one (until
+    /// `timer.due_ms` when a timer task is given).
+    Signal { name: String, timer: Option<StepTask> },
     /// Start a child execution; its end is the step's outcome.
     Child(NewExecution),
 }

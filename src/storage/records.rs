@@ -142,12 +142,23 @@ impl TaskRecord {
 /// is non-deterministic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepKind {
-    Call { function: String },
-    Sleep { until_ms: u64 },
+    Call {
+        function: String,
+    },
+    Sleep {
+        until_ms: u64,
+    },
     Now,
     Random,
-    Signal { name: String },
-    Child { function: String },
+    /// `timed`: the wait has a timeout, and its outcome is a JSON array of zero (timed out) or
+    /// one (the signal's payload) elements.
+    Signal {
+        name: String,
+        timed: bool,
+    },
+    Child {
+        function: String,
+    },
 }
 
 impl StepKind {
@@ -168,7 +179,8 @@ impl std::fmt::Display for StepKind {
             StepKind::Sleep { until_ms } => write!(f, "sleep until {until_ms}"),
             StepKind::Now => write!(f, "now"),
             StepKind::Random => write!(f, "random"),
-            StepKind::Signal { name } => write!(f, "wait for signal {name:?}"),
+            StepKind::Signal { name, timed: false } => write!(f, "wait for signal {name:?}"),
+            StepKind::Signal { name, timed: true } => write!(f, "wait for signal {name:?} with a timeout"),
             StepKind::Child { function } => write!(f, "child workflow {function:?}"),
         }
     }
@@ -180,8 +192,11 @@ pub enum StepOutcome {
     Scheduled {
         task_id: u64,
     },
-    /// Waiting for a signal (no task: `Op::Signal` settles it).
-    AwaitingSignal,
+    /// Waiting for a signal; `Op::Signal` settles it, or, with a timeout, the completion of
+    /// the `timer` task (whichever commits first; the other is then refused or cancelled).
+    AwaitingSignal {
+        timer: Option<u64>,
+    },
     /// A child execution runs the step; its end settles it.
     Child {
         execution_id: u64,

@@ -12,8 +12,8 @@ use super::records::{
 };
 use super::tables::*;
 use super::{
-    ClaimedTask, Effect, Faults, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StepBody, StorageError,
-    Store,
+    ClaimedTask, Effect, Faults, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StepBody, StepTask,
+    StorageError, Store,
 };
 use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
 use crate::error::Error;
@@ -262,6 +262,15 @@ fn journal_of(
         out.push(decode(JOURNAL_NAME, &format_args!("({execution_id}, {step})"), v.value())?);
     }
     Ok(out)
+}
+
+/// `[payload]`: the outcome of a timed signal wait that got its signal.
+fn wrap_one(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 2);
+    out.push(b'[');
+    out.extend_from_slice(payload);
+    out.push(b']');
+    out
 }
 
 fn get_execution(t: &Tables<'_>, id: u64) -> Result<Option<ExecutionRecord>, StorageError> {
@@ -585,6 +594,12 @@ impl Batch<'_, '_> {
         task.state = TaskState::Completed;
         if let Some(step) = task.step {
             put_task(&mut self.t, &task, &old)?;
+            // The timer of a signal wait fired first: the wait timed out (an empty array).
+            let timed_out = matches!(
+                get_step(&self.t, exec.id, step)?,
+                Some(JournalEntry { outcome: StepOutcome::AwaitingSignal { timer: Some(t) }, .. }) if t == task_id
+            );
+            let output = if timed_out { b"[]".to_vec() } else { output };
             return self.settle_step(&exec, step, StepOutcome::Completed { output }).map(|()| Ok(OpOutput::Done));
         }
         put_task(&mut self.t, &task, &old)?;
@@ -676,9 +691,16 @@ impl Batch<'_, '_> {
         for s in steps {
             let outcome = match s.body {
                 StepBody::Recorded(output) => StepOutcome::Completed { output },
-                StepBody::Signal { name } => match self.take_signal(exec.id, &name)? {
+                StepBody::Signal { name, timer } => match self.take_signal(exec.id, &name)? {
+                    Some(payload) if timer.is_some() => StepOutcome::Completed { output: wrap_one(&payload) },
                     Some(payload) => StepOutcome::Completed { output: payload },
-                    None => StepOutcome::AwaitingSignal,
+                    None => {
+                        let timer = match timer {
+                            Some(t) => Some(self.create_step_task(&exec, s.step, t)?),
+                            None => None,
+                        };
+                        StepOutcome::AwaitingSignal { timer }
+                    }
                 },
                 StepBody::Child(new) => {
                     let parent = ParentStep { execution_id: exec.id, step: s.step };
@@ -686,35 +708,7 @@ impl Batch<'_, '_> {
                     self.effects.push(pending_effect(&root));
                     StepOutcome::Child { execution_id: child.id }
                 }
-                StepBody::Task(t) => {
-                    let child_id = self.counters.next_task;
-                    self.counters.next_task += 1;
-                    let due_ms = t.due_ms.filter(|&d| d > self.now);
-                    let child = TaskRecord {
-                        id: child_id,
-                        execution_id: exec.id,
-                        kind: TaskKind::Activity,
-                        step: Some(s.step),
-                        function: t.function,
-                        queue: t.queue,
-                        priority: t.priority,
-                        tags: exec.tags.clone(),
-                        input: t.input,
-                        state: TaskState::Pending,
-                        due_ms,
-                        ready_ms: due_ms.unwrap_or(self.now),
-                        attempt: 0,
-                        round_start: 0,
-                        lease: None,
-                        retry: t.retry,
-                        timeout_ms: t.timeout_ms,
-                        history: Vec::new(),
-                        created_ms: self.now,
-                    };
-                    put_task(&mut self.t, &child, &TaskIndex::None)?;
-                    self.effects.push(pending_effect(&child));
-                    StepOutcome::Scheduled { task_id: child_id }
-                }
+                StepBody::Task(t) => StepOutcome::Scheduled { task_id: self.create_step_task(&exec, s.step, t)? },
             };
             let entry = JournalEntry { step: s.step, kind: s.kind, outcome, recorded_ms: self.now };
             put_step(&mut self.t, exec.id, &entry)?;
@@ -753,7 +747,10 @@ impl Batch<'_, '_> {
                 }
                 continue;
             }
-            let StepOutcome::Scheduled { task_id } = entry.outcome else { continue };
+            let task_id = match entry.outcome {
+                StepOutcome::Scheduled { task_id } | StepOutcome::AwaitingSignal { timer: Some(task_id) } => task_id,
+                _ => continue,
+            };
             let Some(mut task) = get_task(&self.t, task_id)? else { continue };
             if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
                 let old = task_index(&task);
@@ -763,6 +760,51 @@ impl Batch<'_, '_> {
                 put_task(&mut self.t, &task, &old)?;
                 self.effects.push(Effect::Abort { task_id, token: None });
             }
+        }
+        Ok(())
+    }
+
+    /// Creates the task of a step (pending, due now or at `due_ms`) and queues it.
+    fn create_step_task(&mut self, exec: &ExecutionRecord, step: u32, t: StepTask) -> Result<u64, StorageError> {
+        let child_id = self.counters.next_task;
+        self.counters.next_task += 1;
+        let due_ms = t.due_ms.filter(|&d| d > self.now);
+        let child = TaskRecord {
+            id: child_id,
+            execution_id: exec.id,
+            kind: TaskKind::Activity,
+            step: Some(step),
+            function: t.function,
+            queue: t.queue,
+            priority: t.priority,
+            tags: exec.tags.clone(),
+            input: t.input,
+            state: TaskState::Pending,
+            due_ms,
+            ready_ms: due_ms.unwrap_or(self.now),
+            attempt: 0,
+            round_start: 0,
+            lease: None,
+            retry: t.retry,
+            timeout_ms: t.timeout_ms,
+            history: Vec::new(),
+            created_ms: self.now,
+        };
+        put_task(&mut self.t, &child, &TaskIndex::None)?;
+        self.effects.push(pending_effect(&child));
+        Ok(child_id)
+    }
+
+    /// Cancels one live task (its step no longer needs it).
+    fn cancel_task(&mut self, task_id: u64) -> Result<(), StorageError> {
+        let Some(mut task) = get_task(&self.t, task_id)? else { return Ok(()) };
+        if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
+            let old = task_index(&task);
+            task.state = TaskState::Cancelled;
+            task.lease = None;
+            task.due_ms = None;
+            put_task(&mut self.t, &task, &old)?;
+            self.effects.push(Effect::Abort { task_id, token: None });
         }
         Ok(())
     }
@@ -792,11 +834,24 @@ impl Batch<'_, '_> {
             return Ok(Err(Error::ExecutionFinished { id: crate::api::ExecutionId(execution_id), state: exec.state }));
         }
         let journal = reject!(soft(journal_of(&self.t.journal, execution_id))?);
-        let waiting = journal.iter().find(|e| {
-            e.outcome == StepOutcome::AwaitingSignal && matches!(&e.kind, StepKind::Signal { name: n } if n == name)
+        let waiting = journal.iter().find_map(|e| match (&e.outcome, &e.kind) {
+            (StepOutcome::AwaitingSignal { timer }, StepKind::Signal { name: n, .. }) if n == name => {
+                Some((e.step, *timer))
+            }
+            _ => None,
         });
         match waiting {
-            Some(entry) => self.settle_step(&exec, entry.step, StepOutcome::Completed { output: payload })?,
+            Some((step, timer)) => {
+                // The signal wins the race: the timer is cancelled in the same transaction.
+                let output = match timer {
+                    Some(timer) => {
+                        self.cancel_task(timer)?;
+                        wrap_one(&payload)
+                    }
+                    None => payload,
+                };
+                self.settle_step(&exec, step, StepOutcome::Completed { output })?
+            }
             None => {
                 let next = {
                     let mut range = self.t.signals.range((execution_id, name, 0)..=(execution_id, name, u64::MAX))?;
@@ -1004,7 +1059,7 @@ impl Batch<'_, '_> {
                 StepOutcome::Child { execution_id } => get_execution(&self.t, execution_id)?.is_none_or(|c| {
                     matches!(c.state, ExecutionState::Cancelled | ExecutionState::Failed | ExecutionState::TimedOut)
                 }),
-                StepOutcome::Completed { .. } | StepOutcome::AwaitingSignal => false,
+                StepOutcome::Completed { .. } | StepOutcome::AwaitingSignal { .. } => false,
             };
             if rerun {
                 self.t.journal.remove((exec.id, entry.step))?;
@@ -1378,15 +1433,19 @@ impl Store for RedbStore {
                     Some(v) => decode::<JournalEntry>(JOURNAL_NAME, &step, v.value()).ok(),
                     None => None,
                 };
-                if !matches!(entry, Some(JournalEntry { outcome: StepOutcome::Scheduled { task_id }, .. }) if task_id == task.id)
-                {
+                let referenced = match entry {
+                    Some(JournalEntry { outcome: StepOutcome::Scheduled { task_id }, .. }) => task_id == task.id,
+                    Some(JournalEntry { outcome: StepOutcome::AwaitingSignal { timer: Some(t) }, .. }) => t == task.id,
+                    _ => false,
+                };
+                if !referenced {
                     problems.push(format!("live task {} of step {step} is not scheduled in the journal", task.id));
                 }
             }
             if task.state == TaskState::Waiting {
                 let steps = journal_of(&journal, task.execution_id)?;
                 let waits_on_something = steps.iter().any(|e| match e.outcome {
-                    StepOutcome::AwaitingSignal | StepOutcome::Child { .. } => true,
+                    StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => true,
                     StepOutcome::Scheduled { task_id } => tasks_by_id.get(&task_id).is_some_and(|t| {
                         matches!(t.state, TaskState::Pending | TaskState::Running | TaskState::Waiting)
                     }),
