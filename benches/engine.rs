@@ -169,7 +169,12 @@ fn store(c: &mut Criterion) {
             else {
                 panic!("claim answered something else")
             };
-            one(Op::Complete { task_id: claimed.task_id, token: claimed.token, output: b"7".to_vec() })
+            one(Op::Complete {
+                task_id: claimed.task_id,
+                token: claimed.token,
+                output: b"7".to_vec(),
+                local: Default::default(),
+            })
         })
     });
 }

@@ -11,6 +11,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod api;
+pub use engine::activity;
 pub mod engine;
 mod error;
 pub mod lease;

@@ -250,3 +250,53 @@ async fn a_signal_wait_with_timeout_records_which_came_first() -> anyhow::Result
     engine.close().await?;
     Ok(())
 }
+
+const COUNTING: Workflow<u32, i64> = Workflow::new("counting");
+const TALLY: Activity<u32, u32> = Activity::new("tally");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_bumped_in_activity_and_workflow_survive_a_crash_without_double_counting() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let open = |hang_on: u32| {
+        builder(&disk, &clock)
+            .workflow(COUNTING, |ctx: Ctx, n: u32| async move {
+                for i in 0..n {
+                    ctx.counter("workflow_bumps").add(1).await?;
+                    ctx.call(TALLY, &i).await?;
+                }
+                ctx.state("phase").set(&"done").await?;
+                let total = ctx.counter("workflow_bumps").add(0).await?;
+                Ok(total)
+            })
+            .activity(TALLY, move |i: u32| async move {
+                stent::activity::add_counter("activity_bumps", 10)?;
+                if i == hang_on {
+                    // Counted only with an accepted completion: this attempt never completes.
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, ActivityError>(i)
+            })
+            .open()
+    };
+    let engine = open(2)?;
+    let _pool = engine.serve(options("w"));
+    let id = engine.dispatch(COUNTING, &4).await?;
+    wait_until(LIMIT, "the third tally hangs", || {
+        engine.running_tasks().unwrap().iter().any(|t| t.function == "tally")
+            && engine.state_of(id).unwrap().counters.get("activity_bumps") == Some(&20)
+    })
+    .await;
+    engine.close().await?;
+
+    let engine = open(u32::MAX)?;
+    let pool = engine.serve(options("w2"));
+    assert_eq!(finished(&engine, COUNTING, id).await?, 4);
+    let info = engine.state_of(id)?;
+    assert_eq!(info.counters.get("workflow_bumps"), Some(&4), "each workflow bump counted once across the re-runs");
+    assert_eq!(info.counters.get("activity_bumps"), Some(&40), "the lost attempt's bump was not counted");
+    assert_eq!(info.custom_state.get("phase"), Some(&serde_json::json!("done")));
+    pool.drain().await?;
+    assert_consistent(&engine);
+    engine.close().await?;
+    Ok(())
+}

@@ -262,6 +262,10 @@ pub struct ExecutionInfo {
     pub idempotency_key: Option<String>,
     /// The execution that started this one as a child workflow.
     pub parent: Option<ExecutionId>,
+    /// Execution counters (filled by `state_of`).
+    pub counters: std::collections::BTreeMap<String, i64>,
+    /// Custom state values (filled by `state_of`).
+    pub custom_state: std::collections::BTreeMap<String, serde_json::Value>,
     /// Journal steps recorded so far (workflows). Filled by `state_of`; 0 in listings.
     pub steps: u32,
     /// The last steps, one line each ("step 3: call \"charge\" completed"), at most

@@ -85,12 +85,12 @@ impl Ctx {
         crate::api::ExecutionId(self.shared.execution_id)
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+    fn journal_state(&self) -> std::sync::MutexGuard<'_, State> {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn take_state(&self) -> State {
-        std::mem::take(&mut *self.state())
+        std::mem::take(&mut *self.journal_state())
     }
 
     /// The core of every operation: take the next step number; return the recorded outcome,
@@ -101,7 +101,7 @@ impl Ctx {
         what: &str,
         body: impl FnOnce(&Self, u32) -> Result<StepBody>,
     ) -> Step<T> {
-        let mut state = self.state();
+        let mut state = self.journal_state();
         let step = state.next_step;
         state.next_step += 1;
         let ready = match state.journal.get(&step) {
@@ -209,7 +209,7 @@ impl Ctx {
                 self.sleep_until(until)
             }
             Err(e) => {
-                self.state().next_step += 1; // Keep numbering stable whatever the input.
+                self.journal_state().next_step += 1; // Keep numbering stable whatever the input.
                 Step { ready: Some(Err(e)) }
             }
         }
@@ -218,6 +218,18 @@ impl Ctx {
     /// A durable timer to an absolute time (UTC milliseconds since the epoch).
     pub fn sleep_until(&self, until_ms: u64) -> Step<()> {
         self.step(StepKind::Sleep { until_ms }, SLEEP_FUNCTION, |ctx, _| Ok(StepBody::Task(ctx.timer_task(until_ms))))
+    }
+
+    /// The execution counter `name`, shown by `state_of`. Each `add` is a journaled step, so a
+    /// re-run of the workflow does not count again.
+    pub fn counter(&self, name: &str) -> CounterRef<'_> {
+        CounterRef { ctx: self, name: name.to_string() }
+    }
+
+    /// The execution's custom state value `key` (JSON), shown by `state_of`. Reads and writes
+    /// are journaled steps.
+    pub fn state(&self, key: &str) -> StateRef<'_> {
+        StateRef { ctx: self, key: key.to_string() }
     }
 
     /// The current time (UTC ms), recorded so a re-run sees the same value.
@@ -249,7 +261,7 @@ impl Ctx {
         let timeout = match timeout.into().get() {
             Ok(d) => crate::storage::records::duration_ms(d),
             Err(e) => {
-                self.state().next_step += 1;
+                self.journal_state().next_step += 1;
                 return Step { ready: Some(Err(e)) };
             }
         };
@@ -294,6 +306,47 @@ impl Ctx {
             timeout_ms: function.timeout.map(crate::storage::records::duration_ms),
             due_ms: None,
         }))
+    }
+}
+
+/// See [`Ctx::counter`].
+pub struct CounterRef<'a> {
+    ctx: &'a Ctx,
+    name: String,
+}
+
+impl CounterRef<'_> {
+    /// Adds `delta`; the step's value is the counter's new total.
+    pub fn add(&self, delta: i64) -> Step<i64> {
+        let name = self.name.clone();
+        self.ctx.step(StepKind::Counter { name: name.clone() }, &self.name, move |_, _| {
+            Ok(StepBody::Counter { name, delta })
+        })
+    }
+}
+
+/// See [`Ctx::state`].
+pub struct StateRef<'a> {
+    ctx: &'a Ctx,
+    key: String,
+}
+
+impl StateRef<'_> {
+    pub fn set<T: serde::Serialize>(&self, value: &T) -> Step<()> {
+        let key = self.key.clone();
+        self.ctx.step(StepKind::SetState { key: key.clone() }, &self.key, move |_, _| {
+            let value = serde_json::to_vec(value)
+                .map_err(|e| Error::Payload { function: format!("state {key:?}"), reason: e.to_string() })?;
+            Ok(StepBody::SetState { key, value })
+        })
+    }
+
+    pub fn get<T: DeserializeOwned>(&self) -> Step<Option<T>> {
+        let key = self.key.clone();
+        let step: Step<Vec<T>> = self
+            .ctx
+            .step(StepKind::GetState { key: key.clone() }, &self.key, move |_, _| Ok(StepBody::GetState { key }));
+        Step { ready: step.ready.map(|r| r.map(|mut v| v.pop())) }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - a user future is started only after its claim is durable, and its outcome is written only
 //!   with the claim's fencing token.
 
+pub mod activity;
 mod clock;
 mod ctx;
 mod ready;
@@ -721,8 +722,12 @@ impl Engine {
     /// Everything known about an execution, with the progress of its last steps.
     pub fn state_of(&self, id: ExecutionId) -> Result<ExecutionInfo> {
         let (exec, task) = self.load(id)?;
-        let journal = self.inner.store()?.journal(id.0)?;
+        let store = self.inner.store()?;
+        let journal = store.journal(id.0)?;
+        let (counters, state) = store.context(id.0)?;
         let mut info = info(exec, &task);
+        info.counters = counters.into_iter().collect();
+        info.custom_state = state.into_iter().map(|(k, v)| (k, json_value(&v))).collect();
         info.steps = u32::try_from(journal.len()).unwrap_or(u32::MAX);
         let skip = journal.len().saturating_sub(crate::api::PROGRESS_LINES_MAX);
         info.progress = journal.iter().skip(skip).map(progress_line).collect();
@@ -899,6 +904,8 @@ fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
         history: task.history.clone(),
         idempotency_key: exec.idempotency_key,
         parent: exec.parent.map(|p| ExecutionId(p.execution_id)),
+        counters: Default::default(),
+        custom_state: Default::default(),
         steps: 0,
         progress: Vec::new(),
     }

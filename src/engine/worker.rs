@@ -24,7 +24,7 @@ use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
 use crate::error::{Error, Result};
 use crate::lease::LeaseError;
 use crate::storage::records::duration_ms;
-use crate::storage::{ClaimedTask, NewStep, Op, OpOutput, ReadyItem};
+use crate::storage::{ClaimedTask, Local, NewStep, Op, OpOutput, ReadyItem, StepBody};
 
 /// Handle on a pool of workers started by [`crate::Engine::serve`].
 #[derive(Clone)]
@@ -261,7 +261,8 @@ async fn run_claimed(
         let timeout_ms = claimed.timeout_ms;
         let attempt: Pin<Box<dyn Future<Output = Outcome> + Send>> = match &function.handler {
             Handler::Activity(handler) => {
-                let future = handler(claimed.input);
+                let local = Arc::new(std::sync::Mutex::new(Local::default()));
+                let future = super::activity::scope(local.clone(), handler(claimed.input));
                 Box::pin(async move {
                     let result = match timeout_ms {
                         None => future.await,
@@ -275,7 +276,10 @@ async fn run_claimed(
                         }
                     };
                     match result {
-                        Ok(output) => Outcome::Output(output),
+                        Ok(output) => {
+                            let local = std::mem::take(&mut *local.lock().unwrap_or_else(|p| p.into_inner()));
+                            Outcome::Output { output, local }
+                        }
                         Err(error) => Outcome::Error(error),
                     }
                 })
@@ -300,7 +304,7 @@ async fn run_claimed(
         let outcome = join.await;
         lock(&inner.running).remove(&serial);
         let op = match outcome {
-            Ok(Outcome::Output(output)) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
+            Ok(Outcome::Output { output, .. }) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
                 task_id,
                 token,
                 error: ActivityError::permanent(format!(
@@ -311,7 +315,7 @@ async fn run_claimed(
                 .with_code("payload_too_large"),
                 jitter_unit: 0.0,
             }),
-            Ok(Outcome::Output(output)) => Some(Op::Complete { task_id, token, output }),
+            Ok(Outcome::Output { output, local }) => Some(Op::Complete { task_id, token, output, local }),
             Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
             Ok(Outcome::Suspend { steps, awaiting }) => Some(Op::Suspend { task_id, token, steps, awaiting }),
             Err(e) if e.is_panic() => Some(Op::Fail {
@@ -425,7 +429,10 @@ pub(super) fn reserve_idle(
 
 /// How an attempt ended.
 enum Outcome {
-    Output(Vec<u8>),
+    Output {
+        output: Vec<u8>,
+        local: Local,
+    },
     Error(ActivityError),
     /// A workflow is blocked on steps without outcomes.
     Suspend {
@@ -457,7 +464,23 @@ async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
         return Outcome::Error(ActivityError::permanent(error.to_string()).with_code("non_determinism"));
     }
     match result {
-        Some(Ok(output)) => Outcome::Output(output),
+        Some(Ok(output)) => {
+            // Local steps since the last suspension commit with the completion.
+            let steps = state
+                .new_steps
+                .into_iter()
+                .filter(|s| {
+                    matches!(
+                        s.body,
+                        StepBody::Recorded(_)
+                            | StepBody::Counter { .. }
+                            | StepBody::SetState { .. }
+                            | StepBody::GetState { .. }
+                    )
+                })
+                .collect();
+            Outcome::Output { output, local: Local { steps, ..Local::default() } }
+        }
         Some(Err(error)) => Outcome::Error(workflow_error(&error)),
         None if state.awaiting.is_empty() => Outcome::Error(
             ActivityError::permanent("the workflow awaited something that is not a stent operation")

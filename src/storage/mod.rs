@@ -53,6 +53,17 @@ pub struct EagerClaim {
     pub serial: u64,
 }
 
+/// What an attempt recorded besides its outcome, applied only if the outcome is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Local {
+    /// Counter increments for the task's execution (from an activity).
+    pub counters: Vec<(String, i64)>,
+    /// State values (JSON) for the task's execution (from an activity).
+    pub state: Vec<(String, Vec<u8>)>,
+    /// A workflow's local steps taken after its last suspension (clock reads, counters, state).
+    pub steps: Vec<NewStep>,
+}
+
 /// A step a workflow attempt asks for that its journal does not have yet: a task to create.
 #[derive(Debug, Clone)]
 pub struct NewStep {
@@ -73,6 +84,12 @@ pub enum StepBody {
     Signal { name: String, timer: Option<StepTask> },
     /// Start a child execution; its end is the step's outcome.
     Child(NewExecution),
+    /// Add to an execution counter; the outcome is the new total.
+    Counter { name: String, delta: i64 },
+    /// Set a custom state value (JSON).
+    SetState { key: String, value: Vec<u8> },
+    /// Read a custom state value; the outcome is `[value]` or `[]`.
+    GetState { key: String },
 }
 
 #[derive(Debug, Clone)]
@@ -99,10 +116,13 @@ pub enum Op {
         leases: Vec<(u64, u32)>,
         lease_ms: u64,
     },
+    /// The attempt's outcome; `local` carries what it recorded beside it (activity counters
+    /// and state, a workflow's last local steps), committed in the same transaction.
     Complete {
         task_id: u64,
         token: u32,
         output: Vec<u8>,
+        local: Local,
     },
     /// `jitter_unit` is a uniform draw in `[0, 1)` from the engine's seeded RNG.
     Fail {
@@ -268,6 +288,8 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
     /// A workflow execution's journal, in step order (empty for an activity execution).
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
+    /// An execution's counters and custom state (JSON), by name.
+    fn context(&self, execution_id: u64) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), StorageError>;
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;

@@ -159,6 +159,15 @@ pub enum StepKind {
     Child {
         function: String,
     },
+    Counter {
+        name: String,
+    },
+    SetState {
+        key: String,
+    },
+    GetState {
+        key: String,
+    },
 }
 
 impl StepKind {
@@ -182,6 +191,9 @@ impl std::fmt::Display for StepKind {
             StepKind::Signal { name, timed: false } => write!(f, "wait for signal {name:?}"),
             StepKind::Signal { name, timed: true } => write!(f, "wait for signal {name:?} with a timeout"),
             StepKind::Child { function } => write!(f, "child workflow {function:?}"),
+            StepKind::Counter { name } => write!(f, "counter {name:?}"),
+            StepKind::SetState { key } => write!(f, "set state {key:?}"),
+            StepKind::GetState { key } => write!(f, "read state {key:?}"),
         }
     }
 }

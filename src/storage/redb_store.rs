@@ -12,7 +12,7 @@ use super::records::{
 };
 use super::tables::*;
 use super::{
-    ClaimedTask, Effect, Faults, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StepBody, StepTask,
+    ClaimedTask, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StepBody, StepTask,
     StorageError, Store,
 };
 use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
@@ -138,6 +138,8 @@ impl RedbStore {
             txn.open_table(DLQ_BY_TIME)?;
             txn.open_table(JOURNAL)?;
             txn.open_table(SIGNALS)?;
+            txn.open_table(COUNTERS)?;
+            txn.open_table(STATE)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -165,6 +167,8 @@ struct Tables<'t> {
     dlq_by_time: Table<'t, (u64, u64), ()>,
     journal: Table<'t, (u64, u32), &'static [u8]>,
     signals: Table<'t, (u64, &'static str, u64), &'static [u8]>,
+    counters: Table<'t, (u64, &'static str), i64>,
+    state: Table<'t, (u64, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -183,6 +187,8 @@ impl<'t> Tables<'t> {
             dlq_by_time: txn.open_table(DLQ_BY_TIME)?,
             journal: txn.open_table(JOURNAL)?,
             signals: txn.open_table(SIGNALS)?,
+            counters: txn.open_table(COUNTERS)?,
+            state: txn.open_table(STATE)?,
         })
     }
 }
@@ -400,7 +406,7 @@ impl Batch<'_, '_> {
             Op::Dispatch(new) => self.dispatch(new),
             Op::Claim { task_id, worker, lease_ms } => self.claim(task_id, &worker, lease_ms),
             Op::Renew { leases, lease_ms } => self.renew(&leases, lease_ms),
-            Op::Complete { task_id, token, output } => self.complete(task_id, token, output),
+            Op::Complete { task_id, token, output, local } => self.complete(task_id, token, output, local),
             Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
             Op::Expire { task_id, token } => self.expire(task_id, token),
             Op::Abandon { task_id, token, reason } => self.abandon(task_id, token, reason),
@@ -586,12 +592,32 @@ impl Batch<'_, '_> {
         Ok(Ok(OpOutput::Renewed(results)))
     }
 
-    fn complete(&mut self, task_id: u64, token: u32, output: Vec<u8>) -> OpRes<OpOutput> {
+    fn complete(&mut self, task_id: u64, token: u32, output: Vec<u8>, local: Local) -> OpRes<OpOutput> {
         let (mut task, mut exec) = reject!(load_pair(&self.t, task_id)?);
         let old = task_index(&task);
         let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         reject!(fence.release(token));
         task.state = TaskState::Completed;
+        // What the attempt recorded counts only with its accepted outcome: exactly once.
+        for (name, delta) in &local.counters {
+            self.add_counter(exec.id, name, *delta)?;
+        }
+        for (key, value) in &local.state {
+            self.t.state.insert((exec.id, key.as_str()), value.as_slice())?;
+        }
+        if task.kind == TaskKind::Workflow && task.step.is_none() {
+            for s in local.steps {
+                if get_step(&self.t, exec.id, s.step)?.is_some() {
+                    continue;
+                }
+                let Some(outcome) = self.local_outcome(exec.id, s.body)? else { continue };
+                put_step(
+                    &mut self.t,
+                    exec.id,
+                    &JournalEntry { step: s.step, kind: s.kind, outcome, recorded_ms: self.now },
+                )?;
+            }
+        }
         if let Some(step) = task.step {
             put_task(&mut self.t, &task, &old)?;
             // The timer of a signal wait fired first: the wait timed out (an empty array).
@@ -702,6 +728,12 @@ impl Batch<'_, '_> {
                         StepOutcome::AwaitingSignal { timer }
                     }
                 },
+                body @ (StepBody::Counter { .. } | StepBody::SetState { .. } | StepBody::GetState { .. }) => {
+                    match self.local_outcome(exec.id, body)? {
+                        Some(outcome) => outcome,
+                        None => continue,
+                    }
+                }
                 StepBody::Child(new) => {
                     let parent = ParentStep { execution_id: exec.id, step: s.step };
                     let (child, root) = self.create_execution(new, Some(parent))?;
@@ -807,6 +839,35 @@ impl Batch<'_, '_> {
             self.effects.push(Effect::Abort { task_id, token: None });
         }
         Ok(())
+    }
+
+    fn add_counter(&mut self, execution_id: u64, name: &str, delta: i64) -> Result<i64, StorageError> {
+        let current = self.t.counters.get((execution_id, name))?.map_or(0, |v| v.value());
+        let total = current.saturating_add(delta);
+        self.t.counters.insert((execution_id, name), total)?;
+        Ok(total)
+    }
+
+    /// Applies a step whose outcome is decided inside the transaction (counters, state, values
+    /// known to the attempt). Steps that need a task are not local: `None`.
+    fn local_outcome(&mut self, execution_id: u64, body: StepBody) -> Result<Option<StepOutcome>, StorageError> {
+        let output = match body {
+            StepBody::Recorded(output) => output,
+            StepBody::Counter { name, delta } => {
+                let total = self.add_counter(execution_id, &name, delta)?;
+                total.to_string().into_bytes()
+            }
+            StepBody::SetState { key, value } => {
+                self.t.state.insert((execution_id, key.as_str()), value.as_slice())?;
+                b"null".to_vec()
+            }
+            StepBody::GetState { key } => match self.t.state.get((execution_id, key.as_str()))? {
+                Some(v) => wrap_one(v.value()),
+                None => b"[]".to_vec(),
+            },
+            StepBody::Task(_) | StepBody::Signal { .. } | StepBody::Child(_) => return Ok(None),
+        };
+        Ok(Some(StepOutcome::Completed { output }))
     }
 
     /// Removes and returns the oldest signal `name` in the execution's mailbox.
@@ -1354,6 +1415,21 @@ impl Store for RedbStore {
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError> {
         let read = self.db.begin_read()?;
         journal_of(&read.open_table(JOURNAL)?, execution_id)
+    }
+
+    fn context(&self, execution_id: u64) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), StorageError> {
+        let read = self.db.begin_read()?;
+        let mut counters = Vec::new();
+        for entry in read.open_table(COUNTERS)?.range((execution_id, "")..(execution_id + 1, ""))? {
+            let (k, v) = entry?;
+            counters.push((k.value().1.to_string(), v.value()));
+        }
+        let mut state = Vec::new();
+        for entry in read.open_table(STATE)?.range((execution_id, "")..(execution_id + 1, ""))? {
+            let (k, v) = entry?;
+            state.push((k.value().1.to_string(), v.value().to_vec()));
+        }
+        Ok((counters, state))
     }
 
     fn check(&self) -> Result<Vec<String>, StorageError> {

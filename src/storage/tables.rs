@@ -27,6 +27,10 @@ pub const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx
 pub const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("journal");
 /// Signal mailboxes: (execution id, name, sequence) → JSON payload, FIFO per name.
 pub const SIGNALS: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::new("signals");
+/// Execution counters: (execution id, name) → value.
+pub const COUNTERS: TableDefinition<(u64, &str), i64> = TableDefinition::new("counters");
+/// Execution custom state: (execution id, key) → JSON value.
+pub const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("state");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.
