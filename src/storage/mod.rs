@@ -271,6 +271,9 @@ impl Faults {
     }
 }
 
+/// An execution's counters and custom state (JSON), by name.
+pub type ExecutionContext = (Vec<(String, i64)>, Vec<(String, Vec<u8>)>);
+
 /// The storage boundary, in engine operations.
 pub trait Store: Send + Sync + 'static {
     /// Applies `ops` in one transaction and one fsync. `Ok` carries one result per op (a
@@ -289,7 +292,7 @@ pub trait Store: Send + Sync + 'static {
     /// A workflow execution's journal, in step order (empty for an activity execution).
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
     /// An execution's counters and custom state (JSON), by name.
-    fn context(&self, execution_id: u64) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), StorageError>;
+    fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError>;
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;

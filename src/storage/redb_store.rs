@@ -1417,7 +1417,7 @@ impl Store for RedbStore {
         journal_of(&read.open_table(JOURNAL)?, execution_id)
     }
 
-    fn context(&self, execution_id: u64) -> Result<(Vec<(String, i64)>, Vec<(String, Vec<u8>)>), StorageError> {
+    fn context(&self, execution_id: u64) -> Result<super::ExecutionContext, StorageError> {
         let read = self.db.begin_read()?;
         let mut counters = Vec::new();
         for entry in read.open_table(COUNTERS)?.range((execution_id, "")..(execution_id + 1, ""))? {
