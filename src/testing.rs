@@ -38,6 +38,29 @@ impl redb::StorageBackend for MemoryDisk {
     }
 }
 
+/// Lets the engine's workers run until it is idle (`Engine::is_idle`): everything due at the
+/// manual clock's current time has run, and what is left waits for time or a signal. Fails
+/// after `limit` of real time (an attempt that never ends keeps the engine busy).
+///
+/// ```no_run
+/// # async fn demo(engine: stent::Engine, clock: stent::ManualClock) -> stent::Result<()> {
+/// clock.advance(std::time::Duration::from_secs(3600));
+/// stent::testing::run_until_idle(&engine, std::time::Duration::from_secs(10)).await?;
+/// # Ok(()) }
+/// ```
+pub async fn run_until_idle(engine: &crate::Engine, limit: Duration) -> crate::Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        if engine.is_idle()? {
+            return Ok(());
+        }
+        if start.elapsed() >= limit {
+            return Err(crate::Error::Config(format!("the engine is still busy after {limit:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Waits (yielding to the runtime) until `condition` holds; fails after `limit` of real time
 /// with the message. For outcomes that are certain but asynchronous (a commit that must
 /// happen), never for timing: the limit only turns a hang into a clear failure.

@@ -300,3 +300,28 @@ async fn counters_bumped_in_activity_and_workflow_survive_a_crash_without_double
     engine.close().await?;
     Ok(())
 }
+
+const LATER: Workflow<u32, u32> = Workflow::new("later");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_workflow_is_pending_before_its_time_and_done_after() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let engine = builder(&disk, &clock)
+        .workflow(LATER, |ctx: Ctx, x: u32| async move { ctx.call(ECHO, &x).await })
+        .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x + 1) })
+        .open()?;
+    let pool = engine.serve(options("w"));
+    let id = engine.dispatch(LATER, &1).delay("2h").await?;
+    stent::testing::run_until_idle(&engine, LIMIT).await?;
+    assert_eq!(state(&engine, id), ExecutionState::Pending);
+    clock.advance(Duration::from_secs(2 * 3600 - 1));
+    stent::testing::run_until_idle(&engine, LIMIT).await?;
+    assert_eq!(state(&engine, id), ExecutionState::Pending);
+    clock.advance(Duration::from_secs(1));
+    stent::testing::run_until_idle(&engine, LIMIT).await?;
+    assert_eq!(state(&engine, id), ExecutionState::Completed);
+    assert_eq!(engine.result_of(LATER, id)?, Some(2));
+    pool.drain().await?;
+    engine.close().await?;
+    Ok(())
+}

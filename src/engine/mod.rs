@@ -839,6 +839,13 @@ impl Engine {
         Ok(self.inner.store()?.check()?)
     }
 
+    /// Whether nothing can happen without the clock moving or a signal arriving: no task
+    /// ready, none running, no timer due.
+    pub fn is_idle(&self) -> Result<bool> {
+        let (ready, running, due) = self.inner.store()?.pending_work(self.inner.clock.now_ms())?;
+        Ok(ready == 0 && running == 0 && due == 0)
+    }
+
     /// Why the engine refuses writes, if a commit failed.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.inner.poisoned).clone()

@@ -293,6 +293,9 @@ pub trait Store: Send + Sync + 'static {
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
     /// An execution's counters and custom state (JSON), by name.
     fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError>;
+    /// Work that can proceed at `now_ms` without outside help: (tasks ready, tasks running,
+    /// timers due). All zero means idle until the clock moves or a signal arrives.
+    fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError>;
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;

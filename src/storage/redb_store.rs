@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, Table};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
 
 use super::codec::{decode, encode_checked};
 use super::records::{
@@ -1430,6 +1430,18 @@ impl Store for RedbStore {
             state.push((k.value().1.to_string(), v.value().to_vec()));
         }
         Ok((counters, state))
+    }
+
+    fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError> {
+        let read = self.db.begin_read()?;
+        let ready = read.open_table(READY)?.len()?;
+        let running = read.open_table(LEASES)?.len()?;
+        let mut due = 0;
+        for entry in read.open_table(TIMERS)?.range((0, 0)..=(now_ms, u64::MAX))? {
+            entry?;
+            due += 1;
+        }
+        Ok((ready, running, due))
     }
 
     fn check(&self) -> Result<Vec<String>, StorageError> {
