@@ -23,5 +23,7 @@ pub use api::{
     Activity, ActivityError, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo,
     ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions, WorkerStatus, Workflow,
 };
-pub use engine::{Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool};
+pub use engine::{
+    CallOptions, Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,
+};
 pub use error::{Error, Result};

@@ -325,3 +325,64 @@ async fn a_delayed_workflow_is_pending_before_its_time_and_done_after() -> anyho
     engine.close().await?;
     Ok(())
 }
+
+const GUARDED: Workflow<u32, u32> = Workflow::new("guarded");
+const FLAKY: Activity<u32, u32> = Activity::new("flaky");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_call_options_override_the_function_defaults() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let attempts = Arc::new(AtomicU64::new(0));
+    let a = attempts.clone();
+    let engine = builder(&disk, &clock)
+        .workflow(GUARDED, |ctx: Ctx, x: u32| async move {
+            // The function's default is one attempt; this call allows three.
+            let retry = stent::RetryPolicy::exponential(3, Duration::ZERO);
+            ctx.call_with(FLAKY, &x, stent::CallOptions { retry: Some(retry), ..Default::default() }).await
+        })
+        .activity(FLAKY, move |x: u32| {
+            let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n < 3 {
+                    return Err(ActivityError::retryable(format!("attempt {n}")));
+                }
+                Ok::<_, ActivityError>(x)
+            }
+        })
+        .retry(stent::RetryPolicy::none())
+        .open()?;
+    let pool = engine.serve(options("w"));
+    let id = engine.dispatch(GUARDED, &9).await?;
+    assert_eq!(finished(&engine, GUARDED, id).await?, 9);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    pool.drain().await?;
+    engine.close().await?;
+    Ok(())
+}
+
+const DEADLINE: Workflow<u32, u32> = Workflow::new("deadline");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_duration_times_out_a_workflow_and_cancels_its_steps() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let engine = builder(&disk, &clock)
+        .workflow(DEADLINE, |ctx: Ctx, x: u32| async move {
+            ctx.sleep("2h").await?;
+            Ok(x)
+        })
+        .open()?;
+    let pool = engine.serve(options("w"));
+    let id = engine.dispatch(DEADLINE, &1).max_duration("1h").await?;
+    stent::testing::run_until_idle(&engine, LIMIT).await?;
+    clock.advance(Duration::from_secs(3600));
+    assert!(matches!(finished(&engine, DEADLINE, id).await, Err(Error::TimedOut(_))));
+    stent::testing::run_until_idle(&engine, LIMIT).await?;
+    clock.advance(Duration::from_secs(3600)); // The sleep's timer was cancelled: nothing runs.
+    stent::testing::run_until_idle(&engine, LIMIT).await?;
+    assert_eq!(state(&engine, id), ExecutionState::TimedOut);
+    assert!(engine.state_of(id)?.progress[0].contains("sleep"));
+    pool.drain().await?;
+    assert_consistent(&engine);
+    engine.close().await?;
+    Ok(())
+}

@@ -148,8 +148,13 @@ impl Ctx {
     /// Calls an activity as a journaled step: it runs (with its retries) until one outcome is
     /// recorded, and a re-run of the workflow gets that outcome without running it again.
     pub fn call<H: FunctionHandle>(&self, activity: H, input: &H::Input) -> Step<H::Output> {
+        self.call_with(activity, input, CallOptions::default())
+    }
+
+    /// `call` with options for this call only (they replace the function's defaults).
+    pub fn call_with<H: FunctionHandle>(&self, activity: H, input: &H::Input, options: CallOptions) -> Step<H::Output> {
         let name = activity.name();
-        self.step(StepKind::Call { function: name.to_string() }, name, |ctx, _| ctx.new_call(name, input))
+        self.step(StepKind::Call { function: name.to_string() }, name, |ctx, _| ctx.new_call(name, input, options))
     }
 
     /// Starts a child execution of `workflow` (an activity works too) and awaits its result.
@@ -289,7 +294,7 @@ impl Ctx {
         self.shared.queue.clone()
     }
 
-    fn new_call<I: serde::Serialize>(&self, name: &str, input: &I) -> Result<StepBody> {
+    fn new_call<I: serde::Serialize>(&self, name: &str, input: &I, options: CallOptions) -> Result<StepBody> {
         let inner = &self.shared.inner;
         let function = inner.registry.require(name)?;
         let input = serde_json::to_vec(input)
@@ -297,16 +302,29 @@ impl Ctx {
         if input.len() as u64 > inner.payload_bytes_max {
             return Err(Error::PayloadTooLarge { bytes: input.len() as u64, limit: inner.payload_bytes_max });
         }
+        let timeout = match options.timeout {
+            Some(t) => Some(t.get()?),
+            None => function.timeout,
+        };
         Ok(StepBody::Task(StepTask {
             function: name.to_string(),
-            queue: function.queue.clone(),
+            queue: options.queue.unwrap_or_else(|| function.queue.clone()),
             priority: function.priority,
             input,
-            retry: RetryRecord::from(&function.retry),
-            timeout_ms: function.timeout.map(crate::storage::records::duration_ms),
+            retry: RetryRecord::from(options.retry.as_ref().unwrap_or(&function.retry)),
+            timeout_ms: timeout.map(crate::storage::records::duration_ms),
             due_ms: None,
         }))
     }
+}
+
+/// Options for one [`Ctx::call_with`]; `None` keeps the function's default.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    pub retry: Option<crate::api::RetryPolicy>,
+    /// Limit on each attempt of this call.
+    pub timeout: Option<crate::api::DurationArg>,
+    pub queue: Option<String>,
 }
 
 /// See [`Ctx::counter`].

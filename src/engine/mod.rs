@@ -30,7 +30,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use ctx::{Ctx, Step};
+pub use ctx::{CallOptions, CounterRef, Ctx, StateRef, Step};
 pub use worker::WorkerPool;
 
 use crate::api::{
