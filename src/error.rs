@@ -40,6 +40,10 @@ pub enum Error {
     /// A signal was sent to an execution that has finished.
     #[error("execution {id} is {state}; it takes no more signals")]
     ExecutionFinished { id: ExecutionId, state: crate::api::ExecutionState },
+    /// A local step's closure failed; its writes were discarded (internal: the step is then
+    /// recorded as failed).
+    #[error("local step {step} failed: {error}")]
+    LocalStepFailed { step: u32, error: ActivityError },
     #[error("execution {id} failed: {error}")]
     ExecutionFailed { id: ExecutionId, error: ActivityError },
     #[error("execution {0} was cancelled")]

@@ -53,6 +53,39 @@ pub struct EagerClaim {
     pub serial: u64,
 }
 
+/// The closure of a local step; run at most once.
+pub type LocalClosure = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<Vec<u8>, ActivityError> + Send>;
+
+#[derive(Clone)]
+pub struct LocalFn(pub std::sync::Arc<std::sync::Mutex<Option<LocalClosure>>>);
+
+impl LocalFn {
+    pub fn new(f: LocalClosure) -> Self {
+        LocalFn(std::sync::Arc::new(std::sync::Mutex::new(Some(f))))
+    }
+
+    fn take(&self) -> Option<LocalClosure> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for LocalFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalFn(..)")
+    }
+}
+
+impl Op {
+    /// Whether the op runs application code that may write and then fail: it then gets a
+    /// transaction of its own.
+    pub fn is_exclusive(&self) -> bool {
+        match self {
+            Op::Suspend { steps, .. } => steps.iter().any(|s| matches!(s.body, StepBody::Local(_))),
+            _ => false,
+        }
+    }
+}
+
 /// What an attempt recorded besides its outcome, applied only if the outcome is accepted.
 #[derive(Debug, Clone, Default)]
 pub struct Local {
@@ -90,6 +123,11 @@ pub enum StepBody {
     SetState { key: String, value: Vec<u8> },
     /// Read a custom state value; the outcome is `[value]` or `[]`.
     GetState { key: String },
+    /// Run the application's closure on the recording transaction (`Ctx::local`). An op that
+    /// carries one runs in a transaction of its own, so a failing closure leaves no writes.
+    Local(LocalFn),
+    /// A local step whose closure failed: recorded as failed.
+    Failed(ActivityError),
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +334,9 @@ pub trait Store: Send + Sync + 'static {
     /// Work that can proceed at `now_ms` without outside help: (tasks ready, tasks running,
     /// timers due). All zero means idle until the clock moves or a signal arrives.
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError>;
+    /// A read transaction on the file, for the application's own tables (`Engine::read`).
+    /// Specific to the redb backend, like `Ctx::local`.
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError>;
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;

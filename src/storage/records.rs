@@ -168,6 +168,9 @@ pub enum StepKind {
     GetState {
         key: String,
     },
+    Local {
+        name: String,
+    },
 }
 
 impl StepKind {
@@ -194,6 +197,7 @@ impl std::fmt::Display for StepKind {
             StepKind::Counter { name } => write!(f, "counter {name:?}"),
             StepKind::SetState { key } => write!(f, "set state {key:?}"),
             StepKind::GetState { key } => write!(f, "read state {key:?}"),
+            StepKind::Local { name } => write!(f, "local step {name:?}"),
         }
     }
 }

@@ -145,6 +145,58 @@ impl RedbStore {
         Ok(counters)
     }
 
+    /// One transaction over `ops` (tagged with their position in the caller's batch). A
+    /// rejected op leaves neither writes nor effects; `LocalStepFailed` rejects the whole
+    /// transaction (its ops were run alone for that reason).
+    fn run_txn(
+        &self,
+        now_ms: u64,
+        ops: Vec<(usize, Op)>,
+    ) -> Result<(Vec<(usize, OpResult)>, Vec<Effect>), StorageError> {
+        if ops.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let mut counters = self.lock_counters();
+        let mut working = *counters;
+        let mut results = Vec::with_capacity(ops.len());
+        let effects;
+        {
+            let mut batch = Batch {
+                txn: &txn,
+                t: Tables::open(&txn)?,
+                counters: &mut working,
+                faults: &self.faults,
+                now: now_ms,
+                effects: Vec::new(),
+            };
+            for (i, op) in ops {
+                let before = batch.effects.len();
+                let result = batch.apply(op)?;
+                if let Err(Error::LocalStepFailed { .. }) = &result {
+                    drop(batch);
+                    drop(txn); // Abort: the closure's writes go with it.
+                    return Ok((vec![(i, result)], Vec::new()));
+                }
+                // A rejected op wrote nothing, so it must not leave effects behind either.
+                if result.is_err() {
+                    debug_assert_eq!(batch.effects.len(), before);
+                    batch.effects.truncate(before);
+                }
+                results.push((i, result));
+            }
+            batch.save_counters()?;
+            effects = batch.effects;
+        }
+        if Faults::take(&self.faults.fail_next_commit) {
+            return Err(StorageError::Injected("commit failed"));
+        }
+        txn.commit()?;
+        *counters = working;
+        Ok((results, effects))
+    }
+
     fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         // Poisoning only happens if a holder panicked; the counters are plain integers and
         // stay valid, so take them anyway.
@@ -393,6 +445,7 @@ fn load_pair(t: &Tables<'_>, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord
 }
 
 struct Batch<'a, 't> {
+    txn: &'t redb::WriteTransaction,
     t: Tables<'t>,
     counters: &'a mut Counters,
     faults: &'a Faults,
@@ -728,6 +781,22 @@ impl Batch<'_, '_> {
                         StepOutcome::AwaitingSignal { timer }
                     }
                 },
+                StepBody::Local(f) => {
+                    let Some(f) = f.take() else {
+                        return Ok(Err(Error::Config(format!("local step {} ran twice", s.step))));
+                    };
+                    let txn = self.txn;
+                    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)));
+                    match run {
+                        Ok(Ok(output)) => StepOutcome::Completed { output },
+                        Ok(Err(error)) => return Ok(Err(Error::LocalStepFailed { step: s.step, error })),
+                        Err(_) => {
+                            let error = ActivityError::permanent("the local step panicked").with_code("panic");
+                            return Ok(Err(Error::LocalStepFailed { step: s.step, error }));
+                        }
+                    }
+                }
+                StepBody::Failed(error) => StepOutcome::Failed { error },
                 body @ (StepBody::Counter { .. } | StepBody::SetState { .. } | StepBody::GetState { .. }) => {
                     match self.local_outcome(exec.id, body)? {
                         Some(outcome) => outcome,
@@ -865,7 +934,11 @@ impl Batch<'_, '_> {
                 Some(v) => wrap_one(v.value()),
                 None => b"[]".to_vec(),
             },
-            StepBody::Task(_) | StepBody::Signal { .. } | StepBody::Child(_) => return Ok(None),
+            StepBody::Task(_)
+            | StepBody::Signal { .. }
+            | StepBody::Child(_)
+            | StepBody::Local(_)
+            | StepBody::Failed(_) => return Ok(None),
         };
         Ok(Some(StepOutcome::Completed { output }))
     }
@@ -1170,38 +1243,33 @@ impl Batch<'_, '_> {
 
 impl Store for RedbStore {
     fn apply_batch(&self, now_ms: u64, ops: Vec<Op>) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        let mut counters = self.lock_counters();
-        let mut working = *counters;
-        let mut results = Vec::with_capacity(ops.len());
-        let effects;
-        {
-            let mut batch = Batch {
-                t: Tables::open(&txn)?,
-                counters: &mut working,
-                faults: &self.faults,
-                now: now_ms,
-                effects: Vec::new(),
-            };
-            for op in ops {
-                let before = batch.effects.len();
-                let result = batch.apply(op)?;
-                // A rejected op wrote nothing, so it must not leave effects behind either.
-                if result.is_err() {
-                    debug_assert_eq!(batch.effects.len(), before);
-                    batch.effects.truncate(before);
+        let n = ops.len();
+        let (exclusive, shared): (Vec<_>, Vec<_>) = ops.into_iter().enumerate().partition(|(_, op)| op.is_exclusive());
+        let mut results: Vec<Option<OpResult>> = (0..n).map(|_| None).collect();
+        let (shared_results, mut effects) = self.run_txn(now_ms, shared)?;
+        for (i, r) in shared_results {
+            results[i] = Some(r);
+        }
+        for (i, op) in exclusive {
+            let (mut r, mut e) = self.run_txn(now_ms, vec![(i, op.clone())])?;
+            if let Some((_, Err(Error::LocalStepFailed { step, error }))) = r.first() {
+                // The closure failed: its transaction was dropped with whatever it wrote.
+                // Record the step as failed instead, without running the closure again.
+                let (step, error) = (*step, error.clone());
+                let mut op = op;
+                if let Op::Suspend { steps, .. } = &mut op {
+                    for s in steps.iter_mut().filter(|s| s.step == step) {
+                        s.body = StepBody::Failed(error.clone());
+                    }
                 }
-                results.push(result);
+                (r, e) = self.run_txn(now_ms, vec![(i, op)])?;
             }
-            batch.save_counters()?;
-            effects = batch.effects;
+            effects.append(&mut e);
+            for (i, r) in r {
+                results[i] = Some(r);
+            }
         }
-        if Faults::take(&self.faults.fail_next_commit) {
-            return Err(StorageError::Injected("commit failed"));
-        }
-        txn.commit()?;
-        *counters = working;
+        let results = results.into_iter().map(|r| r.unwrap_or(Err(Error::Shutdown))).collect();
         Ok((results, effects))
     }
 
@@ -1211,6 +1279,7 @@ impl Store for RedbStore {
         let mut working = *counters;
         {
             let mut batch = Batch {
+                txn: &txn,
                 t: Tables::open(&txn)?,
                 counters: &mut working,
                 faults: &self.faults,
@@ -1430,6 +1499,10 @@ impl Store for RedbStore {
             state.push((k.value().1.to_string(), v.value().to_vec()));
         }
         Ok((counters, state))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError> {
+        Ok(self.db.begin_read()?)
     }
 
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError> {
