@@ -57,6 +57,9 @@ impl redb::StorageBackend for Boxed {
     }
 }
 
+/// Results of one transaction's ops, by position in the caller's batch, and its effects.
+type TxnOutcome = (Vec<(usize, OpResult)>, Vec<Effect>);
+
 #[derive(Debug, Clone, Copy)]
 struct Counters {
     next_execution: u64,
@@ -152,7 +155,7 @@ impl RedbStore {
         &self,
         now_ms: u64,
         ops: Vec<(usize, Op)>,
-    ) -> Result<(Vec<(usize, OpResult)>, Vec<Effect>), StorageError> {
+    ) -> Result<TxnOutcome, StorageError> {
         if ops.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
