@@ -44,6 +44,7 @@ fn task_record() -> TaskRecord {
         }),
         retry: RetryRecord::from(&RetryPolicy::default()),
         timeout_ms: None,
+        cache: None,
         history: Vec::new(),
         created_ms: 1_700_000_000_000,
     }
@@ -136,10 +137,12 @@ fn store(c: &mut Criterion) {
         backend: None,
         verify_on_open: false,
         faults: Arc::new(Faults::default()),
+        cache_entries_max: 10_000,
     })
     .expect("an in-memory store");
     let new = NewExecution {
         claim: None,
+        cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),
         queue: "default".into(),

@@ -94,9 +94,11 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         backend: Some(Box::new(MemoryDisk::new())),
         verify_on_open: true,
         faults: Arc::default(),
+        cache_entries_max: 10_000,
     })?;
     let new = |input: &str| NewExecution {
         claim: None,
+        cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),
         queue: "default".into(),

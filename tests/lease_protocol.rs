@@ -98,6 +98,7 @@ async fn a_worker_that_stops_heartbeating_loses_the_task() -> anyhow::Result<()>
 fn new_execution() -> NewExecution {
     NewExecution {
         claim: None,
+        cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "long".into(),
         queue: "default".into(),
@@ -124,6 +125,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
         backend: Some(Box::new(MemoryDisk::new())),
         verify_on_open: true,
         faults: Arc::default(),
+        cache_entries_max: 10_000,
     })?;
     let OpOutput::Dispatched { execution_id, .. } = one(&store, 0, Op::Dispatch(new_execution()))? else {
         panic!("not dispatched")

@@ -926,6 +926,7 @@ fn open(disk: &MemoryDisk, faults: &Arc<Faults>) -> RedbStore {
         backend: Some(Box::new(disk.clone())),
         verify_on_open: true,
         faults: faults.clone(),
+        cache_entries_max: 10_000,
     })
     .expect("open the store on the memory disk")
 }
@@ -952,6 +953,7 @@ fn to_op(op: &COp) -> Op {
     match op {
         COp::Dispatch(d) => Op::Dispatch(NewExecution {
             claim: None,
+            cache: None,
             kind: stent::storage::records::TaskKind::Activity,
             function: "f".into(),
             queue: QUEUES[d.queue].into(),

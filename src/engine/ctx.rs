@@ -182,6 +182,7 @@ impl Ctx {
                 idempotency_key: None,
                 retry: RetryRecord::from(&function.retry),
                 timeout_ms: function.timeout.map(crate::storage::records::duration_ms),
+                cache: function.cache.filter(|c| c.ttl_ms > 0),
                 claim: None,
             }))
         })
@@ -312,6 +313,7 @@ impl Ctx {
             retry: RetryRecord::from(&crate::api::RetryPolicy::default()),
             timeout_ms: None,
             due_ms: Some(until_ms.max(self.shared.inner.clock.now_ms())),
+            cache: None,
         }
     }
 
@@ -340,6 +342,7 @@ impl Ctx {
             retry: RetryRecord::from(options.retry.as_ref().unwrap_or(&function.retry)),
             timeout_ms: timeout.map(crate::storage::records::duration_ms),
             due_ms: None,
+            cache: function.cache.filter(|c| c.ttl_ms > 0),
         }))
     }
 }

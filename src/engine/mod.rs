@@ -236,6 +236,7 @@ pub struct EngineBuilder {
     verify_on_open: bool,
     payload_bytes_max: u64,
     batch_ops_max: usize,
+    cache_entries_max: u64,
     faults: Arc<Faults>,
 }
 
@@ -320,6 +321,7 @@ impl EngineBuilder {
             priority: 0,
             timeout: None,
             limiter: crate::lease::Limiter::new(0),
+            cache: None,
         });
         self
     }
@@ -345,6 +347,7 @@ impl EngineBuilder {
             priority: 0,
             timeout: None,
             limiter: crate::lease::Limiter::new(0),
+            cache: None,
         });
         self
     }
@@ -372,6 +375,40 @@ impl EngineBuilder {
 
     pub fn priority(self, priority: i32) -> Self {
         self.with_last("priority", |f| f.priority = priority)
+    }
+
+    /// Reuses this function's result across executions for `ttl`: a call or dispatch with the
+    /// same input (and `version`) gets the stored result without running. Bounded by
+    /// `cache_entries_max`; expired entries are removed as new ones come in.
+    pub fn cached(self, ttl: impl Into<DurationArg>) -> Self {
+        match ttl.into().get() {
+            Ok(ttl) => self.with_last("cached", |f| {
+                let version = f.cache.map_or(1, |c| c.version);
+                f.cache = Some(crate::storage::records::CachePolicy { version, ttl_ms: duration_ms(ttl) });
+            }),
+            Err(e) => {
+                let mut s = self;
+                s.errors.push(e.to_string());
+                s
+            }
+        }
+    }
+
+    /// The version of this function's code in cache keys: bump it when results change.
+    pub fn version(self, version: u32) -> Self {
+        self.with_last("version", |f| {
+            if let Some(c) = f.cache.as_mut() {
+                c.version = version;
+            } else {
+                f.cache = Some(crate::storage::records::CachePolicy { version, ttl_ms: 0 });
+            }
+        })
+    }
+
+    /// Entries the function result cache keeps at most (default 10,000).
+    pub fn cache_entries_max(mut self, entries: u64) -> Self {
+        self.cache_entries_max = entries.max(1);
+        self
     }
 
     /// Limit on one attempt; an attempt that takes longer fails with code `"timeout"`.
@@ -402,6 +439,7 @@ impl EngineBuilder {
             priority: 0,
             timeout: None,
             limiter: crate::lease::Limiter::new(0),
+            cache: None,
         })?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must be called inside a tokio runtime".into()))?;
@@ -410,6 +448,7 @@ impl EngineBuilder {
             backend: self.backend.take(),
             verify_on_open: self.verify_on_open,
             faults: self.faults.clone(),
+            cache_entries_max: self.cache_entries_max,
         })?;
         let store: Arc<dyn Store> = Arc::new(store);
         let effects = store.recover(self.clock.now_ms())?;
@@ -542,6 +581,7 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
             idempotency_key: self.idempotency_key,
             retry: RetryRecord::from(&function.retry),
             timeout_ms: function.timeout.map(duration_ms),
+            cache: function.cache.filter(|c| c.ttl_ms > 0),
         };
         let result = inner.submit(Op::Dispatch(new)).await;
         match result {
@@ -596,6 +636,7 @@ impl Engine {
             verify_on_open: true,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
+            cache_entries_max: 10_000,
             faults: Arc::new(Faults::default()),
         }
     }

@@ -42,6 +42,8 @@ pub struct Function {
     pub priority: i32,
     pub timeout: Option<Duration>,
     pub limiter: Limiter,
+    /// `cached(ttl)`: results reused by (name, version, input) until the TTL.
+    pub cache: Option<crate::storage::records::CachePolicy>,
 }
 
 impl std::fmt::Debug for Function {

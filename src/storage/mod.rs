@@ -24,7 +24,9 @@ pub use redb_store::{OpenOptions, RedbStore};
 
 use crate::api::{ActivityError, ExecutionFilter, ExecutionState, Page};
 use crate::error::Error;
-use records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RetryRecord, StepKind, TaskKind, TaskRecord};
+use records::{
+    CachePolicy, DeadLetterRecord, ExecutionRecord, JournalEntry, RetryRecord, StepKind, TaskKind, TaskRecord,
+};
 
 /// A new execution and its root task.
 #[derive(Debug, Clone)]
@@ -40,6 +42,7 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
+    pub cache: Option<CachePolicy>,
     /// Claim the new task in the same transaction, for an idle worker reserved by the engine
     /// (saves a commit on the path from dispatch to completion). Ignored for delayed tasks.
     pub claim: Option<EagerClaim>,
@@ -139,6 +142,7 @@ pub struct StepTask {
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
     pub due_ms: Option<u64>,
+    pub cache: Option<CachePolicy>,
 }
 
 /// One engine-level state transition.

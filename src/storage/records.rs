@@ -81,6 +81,19 @@ impl From<&RetryRecord> for RetryPolicy {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePolicy {
+    pub version: u32,
+    pub ttl_ms: u64,
+}
+
+/// A cached result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    pub output: Vec<u8>,
+    pub expires_ms: u64,
+}
+
 /// Milliseconds of a duration, saturating; stored times are `u64` milliseconds.
 pub fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -121,6 +134,8 @@ pub struct TaskRecord {
     pub lease: Option<LeaseRecord>,
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
+    /// A cached function's result is stored under (function, version, input) for `ttl_ms`.
+    pub cache: Option<CachePolicy>,
     pub history: Vec<AttemptRecord>,
     pub created_ms: u64,
 }

@@ -7,8 +7,8 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableM
 
 use super::codec::{decode, encode_checked};
 use super::records::{
-    priority_key, state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, StepKind, StepOutcome,
-    TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
+    priority_key, state_code, CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep,
+    StepKind, StepOutcome, TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::*;
 use super::{
@@ -30,6 +30,8 @@ pub struct OpenOptions {
     /// damaged file is then an error instead of a possible panic deeper in redb.
     pub verify_on_open: bool,
     pub faults: Arc<Faults>,
+    /// Entries the cache of cached functions keeps at most; the soonest to expire go first.
+    pub cache_entries_max: u64,
 }
 
 /// Lets a boxed backend be handed to redb, which takes backends by value.
@@ -71,6 +73,7 @@ pub struct RedbStore {
     db: Database,
     counters: Mutex<Counters>,
     faults: Arc<Faults>,
+    cache_entries_max: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -89,7 +92,7 @@ fn corrupted(table: &'static str, key: impl std::fmt::Display) -> StorageError {
 
 impl RedbStore {
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
-        let OpenOptions { path, backend, verify_on_open, faults } = options;
+        let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max } = options;
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(verify_on_open);
         // redb documents that an unverified open of a damaged file may panic. We verify by
@@ -104,7 +107,7 @@ impl RedbStore {
             Err(_) => return Err(StorageError::CorruptFile("redb could not read the file".into())),
         };
         let counters = Self::init_schema(&db)?;
-        Ok(RedbStore { db, counters: Mutex::new(counters), faults })
+        Ok(RedbStore { db, counters: Mutex::new(counters), faults, cache_entries_max })
     }
 
     fn init_schema(db: &Database) -> Result<Counters, StorageError> {
@@ -143,6 +146,8 @@ impl RedbStore {
             txn.open_table(SIGNALS)?;
             txn.open_table(COUNTERS)?;
             txn.open_table(STATE)?;
+            txn.open_table(CACHE)?;
+            txn.open_table(CACHE_BY_EXPIRY)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -151,11 +156,7 @@ impl RedbStore {
     /// One transaction over `ops` (tagged with their position in the caller's batch). A
     /// rejected op leaves neither writes nor effects; `LocalStepFailed` rejects the whole
     /// transaction (its ops were run alone for that reason).
-    fn run_txn(
-        &self,
-        now_ms: u64,
-        ops: Vec<(usize, Op)>,
-    ) -> Result<TxnOutcome, StorageError> {
+    fn run_txn(&self, now_ms: u64, ops: Vec<(usize, Op)>) -> Result<TxnOutcome, StorageError> {
         if ops.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -168,6 +169,7 @@ impl RedbStore {
         {
             let mut batch = Batch {
                 txn: &txn,
+                cache_entries_max: self.cache_entries_max,
                 t: Tables::open(&txn)?,
                 counters: &mut working,
                 faults: &self.faults,
@@ -224,6 +226,8 @@ struct Tables<'t> {
     signals: Table<'t, (u64, &'static str, u64), &'static [u8]>,
     counters: Table<'t, (u64, &'static str), i64>,
     state: Table<'t, (u64, &'static str), &'static [u8]>,
+    cache: Table<'t, (&'static str, u32, &'static [u8]), &'static [u8]>,
+    cache_by_expiry: Table<'t, (u64, &'static str, u32, &'static [u8]), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -244,6 +248,8 @@ impl<'t> Tables<'t> {
             signals: txn.open_table(SIGNALS)?,
             counters: txn.open_table(COUNTERS)?,
             state: txn.open_table(STATE)?,
+            cache: txn.open_table(CACHE)?,
+            cache_by_expiry: txn.open_table(CACHE_BY_EXPIRY)?,
         })
     }
 }
@@ -449,6 +455,7 @@ fn load_pair(t: &Tables<'_>, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord
 
 struct Batch<'a, 't> {
     txn: &'t redb::WriteTransaction,
+    cache_entries_max: u64,
     t: Tables<'t>,
     counters: &'a mut Counters,
     faults: &'a Faults,
@@ -482,8 +489,14 @@ impl Batch<'_, '_> {
             }
         }
         let claim = new.claim.clone();
+        let hit = if new.delay_ms == 0 { self.cached(new.cache, &new.function, &new.input)? } else { None };
         let (exec, task) = self.create_execution(new, None)?;
         let (execution_id, task_id) = (exec.id, task.id);
+        if let Some(output) = hit {
+            // A cached function's fresh result: the execution is done as it is created.
+            self.finish_from_cache(task, exec, output)?;
+            return Ok(Ok(OpOutput::Dispatched { execution_id, created: true, claimed: None }));
+        }
         let claimed = match claim {
             Some(eager) if task.due_ms.is_none() => {
                 let claimed = self.take_lease(task, exec, &eager.worker, eager.lease_ms)?;
@@ -496,6 +509,25 @@ impl Batch<'_, '_> {
             }
         };
         Ok(Ok(OpOutput::Dispatched { execution_id, created: true, claimed }))
+    }
+
+    fn finish_from_cache(
+        &mut self,
+        mut task: TaskRecord,
+        mut exec: ExecutionRecord,
+        output: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        let old = task_index(&task);
+        task.state = TaskState::Completed;
+        put_task(&mut self.t, &task, &old)?;
+        let old = execution_index(&exec);
+        exec.state = ExecutionState::Completed;
+        exec.started_ms = Some(self.now);
+        exec.finished_ms = Some(self.now);
+        exec.output = Some(output);
+        put_execution(&mut self.t, &exec, Some(old))?;
+        self.effects.push(Effect::Finished { execution_id: exec.id });
+        Ok(())
     }
 
     /// Writes a new execution and its root task (pending; the caller queues or claims it).
@@ -552,6 +584,7 @@ impl Batch<'_, '_> {
             lease: None,
             retry: new.retry,
             timeout_ms: new.timeout_ms,
+            cache: new.cache,
             history: Vec::new(),
             created_ms: now,
         };
@@ -654,6 +687,9 @@ impl Batch<'_, '_> {
         let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
         reject!(fence.release(token));
         task.state = TaskState::Completed;
+        if let Some(policy) = task.cache {
+            self.cache_put(policy, &task.function, &task.input, &output)?;
+        }
         // What the attempt recorded counts only with its accepted outcome: exactly once.
         for (name, delta) in &local.counters {
             self.add_counter(exec.id, name, *delta)?;
@@ -812,7 +848,11 @@ impl Batch<'_, '_> {
                     self.effects.push(pending_effect(&root));
                     StepOutcome::Child { execution_id: child.id }
                 }
-                StepBody::Task(t) => StepOutcome::Scheduled { task_id: self.create_step_task(&exec, s.step, t)? },
+                StepBody::Task(t) => match self.cached(t.cache, &t.function, &t.input)? {
+                    // A cached function's fresh result: the step is done without a task.
+                    Some(output) => StepOutcome::Completed { output },
+                    None => StepOutcome::Scheduled { task_id: self.create_step_task(&exec, s.step, t)? },
+                },
             };
             let entry = JournalEntry { step: s.step, kind: s.kind, outcome, recorded_ms: self.now };
             put_step(&mut self.t, exec.id, &entry)?;
@@ -891,6 +931,7 @@ impl Batch<'_, '_> {
             lease: None,
             retry: t.retry,
             timeout_ms: t.timeout_ms,
+            cache: t.cache,
             history: Vec::new(),
             created_ms: self.now,
         };
@@ -909,6 +950,62 @@ impl Batch<'_, '_> {
             task.due_ms = None;
             put_task(&mut self.t, &task, &old)?;
             self.effects.push(Effect::Abort { task_id, token: None });
+        }
+        Ok(())
+    }
+
+    /// A cached function's unexpired result for `input`, if any.
+    fn cached(
+        &self,
+        policy: Option<CachePolicy>,
+        function: &str,
+        input: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(policy) = policy else { return Ok(None) };
+        let Some(v) = self.t.cache.get((function, policy.version, input))? else { return Ok(None) };
+        // A damaged cache entry is only a miss: the function runs again.
+        let Ok(record) = decode::<CacheRecord>(CACHE_NAME, &function, v.value()) else { return Ok(None) };
+        Ok((record.expires_ms > self.now).then_some(record.output))
+    }
+
+    fn cache_put(
+        &mut self,
+        policy: CachePolicy,
+        function: &str,
+        input: &[u8],
+        output: &[u8],
+    ) -> Result<(), StorageError> {
+        let key = (function, policy.version, input);
+        let old = self.t.cache.get(key)?.and_then(|v| decode::<CacheRecord>(CACHE_NAME, &function, v.value()).ok());
+        if let Some(old) = old {
+            self.t.cache_by_expiry.remove((old.expires_ms, function, policy.version, input))?;
+        }
+        let expires_ms = self.now.saturating_add(policy.ttl_ms);
+        let record = CacheRecord { output: output.to_vec(), expires_ms };
+        self.t.cache.insert(key, encode_checked(CACHE_NAME, &record).as_slice())?;
+        self.t.cache_by_expiry.insert((expires_ms, function, policy.version, input), ())?;
+        self.evict_cache()
+    }
+
+    /// Removes expired entries (a few per call) and, beyond `cache_entries_max`, the entries
+    /// that expire soonest.
+    fn evict_cache(&mut self) -> Result<(), StorageError> {
+        const EXPIRED_PER_CALL: usize = 16;
+        let len = self.t.cache.len()?;
+        let over = len.saturating_sub(self.cache_entries_max) as usize;
+        let mut victims = Vec::new();
+        for entry in self.t.cache_by_expiry.iter()? {
+            let (k, _) = entry?;
+            let (expires_ms, function, version, input) = k.value();
+            let expired = expires_ms <= self.now && victims.len() < EXPIRED_PER_CALL + over;
+            if !(expired || victims.len() < over) {
+                break;
+            }
+            victims.push((expires_ms, function.to_string(), version, input.to_vec()));
+        }
+        for (expires_ms, function, version, input) in victims {
+            self.t.cache_by_expiry.remove((expires_ms, function.as_str(), version, input.as_slice()))?;
+            self.t.cache.remove((function.as_str(), version, input.as_slice()))?;
         }
         Ok(())
     }
@@ -1283,6 +1380,7 @@ impl Store for RedbStore {
         {
             let mut batch = Batch {
                 txn: &txn,
+                cache_entries_max: self.cache_entries_max,
                 t: Tables::open(&txn)?,
                 counters: &mut working,
                 faults: &self.faults,

@@ -31,6 +31,10 @@ pub const SIGNALS: TableDefinition<(u64, &str, u64), &[u8]> = TableDefinition::n
 pub const COUNTERS: TableDefinition<(u64, &str), i64> = TableDefinition::new("counters");
 /// Execution custom state: (execution id, key) → JSON value.
 pub const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("state");
+/// Results of cached functions: (function, version, input) → `CacheRecord`.
+pub const CACHE: TableDefinition<(&str, u32, &[u8]), &[u8]> = TableDefinition::new("cache");
+/// Cache entries by (expiry ms, function, version, input), for eviction and cleanup.
+pub const CACHE_BY_EXPIRY: TableDefinition<(u64, &str, u32, &[u8]), ()> = TableDefinition::new("idx_cache_expiry");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.
@@ -43,5 +47,6 @@ pub const EXECUTIONS_NAME: &str = "executions";
 pub const TASKS_NAME: &str = "tasks";
 pub const DEAD_LETTERS_NAME: &str = "dead_letters";
 pub const JOURNAL_NAME: &str = "journal";
+pub const CACHE_NAME: &str = "cache";
 
 // Retired table names (never reuse): none yet.
