@@ -146,6 +146,9 @@ pub struct StepTask {
 }
 
 /// One engine-level state transition.
+// An op is built once and moved into the writer's batch; boxing the large variant would add
+// an allocation to every dispatch for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Op {
     Dispatch(NewExecution),
