@@ -202,3 +202,45 @@ async fn a_failed_step_is_a_value_the_workflow_can_handle() -> anyhow::Result<()
     engine.close().await?;
     Ok(())
 }
+
+const ORDER: Workflow<String, String> = Workflow::new("order");
+const RESERVE: Activity<String, String> = Activity::new("reserve");
+const SHIP: Activity<String, String> = Activity::new("ship");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_can_edit_the_failed_steps_input() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let reserved = Arc::new(AtomicU64::new(0));
+    let r = reserved.clone();
+    let engine = builder(&disk, &clock)
+        .workflow(ORDER, |ctx: Ctx, address: String| async move {
+            let item = ctx.call(RESERVE, &"widget".to_string()).await?;
+            ctx.call(SHIP, &format!("{item} to {address}")).await
+        })
+        .activity(RESERVE, move |item: String| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async move { Ok::<_, ActivityError>(item) }
+        })
+        .activity(SHIP, |what: String| async move {
+            if what.ends_with("to ") {
+                return Err(ActivityError::permanent("no address"));
+            }
+            Ok(format!("shipped {what}"))
+        })
+        .open()?;
+    let pool = engine.serve(options("w"));
+    let id = engine.dispatch(ORDER, &String::new()).await?;
+    assert!(matches!(finished(&engine, ORDER, id).await, Err(Error::ExecutionFailed { .. })));
+    let letter = engine.dead_letters(10)?.into_iter().find(|l| l.execution_id == id).expect("dead letter");
+    assert!(
+        matches!(engine.replay_dead_letter_with_step_input(letter.id, 0, &"x").await, Err(Error::Config(_))),
+        "step 0 completed: not editable"
+    );
+    engine.replay_dead_letter_with_step_input(letter.id, 1, &"widget to 1 Main St").await?;
+    assert_eq!(finished(&engine, ORDER, id).await?, "shipped widget to 1 Main St");
+    assert_eq!(reserved.load(Ordering::SeqCst), 1, "the completed step was not redone");
+    pool.drain().await?;
+    assert_consistent(&engine);
+    engine.close().await?;
+    Ok(())
+}

@@ -859,6 +859,24 @@ impl Engine {
         self.replay(id, Some(bytes)).await
     }
 
+    /// Replays a failed workflow execution, running its failed call at `step` again with an
+    /// operator-edited `input` (completed steps are kept and not redone).
+    pub async fn replay_dead_letter_with_step_input<I: Serialize>(
+        &self,
+        id: u64,
+        step: u32,
+        input: &I,
+    ) -> Result<ExecutionId> {
+        let letter = self.dead_letter(id)?;
+        let input = serde_json::to_vec(input)
+            .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
+        self.check_payload(&input)?;
+        match self.inner.submit(Op::ReplayDeadLetterStep { id, step, input }).await? {
+            OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn replay(&self, id: u64, input: Option<Vec<u8>>) -> Result<ExecutionId> {
         match self.inner.submit(Op::ReplayDeadLetter { id, input }).await? {
             OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),

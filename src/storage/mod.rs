@@ -214,6 +214,12 @@ pub enum Op {
     DiscardDeadLetter {
         id: u64,
     },
+    /// Replays a failed workflow execution, running failed step `step` again with `input`.
+    ReplayDeadLetterStep {
+        id: u64,
+        step: u32,
+        input: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]

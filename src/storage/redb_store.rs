@@ -148,6 +148,7 @@ impl RedbStore {
             txn.open_table(STATE)?;
             txn.open_table(CACHE)?;
             txn.open_table(CACHE_BY_EXPIRY)?;
+            txn.open_table(STEP_INPUTS)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -228,6 +229,7 @@ struct Tables<'t> {
     state: Table<'t, (u64, &'static str), &'static [u8]>,
     cache: Table<'t, (&'static str, u32, &'static [u8]), &'static [u8]>,
     cache_by_expiry: Table<'t, (u64, &'static str, u32, &'static [u8]), ()>,
+    step_inputs: Table<'t, (u64, u32), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -250,6 +252,7 @@ impl<'t> Tables<'t> {
             state: txn.open_table(STATE)?,
             cache: txn.open_table(CACHE)?,
             cache_by_expiry: txn.open_table(CACHE_BY_EXPIRY)?,
+            step_inputs: txn.open_table(STEP_INPUTS)?,
         })
     }
 }
@@ -479,6 +482,7 @@ impl Batch<'_, '_> {
             Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
             Op::DiscardDeadLetter { id } => self.discard(id),
+            Op::ReplayDeadLetterStep { id, step, input } => self.replay_step(id, step, input),
         }
     }
 
@@ -848,10 +852,16 @@ impl Batch<'_, '_> {
                     self.effects.push(pending_effect(&root));
                     StepOutcome::Child { execution_id: child.id }
                 }
-                StepBody::Task(t) => match self.cached(t.cache, &t.function, &t.input)? {
+                StepBody::Task(mut t) => match self.cached(t.cache, &t.function, &t.input)? {
                     // A cached function's fresh result: the step is done without a task.
                     Some(output) => StepOutcome::Completed { output },
-                    None => StepOutcome::Scheduled { task_id: self.create_step_task(&exec, s.step, t)? },
+                    None => {
+                        // An operator's edited input for this step (a DLQ replay) wins, once.
+                        if let Some(v) = self.t.step_inputs.remove((exec.id, s.step))? {
+                            t.input = v.value().to_vec();
+                        }
+                        StepOutcome::Scheduled { task_id: self.create_step_task(&exec, s.step, t)? }
+                    }
                 },
             };
             let entry = JournalEntry { step: s.step, kind: s.kind, outcome, recorded_ms: self.now };
@@ -1321,6 +1331,26 @@ impl Batch<'_, '_> {
             self.effects.push(Effect::Deadline { execution_id: exec.id, deadline_ms });
         }
         Ok(Ok(OpOutput::Replayed { execution_id: exec.id }))
+    }
+
+    fn replay_step(&mut self, id: u64, step: u32, input: Vec<u8>) -> OpRes<OpOutput> {
+        let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
+            Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
+            None => return Ok(Err(Error::UnknownDeadLetter(id))),
+        };
+        let entry = reject!(soft(get_step(&self.t, letter.execution_id, step))?);
+        if !matches!(
+            &entry,
+            Some(JournalEntry { kind: StepKind::Call { .. }, outcome: StepOutcome::Failed { .. }, .. })
+        ) {
+            return Ok(Err(Error::Config(format!(
+                "dead letter {id}: step {step} of execution {} is not a failed call",
+                letter.execution_id
+            ))));
+        }
+        let replayed = reject!(self.replay(id, None)?);
+        self.t.step_inputs.insert((letter.execution_id, step), input.as_slice())?;
+        Ok(Ok(replayed))
     }
 
     fn discard(&mut self, id: u64) -> OpRes<OpOutput> {

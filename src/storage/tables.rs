@@ -35,6 +35,9 @@ pub const STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sta
 pub const CACHE: TableDefinition<(&str, u32, &[u8]), &[u8]> = TableDefinition::new("cache");
 /// Cache entries by (expiry ms, function, version, input), for eviction and cleanup.
 pub const CACHE_BY_EXPIRY: TableDefinition<(u64, &str, u32, &[u8]), ()> = TableDefinition::new("idx_cache_expiry");
+/// Operator-edited inputs for failed steps, consumed when the replayed workflow re-creates the
+/// step: (execution id, step) → JSON input.
+pub const STEP_INPUTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("step_inputs");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.
