@@ -38,6 +38,15 @@ impl redb::StorageBackend for MemoryDisk {
     }
 }
 
+/// Simulates a crash of the process that runs `engine`: running attempts are aborted where
+/// they stand (nothing more is committed for them) and the file is released, leaving exactly
+/// what a killed process leaves. Open a new engine on the same `MemoryDisk` (or path) to see
+/// recovery: the lost attempts are re-queued and counted, and workflows resume from their
+/// journals.
+pub async fn crash(engine: crate::Engine) -> crate::Result<()> {
+    engine.close().await
+}
+
 /// Lets the engine's workers run until it is idle (`Engine::is_idle`): everything due at the
 /// manual clock's current time has run, and what is left waits for time or a signal. Fails
 /// after `limit` of real time (an attempt that never ends keeps the engine busy).
