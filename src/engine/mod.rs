@@ -943,6 +943,8 @@ impl Engine {
         for abort in running {
             abort.abort();
         }
+        // Idle registrations hold their pools (and so the engine): drop them with the engine.
+        lock(&self.inner.idle).clear();
         drop(lock(&self.inner.tx).take());
         let thread = lock(&self.inner.writer_thread).take();
         if let Some(thread) = thread {
