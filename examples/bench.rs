@@ -178,10 +178,19 @@ fn worker_options() -> WorkerOptions {
 struct StatsSnapshot {
     batches: u64,
     ops: u64,
+    claims: u64,
+    completions: u64,
+    failures: u64,
 }
 
 fn snapshot(stats: &Stats) -> StatsSnapshot {
-    StatsSnapshot { batches: stats.batches.load(Ordering::Relaxed), ops: stats.ops.load(Ordering::Relaxed) }
+    StatsSnapshot {
+        batches: stats.batches.load(Ordering::Relaxed),
+        ops: stats.ops.load(Ordering::Relaxed),
+        claims: stats.claims.load(Ordering::Relaxed),
+        completions: stats.completions.load(Ordering::Relaxed),
+        failures: stats.failures.load(Ordering::Relaxed),
+    }
 }
 
 fn report_batches(label: &str, before: &StatsSnapshot, after: &StatsSnapshot) {
@@ -374,9 +383,14 @@ async fn workflow_latency(dir: &Path, steps: u64, warmup: usize, samples: usize)
         p50 * steps as f64 / 1e3
     );
     report_batches("workflow latency", &before, &after);
+    let per = |a: u64, b: u64| (a - b) as f64 / samples as f64;
     eprintln!(
-        "  per workflow of {steps} steps: {:.1} write transactions",
-        (after.batches - before.batches) as f64 / samples as f64
+        "  per workflow of {steps} steps: {:.1} write transactions; engine counters: {:.1} claims, \
+         {:.1} completions, {:.1} failures",
+        per(after.batches, before.batches),
+        per(after.claims, before.claims),
+        per(after.completions, before.completions),
+        per(after.failures, before.failures)
     );
     workers.drain().await?;
     engine.close().await?;

@@ -901,18 +901,10 @@ impl Batch<'_, '_> {
                 }
                 continue;
             }
-            let task_id = match entry.outcome {
-                StepOutcome::Scheduled { task_id } | StepOutcome::AwaitingSignal { timer: Some(task_id) } => task_id,
-                _ => continue,
-            };
-            let Some(mut task) = get_task(&self.t, task_id)? else { continue };
-            if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
-                let old = task_index(&task);
-                task.state = TaskState::Cancelled;
-                task.lease = None;
-                task.due_ms = None;
-                put_task(&mut self.t, &task, &old)?;
-                self.effects.push(Effect::Abort { task_id, token: None });
+            if let StepOutcome::Scheduled { task_id } | StepOutcome::AwaitingSignal { timer: Some(task_id) } =
+                entry.outcome
+            {
+                self.cancel_task(task_id)?;
             }
         }
         Ok(())
@@ -1253,17 +1245,9 @@ impl Batch<'_, '_> {
             return Ok(Ok(OpOutput::State(exec.state)));
         }
         let children = reject!(soft(journal_of(&self.t.journal, exec.id))?);
-        let task = reject!(soft(get_task(&self.t, exec.root_task))?);
-        if let Some(mut task) = task {
-            if matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting) {
-                let old = task_index(&task);
-                task.state = TaskState::Cancelled;
-                task.lease = None;
-                task.due_ms = None;
-                put_task(&mut self.t, &task, &old)?;
-                self.effects.push(Effect::Abort { task_id: task.id, token: None });
-            }
-        }
+        // Read (and so validated) before the first write.
+        reject!(soft(get_task(&self.t, exec.root_task))?);
+        self.cancel_task(exec.root_task)?;
         self.cancel_steps(&children)?;
         let old = execution_index(&exec);
         exec.state = state;
