@@ -939,9 +939,14 @@ impl Engine {
     /// attempt), exactly as after a crash. Drain worker pools first for a clean stop.
     pub async fn close(&self) -> Result<()> {
         self.inner.shutdown.send_replace(true);
-        let running: Vec<_> = lock(&self.inner.running).values().filter_map(|r| r.abort.clone()).collect();
-        for abort in running {
-            abort.abort();
+        // `shutdown` is raised first; an attempt registering its future checks it under the
+        // same lock, so no attempt can start user code after this point (a claim still queued
+        // in the writer may commit, but its future is aborted before its first poll).
+        for running in lock(&self.inner.running).values_mut() {
+            running.aborted = true;
+            if let Some(abort) = &running.abort {
+                abort.abort();
+            }
         }
         // Idle registrations hold their pools (and so the engine): drop them with the engine.
         lock(&self.inner.idle).clear();

@@ -296,7 +296,7 @@ async fn run_claimed(
             if let Some(r) = running.get_mut(&serial) {
                 r.token = Some(token);
                 r.abort = Some(join.abort_handle());
-                if r.aborted {
+                if r.aborted || *inner.shutdown.borrow() {
                     join.abort();
                 }
             }
