@@ -138,6 +138,7 @@ fn store(c: &mut Criterion) {
         verify_on_open: false,
         faults: Arc::new(Faults::default()),
         cache_entries_max: 10_000,
+        page_cache_bytes: 64 << 20,
     })
     .expect("an in-memory store");
     let new = NewExecution {

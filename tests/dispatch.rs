@@ -95,6 +95,7 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         verify_on_open: true,
         faults: Arc::default(),
         cache_entries_max: 10_000,
+        page_cache_bytes: 64 << 20,
     })?;
     let new = |input: &str| NewExecution {
         claim: None,

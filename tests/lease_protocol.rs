@@ -126,6 +126,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
         verify_on_open: true,
         faults: Arc::default(),
         cache_entries_max: 10_000,
+        page_cache_bytes: 64 << 20,
     })?;
     let OpOutput::Dispatched { execution_id, .. } = one(&store, 0, Op::Dispatch(new_execution()))? else {
         panic!("not dispatched")

@@ -927,6 +927,7 @@ fn open(disk: &MemoryDisk, faults: &Arc<Faults>) -> RedbStore {
         verify_on_open: true,
         faults: faults.clone(),
         cache_entries_max: 10_000,
+        page_cache_bytes: 64 << 20,
     })
     .expect("open the store on the memory disk")
 }

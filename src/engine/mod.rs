@@ -58,6 +58,8 @@ pub struct Stats {
     pub claims: AtomicU64,
     pub completions: AtomicU64,
     pub failures: AtomicU64,
+    /// Workflow attempts that ended blocked on steps (not failures).
+    pub suspensions: AtomicU64,
     pub lease_renewals: AtomicU64,
     pub leases_lost: AtomicU64,
 }
@@ -237,6 +239,7 @@ pub struct EngineBuilder {
     payload_bytes_max: u64,
     batch_ops_max: usize,
     cache_entries_max: u64,
+    page_cache_bytes: usize,
     faults: Arc<Faults>,
 }
 
@@ -405,6 +408,13 @@ impl EngineBuilder {
         })
     }
 
+    /// Bytes of file pages kept in memory (default 64 MiB). Resident memory follows the file's
+    /// size up to this; more helps large files, less suits small devices.
+    pub fn page_cache_bytes(mut self, bytes: usize) -> Self {
+        self.page_cache_bytes = bytes;
+        self
+    }
+
     /// Entries the function result cache keeps at most (default 10,000).
     pub fn cache_entries_max(mut self, entries: u64) -> Self {
         self.cache_entries_max = entries.max(1);
@@ -449,6 +459,7 @@ impl EngineBuilder {
             verify_on_open: self.verify_on_open,
             faults: self.faults.clone(),
             cache_entries_max: self.cache_entries_max,
+            page_cache_bytes: self.page_cache_bytes,
         })?;
         let store: Arc<dyn Store> = Arc::new(store);
         let effects = store.recover(self.clock.now_ms())?;
@@ -637,6 +648,7 @@ impl Engine {
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             cache_entries_max: 10_000,
+            page_cache_bytes: 64 * 1024 * 1024,
             faults: Arc::new(Faults::default()),
         }
     }

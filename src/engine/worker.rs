@@ -327,13 +327,14 @@ async fn run_claimed(
             Err(_) => None, // Aborted: cancelled, timed out, lease lost, drained or closed.
         };
         if let Some(op) = op {
-            let completed = matches!(op, Op::Complete { .. });
+            let counter = match op {
+                Op::Complete { .. } => &inner.stats.completions,
+                Op::Suspend { .. } => &inner.stats.suspensions,
+                _ => &inner.stats.failures,
+            };
             match inner.submit(op).await {
-                Ok(_) if completed => {
-                    inner.stats.completions.fetch_add(1, Ordering::Relaxed);
-                }
                 Ok(_) => {
-                    inner.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    counter.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(Error::Lease(LeaseError::LeaseLost { .. })) => {
                     inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);

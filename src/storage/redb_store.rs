@@ -32,6 +32,8 @@ pub struct OpenOptions {
     pub faults: Arc<Faults>,
     /// Entries the cache of cached functions keeps at most; the soonest to expire go first.
     pub cache_entries_max: u64,
+    /// redb's page cache; resident memory grows with the file up to this.
+    pub page_cache_bytes: usize,
 }
 
 /// Lets a boxed backend be handed to redb, which takes backends by value.
@@ -92,9 +94,10 @@ fn corrupted(table: &'static str, key: impl std::fmt::Display) -> StorageError {
 
 impl RedbStore {
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
-        let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max } = options;
+        let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max, page_cache_bytes } = options;
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(verify_on_open);
+        builder.set_cache_size(page_cache_bytes);
         // redb documents that an unverified open of a damaged file may panic. We verify by
         // default; the catch is a second line so that no input file can take the process down.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match (path, backend) {
