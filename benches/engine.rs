@@ -178,6 +178,7 @@ fn store(c: &mut Criterion) {
                 token: claimed.token,
                 output: b"7".to_vec(),
                 local: Default::default(),
+                next: None,
             })
         })
     });

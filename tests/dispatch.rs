@@ -117,7 +117,7 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         vec![
             Op::Dispatch(new("1")),
             Op::Cancel { execution_id: 999 },
-            Op::Complete { task_id: 1, token: 7, output: b"2".to_vec(), local: Default::default() },
+            Op::Complete { task_id: 1, token: 7, output: b"2".to_vec(), local: Default::default(), next: None },
             Op::Dispatch(new("3")),
         ],
     )?;

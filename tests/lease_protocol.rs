@@ -144,7 +144,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
 
     // The old holder finishes late: refused, for complete, fail and renew alike.
     for op in [
-        Op::Complete { task_id, token: old, output: b"\"stale\"".to_vec(), local: Default::default() },
+        Op::Complete { task_id, token: old, output: b"\"stale\"".to_vec(), local: Default::default(), next: None },
         Op::Fail { task_id, token: old, error: ActivityError::permanent("stale"), jitter_unit: 0.0 },
         Op::Renew { leases: vec![(task_id, old)], lease_ms: 100 },
     ] {
@@ -158,7 +158,11 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
     assert_eq!(exec.state, ExecutionState::Running);
     assert_eq!(task.lease.as_ref().map(|l| (l.worker.as_str(), l.token)), Some(("b", new)));
 
-    one(&store, 170, Op::Complete { task_id, token: new, output: b"\"fresh\"".to_vec(), local: Default::default() })?;
+    one(
+        &store,
+        170,
+        Op::Complete { task_id, token: new, output: b"\"fresh\"".to_vec(), local: Default::default(), next: None },
+    )?;
     let (exec, _) = store.execution(execution_id)?.expect("exists");
     assert_eq!(exec.state, ExecutionState::Completed);
     assert_eq!(exec.output.as_deref(), Some(&b"\"fresh\""[..]));
@@ -166,7 +170,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
     assert!(one(
         &store,
         180,
-        Op::Complete { task_id, token: new, output: b"\"again\"".to_vec(), local: Default::default() }
+        Op::Complete { task_id, token: new, output: b"\"again\"".to_vec(), local: Default::default(), next: None }
     )
     .is_err());
     assert!(store.check()?.is_empty());

@@ -970,7 +970,7 @@ fn to_op(op: &COp) -> Op {
         COp::Claim { task, lease_ms } => Op::Claim { task_id: *task, worker: "w".into(), lease_ms: *lease_ms },
         COp::Renew { leases, lease_ms } => Op::Renew { leases: leases.clone(), lease_ms: *lease_ms },
         COp::Complete { task, token } => {
-            Op::Complete { task_id: *task, token: *token, output: b"1".to_vec(), local: Default::default() }
+            Op::Complete { task_id: *task, token: *token, output: b"1".to_vec(), local: Default::default(), next: None }
         }
         COp::Fail { task, token, error } => Op::Fail {
             task_id: *task,
@@ -1017,6 +1017,8 @@ fn outcome(r: &OpResult) -> Outcome {
         Ok(OpOutput::Expired(b)) => Outcome::Expired(*b),
         Ok(OpOutput::State(s)) => Outcome::State(*s),
         Ok(OpOutput::Replayed { execution_id }) => Outcome::Replayed { exec: *execution_id },
+        // The model never asks for a continuation.
+        Ok(OpOutput::Next(c)) => Outcome::Rejected(Rej::Other(format!("unasked continuation {c:?}"))),
     }
 }
 

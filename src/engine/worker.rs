@@ -24,7 +24,7 @@ use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
 use crate::error::{Error, Result};
 use crate::lease::LeaseError;
 use crate::storage::records::duration_ms;
-use crate::storage::{ClaimedTask, Local, NewStep, Op, OpOutput, ReadyItem, StepBody};
+use crate::storage::{ClaimedTask, Continuation, Local, NewStep, Op, OpOutput, ReadyItem, StepBody};
 
 /// Handle on a pool of workers started by [`crate::Engine::serve`].
 #[derive(Clone)]
@@ -236,8 +236,9 @@ async fn run_attempt(
     run_claimed(pool, serial, claimed, function, permit).await;
 }
 
-/// Runs a claimed attempt (or cleans up after a claim that did not happen) and commits its
-/// outcome with the claim's token.
+/// Runs a claimed attempt (or cleans up after a claim that did not happen), commits its
+/// outcome with the claim's token, and goes on with the task that outcome handed back to this
+/// worker (a continuation), keeping the pool permit.
 async fn run_claimed(
     pool: Arc<Pool>,
     serial: u64,
@@ -246,111 +247,185 @@ async fn run_claimed(
     permit: OwnedSemaphorePermit,
 ) {
     let inner = &pool.inner;
-    if let Some(claimed) = claimed {
-        let task_id = claimed.task_id;
-        inner.stats.claims.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!(
-            "attempt",
-            execution_id = claimed.execution_id,
-            task_id,
-            function = %claimed.function,
-            attempt = claimed.token,
-        );
-        let token = claimed.token;
-        let clock = inner.clock.clone();
-        let timeout_ms = claimed.timeout_ms;
-        let attempt: Pin<Box<dyn Future<Output = Outcome> + Send>> = match &function.handler {
-            Handler::Activity(handler) => {
-                let local = Arc::new(std::sync::Mutex::new(Local::default()));
-                let future = super::activity::scope(local.clone(), handler(claimed.input));
-                Box::pin(async move {
-                    let result = match timeout_ms {
-                        None => future.await,
-                        Some(ms) => {
-                            let deadline = clock.now_ms().saturating_add(ms);
-                            tokio::select! {
-                                out = future => out,
-                                _ = clock.sleep_until(deadline) => Err(ActivityError::retryable(
-                                    format!("attempt timed out after {ms} ms")).with_code("timeout")),
-                            }
-                        }
-                    };
-                    match result {
-                        Ok(output) => {
-                            let local = std::mem::take(&mut *local.lock().unwrap_or_else(|p| p.into_inner()));
-                            Outcome::Output { output, local }
-                        }
-                        Err(error) => Outcome::Error(error),
-                    }
-                })
-            }
-            Handler::Workflow(handler) => {
-                let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.queue, claimed.journal);
-                let future = handler(ctx.clone(), claimed.input);
-                Box::pin(drive_workflow(future, ctx))
-            }
-        };
-        let join = tokio::spawn(tracing::Instrument::instrument(attempt, span));
-        {
-            let mut running = lock(&inner.running);
-            if let Some(r) = running.get_mut(&serial) {
-                r.token = Some(token);
-                r.abort = Some(join.abort_handle());
-                if r.aborted || *inner.shutdown.borrow() {
-                    join.abort();
-                }
-            }
+    let mut next = match claimed {
+        Some(claimed) => Some((serial, claimed, function)),
+        None => {
+            lock(&inner.running).remove(&serial);
+            function.limiter.release();
+            None
         }
-        let outcome = join.await;
-        lock(&inner.running).remove(&serial);
-        let op = match outcome {
-            Ok(Outcome::Output { output, .. }) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
-                task_id,
-                token,
-                error: ActivityError::permanent(format!(
-                    "output of {} bytes exceeds the limit of {} bytes",
-                    output.len(),
-                    inner.payload_bytes_max
-                ))
-                .with_code("payload_too_large"),
-                jitter_unit: 0.0,
-            }),
-            Ok(Outcome::Output { output, local }) => Some(Op::Complete { task_id, token, output, local }),
-            Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
-            Ok(Outcome::Suspend { steps, awaiting }) => Some(Op::Suspend { task_id, token, steps, awaiting }),
-            Err(e) if e.is_panic() => Some(Op::Fail {
-                task_id,
-                token,
-                error: ActivityError::retryable(format!("attempt panicked: {}", panic_message(e))).with_code("panic"),
-                jitter_unit: inner.jitter_unit(),
-            }),
-            Err(_) => None, // Aborted: cancelled, timed out, lease lost, drained or closed.
-        };
-        if let Some(op) = op {
-            let counter = match op {
-                Op::Complete { .. } => &inner.stats.completions,
-                Op::Suspend { .. } => &inner.stats.suspensions,
-                _ => &inner.stats.failures,
-            };
-            match inner.submit(op).await {
-                Ok(_) => {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(Error::Lease(LeaseError::LeaseLost { .. })) => {
-                    inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(task_id, token, "outcome dropped: the lease was lost");
-                }
-                Err(e) => tracing::warn!(task_id, token, error = %e, "outcome not recorded"),
-            }
-        }
-        inner.timers.clear_lease(task_id);
-    } else {
-        lock(&inner.running).remove(&serial);
+    };
+    while let Some((serial, claimed, function)) = next.take() {
+        next = run_one(&pool, serial, claimed, &function).await;
+        function.limiter.release();
     }
-    function.limiter.release();
     drop(permit);
     // A freed function slot may make a skipped task claimable.
     inner.ready.notify.notify_waiters();
+}
+
+/// Registers the attempt that may continue this worker's run with `function` (a slot of its
+/// limit taken), or nothing if the pool is stopping or the function has no free slot.
+fn prepare_continuation(pool: &Arc<Pool>, function: &str, step: Option<u32>) -> Option<(Continuation, Arc<Function>)> {
+    let inner = &pool.inner;
+    if stopping(pool) {
+        return None;
+    }
+    let f = inner.registry.get(function)?.clone();
+    if !f.limiter.try_acquire() {
+        return None;
+    }
+    let serial = inner.next_attempt.fetch_add(1, Ordering::Relaxed);
+    // Registered before the commit that may claim, like every claim (see `reserve_idle`).
+    lock(&inner.running)
+        .insert(serial, Running { task_id: u64::MAX, pool: pool.id, token: None, abort: None, aborted: false });
+    let continuation = Continuation {
+        worker: pool.options.worker_id.clone(),
+        lease_ms: duration_ms(pool.options.lease_duration),
+        serial,
+        function: function.to_string(),
+        queues: pool.queues.clone(),
+        tags: pool.options.tags.clone(),
+        step,
+    };
+    Some((continuation, f))
+}
+
+fn undo_continuation(inner: &Inner, prepared: Option<(Continuation, Arc<Function>)>) {
+    if let Some((c, f)) = prepared {
+        lock(&inner.running).remove(&c.serial);
+        f.limiter.release();
+    }
+}
+
+/// One attempt: run it, commit its outcome, and return the continuation if the commit claimed
+/// one for this worker.
+async fn run_one(
+    pool: &Arc<Pool>,
+    serial: u64,
+    claimed: ClaimedTask,
+    function: &Arc<Function>,
+) -> Option<(u64, ClaimedTask, Arc<Function>)> {
+    let inner = &pool.inner;
+    let task_id = claimed.task_id;
+    inner.stats.claims.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "attempt",
+        execution_id = claimed.execution_id,
+        task_id,
+        function = %claimed.function,
+        attempt = claimed.token,
+    );
+    let token = claimed.token;
+    let wakes = claimed.wakes.clone();
+    let clock = inner.clock.clone();
+    let timeout_ms = claimed.timeout_ms;
+    let attempt: Pin<Box<dyn Future<Output = Outcome> + Send>> = match &function.handler {
+        Handler::Activity(handler) => {
+            let local = Arc::new(std::sync::Mutex::new(Local::default()));
+            let future = super::activity::scope(local.clone(), handler(claimed.input));
+            Box::pin(async move {
+                let result = match timeout_ms {
+                    None => future.await,
+                    Some(ms) => {
+                        let deadline = clock.now_ms().saturating_add(ms);
+                        tokio::select! {
+                            out = future => out,
+                            _ = clock.sleep_until(deadline) => Err(ActivityError::retryable(
+                                format!("attempt timed out after {ms} ms")).with_code("timeout")),
+                        }
+                    }
+                };
+                match result {
+                    Ok(output) => {
+                        let local = std::mem::take(&mut *local.lock().unwrap_or_else(|p| p.into_inner()));
+                        Outcome::Output { output, local }
+                    }
+                    Err(error) => Outcome::Error(error),
+                }
+            })
+        }
+        Handler::Workflow(handler) => {
+            let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.queue, claimed.journal);
+            let future = handler(ctx.clone(), claimed.input);
+            Box::pin(drive_workflow(future, ctx))
+        }
+    };
+    let join = tokio::spawn(tracing::Instrument::instrument(attempt, span));
+    {
+        let mut running = lock(&inner.running);
+        if let Some(r) = running.get_mut(&serial) {
+            r.token = Some(token);
+            r.abort = Some(join.abort_handle());
+            if r.aborted || *inner.shutdown.borrow() {
+                join.abort();
+            }
+        }
+    }
+    let outcome = join.await;
+    lock(&inner.running).remove(&serial);
+    let mut prepared = None;
+    let op = match outcome {
+        Ok(Outcome::Output { output, .. }) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
+            task_id,
+            token,
+            error: ActivityError::permanent(format!(
+                "output of {} bytes exceeds the limit of {} bytes",
+                output.len(),
+                inner.payload_bytes_max
+            ))
+            .with_code("payload_too_large"),
+            jitter_unit: 0.0,
+        }),
+        Ok(Outcome::Output { output, local }) => {
+            // A step's completion wakes its workflow: run it here, next.
+            prepared = wakes.as_deref().and_then(|w| prepare_continuation(pool, w, None));
+            let next = prepared.as_ref().map(|(c, _)| c.clone());
+            Some(Op::Complete { task_id, token, output, local, next })
+        }
+        Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
+        Ok(Outcome::Suspend { steps, awaiting }) => {
+            // The first new call this attempt asked for: run it here, next.
+            let first = steps.iter().find_map(|s| match &s.body {
+                StepBody::Task(t) if t.due_ms.is_none() => Some((s.step, t.function.clone())),
+                _ => None,
+            });
+            prepared = first.and_then(|(step, f)| prepare_continuation(pool, &f, Some(step)));
+            let next = prepared.as_ref().map(|(c, _)| c.clone());
+            Some(Op::Suspend { task_id, token, steps, awaiting, next })
+        }
+        Err(e) if e.is_panic() => Some(Op::Fail {
+            task_id,
+            token,
+            error: ActivityError::retryable(format!("attempt panicked: {}", panic_message(e))).with_code("panic"),
+            jitter_unit: inner.jitter_unit(),
+        }),
+        Err(_) => None, // Aborted: cancelled, timed out, lease lost, drained or closed.
+    };
+    let mut continued = None;
+    if let Some(op) = op {
+        let counter = match op {
+            Op::Complete { .. } => &inner.stats.completions,
+            Op::Suspend { .. } => &inner.stats.suspensions,
+            _ => &inner.stats.failures,
+        };
+        match inner.submit(op).await {
+            Ok(output) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let (OpOutput::Next(claimed), Some((c, f))) = (output, prepared.take()) {
+                    continued = Some((c.serial, claimed, f));
+                }
+            }
+            Err(Error::Lease(LeaseError::LeaseLost { .. })) => {
+                inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(task_id, token, "outcome dropped: the lease was lost");
+            }
+            Err(e) => tracing::warn!(task_id, token, error = %e, "outcome not recorded"),
+        }
+    }
+    undo_continuation(inner, prepared);
+    inner.timers.clear_lease(task_id);
+    continued
 }
 
 enum Taken {

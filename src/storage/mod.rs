@@ -48,6 +48,31 @@ pub struct NewExecution {
     pub claim: Option<EagerClaim>,
 }
 
+/// Asks an outcome op to claim the task it makes ready (the first new step of a suspension,
+/// or the workflow a step's completion wakes) for the same worker, in the same transaction:
+/// one commit fewer per workflow step. Claimed only if it is `function` and the worker serves
+/// its queue and tags.
+#[derive(Debug, Clone)]
+pub struct Continuation {
+    pub worker: String,
+    pub lease_ms: u64,
+    /// The engine's number for the next attempt (bound by `Effect::Claimed`).
+    pub serial: u64,
+    pub function: String,
+    pub queues: Vec<String>,
+    pub tags: Vec<String>,
+    /// For a suspension: the new step whose task to claim.
+    pub step: Option<u32>,
+}
+
+impl Continuation {
+    fn accepts(&self, task: &TaskRecord) -> bool {
+        task.function == self.function
+            && self.queues.contains(&task.queue)
+            && (task.tags.is_empty() || task.tags.iter().any(|t| self.tags.contains(t)))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EagerClaim {
     pub worker: String,
@@ -168,6 +193,7 @@ pub enum Op {
         token: u32,
         output: Vec<u8>,
         local: Local,
+        next: Option<Continuation>,
     },
     /// `jitter_unit` is a uniform draw in `[0, 1)` from the engine's seeded RNG.
     Fail {
@@ -188,6 +214,7 @@ pub enum Op {
         token: u32,
         steps: Vec<NewStep>,
         awaiting: Vec<u32>,
+        next: Option<Continuation>,
     },
     /// A draining worker gives a running attempt back (counted as an attempt).
     Abandon {
@@ -229,6 +256,8 @@ pub struct ClaimedTask {
     pub kind: TaskKind,
     /// For a workflow task: its execution's journal, in step order.
     pub journal: Vec<JournalEntry>,
+    /// For a workflow step's task: the workflow function its completion wakes.
+    pub wakes: Option<String>,
     pub queue: String,
     pub function: String,
     pub input: Vec<u8>,
@@ -255,6 +284,9 @@ pub enum OpOutput {
     Replayed {
         execution_id: u64,
     },
+    /// The op was accepted and, as asked (`Continuation`), claimed the next task for the
+    /// same worker in its transaction.
+    Next(ClaimedTask),
 }
 
 pub type OpResult = Result<OpOutput, Error>;

@@ -12,8 +12,8 @@ use super::records::{
 };
 use super::tables::*;
 use super::{
-    ClaimedTask, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem, StepBody, StepTask,
-    StorageError, Store,
+    ClaimedTask, Continuation, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem,
+    StepBody, StepTask, StorageError, Store,
 };
 use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
 use crate::error::Error;
@@ -475,11 +475,13 @@ impl Batch<'_, '_> {
             Op::Dispatch(new) => self.dispatch(new),
             Op::Claim { task_id, worker, lease_ms } => self.claim(task_id, &worker, lease_ms),
             Op::Renew { leases, lease_ms } => self.renew(&leases, lease_ms),
-            Op::Complete { task_id, token, output, local } => self.complete(task_id, token, output, local),
+            Op::Complete { task_id, token, output, local, next } => self.complete(task_id, token, output, local, next),
             Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
             Op::Expire { task_id, token } => self.expire(task_id, token),
             Op::Abandon { task_id, token, reason } => self.abandon(task_id, token, reason),
-            Op::Suspend { task_id, token, steps, awaiting } => self.suspend(task_id, token, steps, &awaiting),
+            Op::Suspend { task_id, token, steps, awaiting, next } => {
+                self.suspend(task_id, token, steps, &awaiting, next)
+            }
             Op::Cancel { execution_id } => self.end_execution(execution_id, ExecutionState::Cancelled),
             Op::Signal { execution_id, name, payload } => self.signal(execution_id, &name, payload),
             Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
@@ -651,6 +653,7 @@ impl Batch<'_, '_> {
             execution_id: task.execution_id,
             kind: task.kind,
             journal,
+            wakes: task.step.map(|_| exec.function.clone()),
             queue: task.queue,
             function: task.function,
             input: task.input,
@@ -688,7 +691,14 @@ impl Batch<'_, '_> {
         Ok(Ok(OpOutput::Renewed(results)))
     }
 
-    fn complete(&mut self, task_id: u64, token: u32, output: Vec<u8>, local: Local) -> OpRes<OpOutput> {
+    fn complete(
+        &mut self,
+        task_id: u64,
+        token: u32,
+        output: Vec<u8>,
+        local: Local,
+        next: Option<Continuation>,
+    ) -> OpRes<OpOutput> {
         let (mut task, mut exec) = reject!(load_pair(&self.t, task_id)?);
         let old = task_index(&task);
         let mut fence = Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease };
@@ -725,7 +735,8 @@ impl Batch<'_, '_> {
                 Some(JournalEntry { outcome: StepOutcome::AwaitingSignal { timer: Some(t) }, .. }) if t == task_id
             );
             let output = if timed_out { b"[]".to_vec() } else { output };
-            return self.settle_step(&exec, step, StepOutcome::Completed { output }).map(|()| Ok(OpOutput::Done));
+            let claimed = self.settle_step_for(&exec, step, StepOutcome::Completed { output }, next.as_ref())?;
+            return Ok(Ok(claimed.map_or(OpOutput::Done, OpOutput::Next)));
         }
         put_task(&mut self.t, &task, &old)?;
         if task.kind == TaskKind::Workflow {
@@ -784,7 +795,14 @@ impl Batch<'_, '_> {
         Ok(Ok(OpOutput::Expired(true)))
     }
 
-    fn suspend(&mut self, task_id: u64, token: u32, steps: Vec<NewStep>, awaiting: &[u32]) -> OpRes<OpOutput> {
+    fn suspend(
+        &mut self,
+        task_id: u64,
+        token: u32,
+        steps: Vec<NewStep>,
+        awaiting: &[u32],
+        next: Option<Continuation>,
+    ) -> OpRes<OpOutput> {
         let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
         if task.kind != TaskKind::Workflow || task.step.is_some() || exec.state.is_terminal() {
             return Ok(Err(Error::TaskNotClaimable { task_id }));
@@ -813,6 +831,7 @@ impl Batch<'_, '_> {
         // A suspension is progress: the retry budget (which guards against an attempt that
         // keeps killing its process) starts again with the next attempt.
         task.round_start = task.attempt;
+        let mut continue_with = None;
         for s in steps {
             let outcome = match s.body {
                 StepBody::Recorded(output) => StepOutcome::Completed { output },
@@ -821,7 +840,7 @@ impl Batch<'_, '_> {
                     Some(payload) => StepOutcome::Completed { output: payload },
                     None => {
                         let timer = match timer {
-                            Some(t) => Some(self.create_step_task(&exec, s.step, t)?),
+                            Some(t) => Some(self.create_step_task(&exec, s.step, t, true)?),
                             None => None,
                         };
                         StepOutcome::AwaitingSignal { timer }
@@ -863,7 +882,14 @@ impl Batch<'_, '_> {
                         if let Some(v) = self.t.step_inputs.remove((exec.id, s.step))? {
                             t.input = v.value().to_vec();
                         }
-                        StepOutcome::Scheduled { task_id: self.create_step_task(&exec, s.step, t)? }
+                        let for_me = next.as_ref().is_some_and(|c| {
+                            c.step == Some(s.step) && c.function == t.function && t.due_ms.is_none_or(|d| d <= self.now)
+                        });
+                        let task_id = self.create_step_task(&exec, s.step, t, !for_me)?;
+                        if for_me {
+                            continue_with = Some(task_id);
+                        }
+                        StepOutcome::Scheduled { task_id }
                     }
                 },
             };
@@ -890,6 +916,15 @@ impl Batch<'_, '_> {
         if settled {
             self.effects.push(pending_effect(&task));
         }
+        // The first new step's task, claimed for the worker whose attempt just suspended.
+        if let (Some(child_id), Some(c)) = (continue_with, next.as_ref()) {
+            let child = get_task(&self.t, child_id)?.ok_or_else(|| corrupted(TASKS_NAME, child_id))?;
+            if c.accepts(&child) {
+                let exec = get_execution(&self.t, exec.id)?.ok_or_else(|| corrupted(EXECUTIONS_NAME, exec.id))?;
+                return Ok(Ok(OpOutput::Next(self.claim_for(child, exec, c)?)));
+            }
+            self.effects.push(pending_effect(&child));
+        }
         Ok(Ok(OpOutput::Done))
     }
 
@@ -914,7 +949,13 @@ impl Batch<'_, '_> {
     }
 
     /// Creates the task of a step (pending, due now or at `due_ms`) and queues it.
-    fn create_step_task(&mut self, exec: &ExecutionRecord, step: u32, t: StepTask) -> Result<u64, StorageError> {
+    fn create_step_task(
+        &mut self,
+        exec: &ExecutionRecord,
+        step: u32,
+        t: StepTask,
+        queue_it: bool,
+    ) -> Result<u64, StorageError> {
         let child_id = self.counters.next_task;
         self.counters.next_task += 1;
         let due_ms = t.due_ms.filter(|&d| d > self.now);
@@ -941,7 +982,9 @@ impl Batch<'_, '_> {
             created_ms: self.now,
         };
         put_task(&mut self.t, &child, &TaskIndex::None)?;
-        self.effects.push(pending_effect(&child));
+        if queue_it {
+            self.effects.push(pending_effect(&child));
+        }
         Ok(child_id)
     }
 
@@ -1119,28 +1162,62 @@ impl Batch<'_, '_> {
 
     /// Records a step's outcome and wakes its workflow if it is suspended.
     fn settle_step(&mut self, exec: &ExecutionRecord, step: u32, outcome: StepOutcome) -> Result<(), StorageError> {
+        self.settle_step_for(exec, step, outcome, None).map(|_| ())
+    }
+
+    /// `settle_step`, claiming the woken workflow for `next`'s worker when it accepts it.
+    fn settle_step_for(
+        &mut self,
+        exec: &ExecutionRecord,
+        step: u32,
+        outcome: StepOutcome,
+        next: Option<&Continuation>,
+    ) -> Result<Option<ClaimedTask>, StorageError> {
         let Some(mut entry) = get_step(&self.t, exec.id, step)? else {
             return Err(corrupted(JOURNAL_NAME, format!("({}, {step}) (step of a live task missing)", exec.id)));
         };
         entry.outcome = outcome;
         entry.recorded_ms = self.now;
         put_step(&mut self.t, exec.id, &entry)?;
-        self.wake_workflow(exec)
+        self.wake_workflow(exec, next)
     }
 
-    fn wake_workflow(&mut self, exec: &ExecutionRecord) -> Result<(), StorageError> {
+    fn wake_workflow(
+        &mut self,
+        exec: &ExecutionRecord,
+        next: Option<&Continuation>,
+    ) -> Result<Option<ClaimedTask>, StorageError> {
         let Some(mut root) = get_task(&self.t, exec.root_task)? else {
             return Err(corrupted(TASKS_NAME, format!("{} (root task missing)", exec.root_task)));
         };
-        if root.state == TaskState::Waiting {
-            let old = task_index(&root);
-            root.state = TaskState::Pending;
-            root.due_ms = None;
-            root.ready_ms = self.now;
-            put_task(&mut self.t, &root, &old)?;
-            self.effects.push(pending_effect(&root));
+        if root.state != TaskState::Waiting {
+            return Ok(None);
         }
-        Ok(())
+        let old = task_index(&root);
+        root.state = TaskState::Pending;
+        root.due_ms = None;
+        root.ready_ms = self.now;
+        put_task(&mut self.t, &root, &old)?;
+        match next.filter(|c| c.step.is_none() && c.accepts(&root)) {
+            // Straight to the worker whose step just finished: no ready entry, no claim.
+            Some(c) => Ok(Some(self.claim_for(root, exec.clone(), c)?)),
+            None => {
+                self.effects.push(pending_effect(&root));
+                Ok(None)
+            }
+        }
+    }
+
+    fn claim_for(
+        &mut self,
+        task: TaskRecord,
+        exec: ExecutionRecord,
+        next: &Continuation,
+    ) -> Result<ClaimedTask, StorageError> {
+        let task_id = task.id;
+        let claimed = self.take_lease(task, exec, &next.worker, next.lease_ms)?;
+        self.effects.push(Effect::Claimed { serial: next.serial, task_id, token: claimed.token });
+        Ok(claimed)
     }
 
     fn abandon(&mut self, task_id: u64, token: u32, reason: String) -> OpRes<OpOutput> {
