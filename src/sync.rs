@@ -5,6 +5,7 @@
 //! ships.
 
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::sync::{
     atomic::{AtomicU32, AtomicU64, Ordering},
     Arc, Mutex,
