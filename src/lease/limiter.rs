@@ -51,7 +51,7 @@ impl Limiter {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests {
     use super::*;
     use crate::sync::{Arc, AtomicU32, Ordering};

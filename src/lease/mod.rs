@@ -120,7 +120,7 @@ mod tests {
 /// serialises every command (here, the mutex); loom explores every order in which the
 /// commands can arrive. Property: at most one holder's completion is committed, and it is the
 /// holder of the current token.
-#[cfg(loom)]
+#[cfg(all(loom, test))]
 mod loom_tests {
     use super::*;
     use crate::sync::{Arc, Mutex};
