@@ -13,89 +13,67 @@ pub trait FunctionHandle: Copy + Send + Sync + 'static {
     fn name(&self) -> &'static str;
 }
 
-/// Handle of an activity: `async fn(Input) -> Result<Output, ActivityError>`.
-///
-/// ```
-/// # use stent::Activity;
-/// const CHARGE: Activity<u64, String> = Activity::new("charge_card");
-/// ```
-pub struct Activity<I, O> {
-    name: &'static str,
-    _types: PhantomData<fn(I) -> O>,
+/// Defines a typed function handle: a name, and the input and output types as phantom data.
+macro_rules! function_handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<I, O> {
+            name: &'static str,
+            _types: PhantomData<fn(I) -> O>,
+        }
+
+        impl<I, O> $name<I, O> {
+            pub const fn new(name: &'static str) -> Self {
+                $name { name, _types: PhantomData }
+            }
+        }
+
+        impl<I, O> Clone for $name<I, O> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<I, O> Copy for $name<I, O> {}
+
+        impl<I, O> fmt::Debug for $name<I, O> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.name)
+            }
+        }
+
+        impl<I, O> FunctionHandle for $name<I, O>
+        where
+            I: Serialize + DeserializeOwned + Send + 'static,
+            O: Serialize + DeserializeOwned + Send + 'static,
+        {
+            type Input = I;
+            type Output = O;
+            fn name(&self) -> &'static str {
+                self.name
+            }
+        }
+    };
 }
 
-impl<I, O> Activity<I, O> {
-    pub const fn new(name: &'static str) -> Self {
-        Activity { name, _types: PhantomData }
-    }
+function_handle! {
+    /// Handle of an activity: `async fn(Input) -> Result<Output, ActivityError>`.
+    ///
+    /// ```
+    /// # use stent::Activity;
+    /// const CHARGE: Activity<u64, String> = Activity::new("charge_card");
+    /// ```
+    Activity
 }
 
-impl<I, O> Clone for Activity<I, O> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<I, O> Copy for Activity<I, O> {}
-
-impl<I, O> fmt::Debug for Activity<I, O> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Activity({})", self.name)
-    }
-}
-
-impl<I, O> FunctionHandle for Activity<I, O>
-where
-    I: Serialize + DeserializeOwned + Send + 'static,
-    O: Serialize + DeserializeOwned + Send + 'static,
-{
-    type Input = I;
-    type Output = O;
-    fn name(&self) -> &'static str {
-        self.name
-    }
-}
-
-/// Handle of a workflow: `async fn(Ctx, Input) -> stent::Result<Output>`, re-run over its
-/// journal after a crash or a suspension.
-///
-/// ```
-/// # use stent::Workflow;
-/// const CHECKOUT: Workflow<u64, String> = Workflow::new("checkout");
-/// ```
-pub struct Workflow<I, O> {
-    name: &'static str,
-    _types: PhantomData<fn(I) -> O>,
-}
-
-impl<I, O> Workflow<I, O> {
-    pub const fn new(name: &'static str) -> Self {
-        Workflow { name, _types: PhantomData }
-    }
-}
-
-impl<I, O> Clone for Workflow<I, O> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<I, O> Copy for Workflow<I, O> {}
-
-impl<I, O> fmt::Debug for Workflow<I, O> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Workflow({})", self.name)
-    }
-}
-
-impl<I, O> FunctionHandle for Workflow<I, O>
-where
-    I: Serialize + DeserializeOwned + Send + 'static,
-    O: Serialize + DeserializeOwned + Send + 'static,
-{
-    type Input = I;
-    type Output = O;
-    fn name(&self) -> &'static str {
-        self.name
-    }
+function_handle! {
+    /// Handle of a workflow: `async fn(Ctx, Input) -> stent::Result<Output>`, re-run over its
+    /// journal after a crash or a suspension.
+    ///
+    /// ```
+    /// # use stent::Workflow;
+    /// const CHECKOUT: Workflow<u64, String> = Workflow::new("checkout");
+    /// ```
+    Workflow
 }
 
 /// Identifies an execution; numbers grow with dispatch order and are never reused.

@@ -316,16 +316,11 @@ impl EngineBuilder {
         Fut: Future<Output = std::result::Result<H::Output, ActivityError>> + Send + 'static,
     {
         self.flush_last();
-        self.last = Some(Function {
-            name: handle.name(),
-            handler: registry::handler(handle, Bound::<H, F>::new(f)),
-            retry: RetryPolicy::default(),
-            queue: "default".to_string(),
-            priority: 0,
-            timeout: None,
-            limiter: crate::lease::Limiter::new(0),
-            cache: None,
-        });
+        self.last = Some(Function::new(
+            handle.name(),
+            registry::handler(handle, Bound::<H, F>::new(f)),
+            RetryPolicy::default(),
+        ));
         self
     }
 
@@ -340,18 +335,13 @@ impl EngineBuilder {
         Fut: Future<Output = Result<H::Output>> + Send + 'static,
     {
         self.flush_last();
-        self.last = Some(Function {
-            name: handle.name(),
-            handler: registry::workflow_handler(handle, f),
-            // Errors a workflow returns are permanent (re-running it gives the same answer);
-            // the attempts guard against an attempt that keeps dying with its process.
-            retry: RetryPolicy::exponential(3, Duration::from_secs(1)),
-            queue: "default".to_string(),
-            priority: 0,
-            timeout: None,
-            limiter: crate::lease::Limiter::new(0),
-            cache: None,
-        });
+        // Errors a workflow returns are permanent (re-running it gives the same answer); the
+        // attempts guard against an attempt that keeps dying with its process.
+        self.last = Some(Function::new(
+            handle.name(),
+            registry::workflow_handler(handle, f),
+            RetryPolicy::exponential(3, Duration::from_secs(1)),
+        ));
         self
     }
 
@@ -441,16 +431,11 @@ impl EngineBuilder {
             return Err(Error::Config(self.errors.join("; ")));
         }
         // The timer behind `Ctx::sleep`: due at the wake-up time, done as soon as it runs.
-        self.registry.insert(Function {
-            name: ctx::SLEEP_FUNCTION,
-            handler: registry::Handler::Activity(Arc::new(|_| Box::pin(async { Ok(b"null".to_vec()) }))),
-            retry: RetryPolicy::default(),
-            queue: "default".to_string(),
-            priority: 0,
-            timeout: None,
-            limiter: crate::lease::Limiter::new(0),
-            cache: None,
-        })?;
+        self.registry.insert(Function::new(
+            ctx::SLEEP_FUNCTION,
+            registry::Handler::Activity(Arc::new(|_| Box::pin(async { Ok(b"null".to_vec()) }))),
+            RetryPolicy::default(),
+        ))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must be called inside a tokio runtime".into()))?;
         let store = RedbStore::open(OpenOptions {

@@ -46,6 +46,23 @@ pub struct Function {
     pub cache: Option<crate::storage::records::CachePolicy>,
 }
 
+impl Function {
+    /// A function with the defaults: queue "default", priority 0, no attempt timeout, no
+    /// concurrency limit, not cached.
+    pub fn new(name: &'static str, handler: Handler, retry: RetryPolicy) -> Self {
+        Function {
+            name,
+            handler,
+            retry,
+            queue: "default".to_string(),
+            priority: 0,
+            timeout: None,
+            limiter: Limiter::new(0),
+            cache: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for Function {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Function").field("name", &self.name).finish_non_exhaustive()

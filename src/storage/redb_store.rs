@@ -171,15 +171,7 @@ impl RedbStore {
         let mut results = Vec::with_capacity(ops.len());
         let effects;
         {
-            let mut batch = Batch {
-                txn: &txn,
-                cache_entries_max: self.cache_entries_max,
-                t: Tables::open(&txn)?,
-                counters: &mut working,
-                faults: &self.faults,
-                now: now_ms,
-                effects: Vec::new(),
-            };
+            let mut batch = self.batch(&txn, &mut working, now_ms)?;
             for (i, op) in ops {
                 let before = batch.effects.len();
                 let result = batch.apply(op)?;
@@ -204,6 +196,23 @@ impl RedbStore {
         txn.commit()?;
         *counters = working;
         Ok((results, effects))
+    }
+
+    fn batch<'a, 't>(
+        &'a self,
+        txn: &'t redb::WriteTransaction,
+        counters: &'a mut Counters,
+        now: u64,
+    ) -> Result<Batch<'a, 't>, StorageError> {
+        Ok(Batch {
+            txn,
+            cache_entries_max: self.cache_entries_max,
+            t: Tables::open(txn)?,
+            counters,
+            faults: &self.faults,
+            now,
+            effects: Vec::new(),
+        })
     }
 
     fn lock_counters(&self) -> std::sync::MutexGuard<'_, Counters> {
@@ -1472,15 +1481,7 @@ impl Store for RedbStore {
         let mut counters = self.lock_counters();
         let mut working = *counters;
         {
-            let mut batch = Batch {
-                txn: &txn,
-                cache_entries_max: self.cache_entries_max,
-                t: Tables::open(&txn)?,
-                counters: &mut working,
-                faults: &self.faults,
-                now: now_ms,
-                effects: Vec::new(),
-            };
+            let mut batch = self.batch(&txn, &mut working, now_ms)?;
             let mut orphaned = Vec::new();
             for entry in batch.t.leases.iter()? {
                 let (key, _) = entry?;
