@@ -5,8 +5,11 @@
 //! way on every run. A step with an outcome in the journal returns it at once; a step without
 //! one is recorded as new (its task is created when the attempt suspends) and blocks the
 //! attempt. When the workflow future can make no more progress, the worker commits the new
-//! steps in one `Suspend` and drops the future; an outcome later re-queues the workflow, which
-//! runs again from the top and finds the finished steps in its journal.
+//! steps in one `Suspend`; an outcome later re-queues the workflow. Its next attempt either
+//! resumes the same future, if it was kept parked in memory (a short wait, see
+//! `EngineBuilder::evict_after`), with the journal refreshed from the claim, or runs the
+//! workflow again from the top, finding the finished steps in its journal. Both see the same
+//! outcomes in the same order.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -36,13 +39,25 @@ struct Shared {
 }
 
 #[derive(Default)]
-pub(crate) struct State {
+struct State {
     journal: BTreeMap<u32, JournalEntry>,
     next_step: u32,
-    pub(crate) new_steps: Vec<NewStep>,
-    pub(crate) awaiting: BTreeSet<u32>,
+    new_steps: Vec<NewStep>,
+    awaiting: BTreeSet<u32>,
     /// Set on the first non-determinism; the attempt fails even if the workflow swallows it.
-    pub(crate) nondeterminism: Option<(u32, String, String)>,
+    nondeterminism: Option<(u32, String, String)>,
+}
+
+/// What a workflow attempt that can make no more progress hands over (see
+/// [`Ctx::take_suspension`]).
+pub(crate) struct Suspension {
+    pub new_steps: Vec<NewStep>,
+    /// Steps the future is blocked on (polled without an outcome).
+    pub awaiting: Vec<u32>,
+    /// The earliest time an awaited step can settle: a timer's due time, or 0 for a step
+    /// that may settle at any moment.
+    pub earliest_wake_ms: u64,
+    pub nondeterminism: Option<(u32, String, String)>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -51,9 +66,27 @@ impl std::fmt::Debug for Ctx {
     }
 }
 
-/// The result of a durable operation: ready now, or blocked until the workflow is re-run.
+/// The result of a durable operation: ready now, or blocked until its outcome is recorded.
 pub struct Step<T> {
     ready: Option<Result<T>>,
+    /// A step without an outcome yet: where to look for it when polled again. A blocked step
+    /// never wakes its task; the attempt suspends, and the outcome reaches this future only
+    /// if the workflow stayed parked in memory (`EngineBuilder::evict_after`) and resumes
+    /// with a journal that holds it.
+    pending: Option<Pending<T>>,
+}
+
+struct Pending<T> {
+    ctx: Ctx,
+    step: u32,
+    what: String,
+    decode: fn(&str, &[u8]) -> Result<T>,
+}
+
+impl<T> Step<T> {
+    fn done(result: Result<T>) -> Self {
+        Step { ready: Some(result), pending: None }
+    }
 }
 
 impl<T> Unpin for Step<T> {}
@@ -62,12 +95,25 @@ impl<T> Future for Step<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<T>> {
-        // A blocked step is never woken in this attempt: the attempt suspends and the
-        // workflow runs again once the step has an outcome.
-        match self.ready.take() {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
+        if let Some(result) = self.ready.take() {
+            return Poll::Ready(result);
         }
+        let Some(p) = &self.pending else { return Poll::Pending };
+        let mut state = p.ctx.journal_state();
+        let result = match state.journal.get(&p.step).map(|e| &e.outcome) {
+            Some(StepOutcome::Completed { output }) => (p.decode)(&p.what, output),
+            Some(StepOutcome::Failed { error }) => {
+                Err(Error::StepFailed { step: p.step, function: p.what.clone(), error: error.clone() })
+            }
+            _ => {
+                // Blocked on this step: the attempt suspends until it has an outcome.
+                state.awaiting.insert(p.step);
+                return Poll::Pending;
+            }
+        };
+        drop(state);
+        self.pending = None;
+        Poll::Ready(result)
     }
 }
 
@@ -89,16 +135,56 @@ impl Ctx {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn take_state(&self) -> State {
-        std::mem::take(&mut *self.journal_state())
+    /// Takes what the attempt asked for since the last suspension (new steps, the steps it is
+    /// blocked on, a non-determinism), keeping the journal and the step numbering so the
+    /// future can stay parked. The new steps stay in the journal as placeholders without an
+    /// outcome (they are recorded by the suspension that carries them).
+    pub(crate) fn take_suspension(&self) -> Suspension {
+        let mut state = self.journal_state();
+        let new_steps = std::mem::take(&mut state.new_steps);
+        for s in &new_steps {
+            state.journal.entry(s.step).or_insert_with(|| JournalEntry {
+                step: s.step,
+                kind: s.kind.clone(),
+                outcome: StepOutcome::Scheduled { task_id: u64::MAX },
+                recorded_ms: 0,
+            });
+        }
+        let awaiting: Vec<u32> = std::mem::take(&mut state.awaiting).into_iter().collect();
+        // A timer the workflow waits on can only wake it at its due time; anything else
+        // (a call, a child, a signal) may settle at any moment.
+        let earliest_wake_ms = awaiting
+            .iter()
+            .map(|step| match state.journal.get(step).map(|e| &e.kind) {
+                Some(StepKind::Sleep { until_ms }) => *until_ms,
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0);
+        Suspension { new_steps, awaiting, earliest_wake_ms, nondeterminism: state.nondeterminism.take() }
+    }
+
+    /// Brings a parked workflow's view up to date with the journal loaded by its new claim.
+    /// Refused (the journal handed back) unless that journal extends what the future has
+    /// seen: every step it knows recorded with the same kind, and every outcome it may have
+    /// consumed unchanged. A refused future is dropped and the workflow replays instead.
+    pub(crate) fn resume(&self, journal: Vec<JournalEntry>) -> std::result::Result<(), Vec<JournalEntry>> {
+        let mut state = self.journal_state();
+        let fresh: BTreeMap<u32, JournalEntry> = journal.iter().map(|e| (e.step, e.clone())).collect();
+        if !extends(&state.journal, &fresh) || state.nondeterminism.is_some() {
+            return Err(journal);
+        }
+        state.journal = fresh;
+        Ok(())
     }
 
     /// The core of every operation: take the next step number; return the recorded outcome,
     /// or record the step as new (`body` builds what to record) and block.
-    fn step<T: DeserializeOwned>(
+    fn step<T>(
         &self,
         kind: StepKind,
         what: &str,
+        decode: fn(&str, &[u8]) -> Result<T>,
         body: impl FnOnce(&Self, u32) -> Result<StepBody>,
     ) -> Step<T> {
         let mut state = self.journal_state();
@@ -111,19 +197,16 @@ impl Ctx {
                 Some(Err(Error::NonDeterminism { step, recorded, requested: kind.to_string() }))
             }
             Some(entry) => match &entry.outcome {
-                StepOutcome::Completed { output } => Some(decode::<T>(what, output)),
+                StepOutcome::Completed { output } => Some(decode(what, output)),
                 StepOutcome::Failed { error } => {
                     Some(Err(Error::StepFailed { step, function: what.to_string(), error: error.clone() }))
                 }
-                StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => {
-                    state.awaiting.insert(step);
-                    None
-                }
+                StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => None,
             },
             None => match body(self, step) {
                 // Known now: recorded with the next commit, returned at once.
                 Ok(StepBody::Recorded(output)) => {
-                    let value = decode::<T>(what, &output);
+                    let value = decode(what, &output);
                     let entry = JournalEntry {
                         step,
                         kind: kind.clone(),
@@ -136,13 +219,17 @@ impl Ctx {
                 }
                 Ok(body) => {
                     state.new_steps.push(NewStep { step, kind, body });
-                    state.awaiting.insert(step);
                     None
                 }
                 Err(e) => Some(Err(e)),
             },
         };
-        Step { ready }
+        match ready {
+            Some(result) => Step::done(result),
+            None => {
+                Step { ready: None, pending: Some(Pending { ctx: self.clone(), step, what: what.to_string(), decode }) }
+            }
+        }
     }
 
     /// Calls an activity as a journaled step: it runs (with its retries) until one outcome is
@@ -154,7 +241,9 @@ impl Ctx {
     /// `call` with options for this call only (they replace the function's defaults).
     pub fn call_with<H: FunctionHandle>(&self, activity: H, input: &H::Input, options: CallOptions) -> Step<H::Output> {
         let name = activity.name();
-        self.step(StepKind::Call { function: name.to_string() }, name, |ctx, _| ctx.new_call(name, input, options))
+        self.step(StepKind::Call { function: name.to_string() }, name, decode, |ctx, _| {
+            ctx.new_call(name, input, options)
+        })
     }
 
     /// Starts a child execution of `workflow` (an activity works too) and awaits its result.
@@ -162,7 +251,7 @@ impl Ctx {
     /// cancellation or timeout is this step's error, and cancelling this execution cancels it.
     pub fn child<H: FunctionHandle>(&self, workflow: H, input: &H::Input) -> Step<H::Output> {
         let name = workflow.name();
-        self.step(StepKind::Child { function: name.to_string() }, name, |ctx, _| {
+        self.step(StepKind::Child { function: name.to_string() }, name, decode, |ctx, _| {
             let inner = &ctx.shared.inner;
             let function = inner.registry.require(name)?;
             let input = serde_json::to_vec(input)
@@ -216,14 +305,16 @@ impl Ctx {
             }
             Err(e) => {
                 self.journal_state().next_step += 1; // Keep numbering stable whatever the input.
-                Step { ready: Some(Err(e)) }
+                Step::done(Err(e))
             }
         }
     }
 
     /// A durable timer to an absolute time (UTC milliseconds since the epoch).
     pub fn sleep_until(&self, until_ms: u64) -> Step<()> {
-        self.step(StepKind::Sleep { until_ms }, SLEEP_FUNCTION, |ctx, _| Ok(StepBody::Task(ctx.timer_task(until_ms))))
+        self.step(StepKind::Sleep { until_ms }, SLEEP_FUNCTION, decode, |ctx, _| {
+            Ok(StepBody::Task(ctx.timer_task(until_ms)))
+        })
     }
 
     /// The execution counter `name`, shown by `state_of`. Each `add` is a journaled step, so a
@@ -253,7 +344,7 @@ impl Ctx {
         T: serde::Serialize + DeserializeOwned,
         F: FnOnce(&redb::WriteTransaction) -> std::result::Result<T, crate::api::ActivityError> + Send + 'static,
     {
-        self.step(StepKind::Local { name: name.to_string() }, name, move |_, _| {
+        self.step(StepKind::Local { name: name.to_string() }, name, decode, move |_, _| {
             let closure: crate::storage::LocalClosure = Box::new(move |txn| {
                 let value = f(txn)?;
                 serde_json::to_vec(&value).map_err(|e| {
@@ -266,19 +357,23 @@ impl Ctx {
 
     /// The current time (UTC ms), recorded so a re-run sees the same value.
     pub fn now(&self) -> Step<u64> {
-        self.step(StepKind::Now, "now", |ctx, _| Ok(StepBody::Recorded(encode(&ctx.shared.inner.clock.now_ms()))))
+        self.step(StepKind::Now, "now", decode, |ctx, _| {
+            Ok(StepBody::Recorded(encode(&ctx.shared.inner.clock.now_ms())))
+        })
     }
 
     /// A random number from the engine's seeded RNG, recorded so a re-run sees the same value.
     pub fn random(&self) -> Step<u64> {
-        self.step(StepKind::Random, "random", |ctx, _| Ok(StepBody::Recorded(encode(&ctx.shared.inner.next_random()))))
+        self.step(StepKind::Random, "random", decode, |ctx, _| {
+            Ok(StepBody::Recorded(encode(&ctx.shared.inner.next_random())))
+        })
     }
 
     /// Waits for the next signal `name` sent to this execution (`Engine::send_signal`). Signals
     /// queue per name in order; each wait takes exactly one, and one sent before the wait is
     /// kept until a wait takes it.
     pub fn wait_for_signal<T: DeserializeOwned>(&self, name: &str) -> Step<T> {
-        self.step(StepKind::Signal { name: name.to_string(), timed: false }, name, |_, _| {
+        self.step(StepKind::Signal { name: name.to_string(), timed: false }, name, decode, |_, _| {
             Ok(StepBody::Signal { name: name.to_string(), timer: None })
         })
     }
@@ -294,14 +389,14 @@ impl Ctx {
             Ok(d) => crate::storage::records::duration_ms(d),
             Err(e) => {
                 self.journal_state().next_step += 1;
-                return Step { ready: Some(Err(e)) };
+                return Step::done(Err(e));
             }
         };
         let until = self.shared.inner.clock.now_ms().saturating_add(timeout);
-        let step: Step<Vec<T>> = self.step(StepKind::Signal { name: name.to_string(), timed: true }, name, |ctx, _| {
+        // Recorded as a list of at most one payload: empty when the timeout won.
+        self.step(StepKind::Signal { name: name.to_string(), timed: true }, name, decode_last, |ctx, _| {
             Ok(StepBody::Signal { name: name.to_string(), timer: Some(ctx.timer_task(until)) })
-        });
-        Step { ready: step.ready.map(|r| r.map(|mut v| v.pop())) }
+        })
     }
 
     fn timer_task(&self, until_ms: u64) -> StepTask {
@@ -366,7 +461,7 @@ impl CounterRef<'_> {
     /// Adds `delta`; the step's value is the counter's new total.
     pub fn add(&self, delta: i64) -> Step<i64> {
         let name = self.name.clone();
-        self.ctx.step(StepKind::Counter { name: name.clone() }, &self.name, move |_, _| {
+        self.ctx.step(StepKind::Counter { name: name.clone() }, &self.name, decode, move |_, _| {
             Ok(StepBody::Counter { name, delta })
         })
     }
@@ -381,7 +476,7 @@ pub struct StateRef<'a> {
 impl StateRef<'_> {
     pub fn set<T: serde::Serialize>(&self, value: &T) -> Step<()> {
         let key = self.key.clone();
-        self.ctx.step(StepKind::SetState { key: key.clone() }, &self.key, move |_, _| {
+        self.ctx.step(StepKind::SetState { key: key.clone() }, &self.key, decode, move |_, _| {
             let value = serde_json::to_vec(value)
                 .map_err(|e| Error::Payload { function: format!("state {key:?}"), reason: e.to_string() })?;
             Ok(StepBody::SetState { key, value })
@@ -390,10 +485,9 @@ impl StateRef<'_> {
 
     pub fn get<T: DeserializeOwned>(&self) -> Step<Option<T>> {
         let key = self.key.clone();
-        let step: Step<Vec<T>> = self
-            .ctx
-            .step(StepKind::GetState { key: key.clone() }, &self.key, move |_, _| Ok(StepBody::GetState { key }));
-        Step { ready: step.ready.map(|r| r.map(|mut v| v.pop())) }
+        self.ctx.step(StepKind::GetState { key: key.clone() }, &self.key, decode_last, move |_, _| {
+            Ok(StepBody::GetState { key })
+        })
     }
 }
 
@@ -434,9 +528,65 @@ impl<T> Future for JoinAll<T> {
     }
 }
 
+/// Whether journal `fresh` extends `seen`: every step seen is there with the same kind, and
+/// every outcome seen (which the future may have acted on) is unchanged.
+fn extends(seen: &BTreeMap<u32, JournalEntry>, fresh: &BTreeMap<u32, JournalEntry>) -> bool {
+    seen.values().all(|seen| match fresh.get(&seen.step) {
+        None => false,
+        Some(now) => {
+            now.kind == seen.kind
+                && match &seen.outcome {
+                    StepOutcome::Completed { .. } | StepOutcome::Failed { .. } => now.outcome == seen.outcome,
+                    StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => {
+                        true
+                    }
+                }
+        }
+    })
+}
+
+/// A recorded list of at most one value (a state read, a signal wait with a timeout).
+fn decode_last<T: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<Option<T>> {
+    decode::<Vec<T>>(function, bytes).map(|mut v| v.pop())
+}
+
 fn decode<T: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Payload {
         function: function.to_string(),
         reason: format!("recorded result does not decode: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ActivityError;
+
+    fn entry(step: u32, function: &str, outcome: StepOutcome) -> (u32, JournalEntry) {
+        (step, JournalEntry { step, kind: StepKind::Call { function: function.into() }, outcome, recorded_ms: 7 })
+    }
+
+    fn done(output: &[u8]) -> StepOutcome {
+        StepOutcome::Completed { output: output.to_vec() }
+    }
+
+    #[test]
+    fn a_parked_future_resumes_only_over_a_journal_that_extends_what_it_saw() {
+        let seen: BTreeMap<_, _> =
+            [entry(0, "a", done(b"1")), entry(1, "b", StepOutcome::Scheduled { task_id: u64::MAX })].into();
+        let grown: BTreeMap<_, _> =
+            [entry(0, "a", done(b"1")), entry(1, "b", done(b"2")), entry(2, "c", done(b"3"))].into();
+        assert!(extends(&seen, &grown), "new outcomes and new steps extend it");
+
+        let changed: BTreeMap<_, _> = [entry(0, "a", done(b"9")), entry(1, "b", done(b"2"))].into();
+        assert!(!extends(&seen, &changed), "an outcome the future consumed changed");
+
+        let failed = StepOutcome::Failed { error: ActivityError::permanent("no") };
+        let seen_failed: BTreeMap<_, _> = [entry(0, "a", failed)].into();
+        let rerun: BTreeMap<_, _> = [].into();
+        assert!(!extends(&seen_failed, &rerun), "a step the future saw fail was removed (a DLQ replay)");
+
+        let renamed: BTreeMap<_, _> = [entry(0, "a", done(b"1")), entry(1, "x", done(b"2"))].into();
+        assert!(!extends(&seen, &renamed), "a step recorded as another function");
+    }
 }

@@ -11,6 +11,7 @@
 pub mod activity;
 mod clock;
 mod ctx;
+mod parked;
 mod ready;
 mod registry;
 mod timers;
@@ -47,6 +48,10 @@ use timers::{Due, Timers};
 pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 /// Commands applied per transaction at most.
 pub const BATCH_OPS_MAX_DEFAULT: usize = 2048;
+/// How long a blocked workflow's future stays in memory by default.
+pub const EVICT_AFTER_DEFAULT: Duration = Duration::from_secs(10);
+/// Blocked workflow futures kept in memory at most by default.
+pub const PARKED_WORKFLOWS_MAX_DEFAULT: usize = 1_000;
 /// Commands waiting for the writer at most (back-pressure beyond that).
 const COMMAND_QUEUE_MAX: usize = 16 * 1024;
 
@@ -60,6 +65,8 @@ pub struct Stats {
     pub failures: AtomicU64,
     /// Workflow attempts that ended blocked on steps (not failures).
     pub suspensions: AtomicU64,
+    /// Workflow attempts that resumed a parked future instead of replaying the journal.
+    pub resumes: AtomicU64,
     pub lease_renewals: AtomicU64,
     pub leases_lost: AtomicU64,
 }
@@ -107,6 +114,9 @@ pub(crate) struct Inner {
     faults: Arc<Faults>,
     next_pool: AtomicU64,
     stats: Stats,
+    /// Blocked workflow futures kept in memory (see `EngineBuilder::evict_after`).
+    parked: parked::ParkedSet,
+    evict_after_ms: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,6 +166,7 @@ impl Inner {
                     self.timers.add(deadline_ms, Due::Deadline { execution_id });
                 }
                 Effect::Finished { execution_id } => {
+                    drop(self.unpark(execution_id));
                     for waiter in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
                         let _ = waiter.send(());
                     }
@@ -184,6 +195,37 @@ impl Inner {
         }
     }
 
+    /// Keeps a blocked workflow's future (its suspension committed) for the attempt its next
+    /// outcome wakes, unless the wait is known to outlast `evict_after` (a timer due later).
+    fn park(&self, execution_id: u64, parked: parked::Parked, earliest_wake_ms: u64) {
+        let evict_at = self.clock.now_ms().saturating_add(self.evict_after_ms);
+        if self.evict_after_ms == 0 || earliest_wake_ms > evict_at || *self.shutdown.borrow() {
+            return;
+        }
+        let token = parked.token;
+        let (dropped, kept) = self.parked.park(execution_id, parked);
+        for d in &dropped {
+            if let Some(key) = d.timer {
+                self.timers.remove(key);
+            }
+        }
+        drop(dropped);
+        if kept {
+            let key = self.timers.add(evict_at, Due::Evict { execution_id, token });
+            if !self.parked.set_timer(execution_id, token, key) {
+                self.timers.remove(key); // Taken meanwhile.
+            }
+        }
+    }
+
+    fn unpark(&self, execution_id: u64) -> Option<parked::Parked> {
+        let parked = self.parked.take(execution_id)?;
+        if let Some(key) = parked.timer {
+            self.timers.remove(key);
+        }
+        Some(parked)
+    }
+
     /// The timer driver: sleeps until the earliest entry or until an earlier one is added.
     async fn drive_timers(self: Arc<Self>) {
         let mut shutdown = self.shutdown.subscribe();
@@ -203,6 +245,7 @@ impl Inner {
                             }
                         });
                     }
+                    Due::Evict { execution_id, token } => drop(self.parked.take_if(execution_id, token)),
                     Due::Deadline { execution_id } => {
                         let inner = self.clone();
                         tokio::spawn(async move {
@@ -240,6 +283,8 @@ pub struct EngineBuilder {
     batch_ops_max: usize,
     cache_entries_max: u64,
     page_cache_bytes: usize,
+    evict_after: Duration,
+    parked_workflows_max: usize,
     faults: Arc<Faults>,
 }
 
@@ -405,6 +450,28 @@ impl EngineBuilder {
         self
     }
 
+    /// How long a blocked workflow's future may wait in memory (default 10 s, on the engine's
+    /// clock). Every suspension is committed first, so this trades memory for speed only: a
+    /// workflow woken while its future is kept resumes it where it stopped; one woken later
+    /// (or after a restart) is re-run from the top over its journal, which costs time in
+    /// proportion to the steps it has done. A wait known to be longer (a timer due later)
+    /// drops the future at once. `Duration::ZERO` always drops it. See also
+    /// [`EngineBuilder::parked_workflows_max`].
+    pub fn evict_after(mut self, threshold: impl Into<DurationArg>) -> Self {
+        match threshold.into().get() {
+            Ok(d) => self.evict_after = d,
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Blocked workflow futures kept in memory at most (default 1,000); beyond it the
+    /// longest-parked is dropped (its workflow replays when woken). `0` keeps none.
+    pub fn parked_workflows_max(mut self, max: usize) -> Self {
+        self.parked_workflows_max = max;
+        self
+    }
+
     /// Entries the function result cache keeps at most (default 10,000).
     pub fn cache_entries_max(mut self, entries: u64) -> Self {
         self.cache_entries_max = entries.max(1);
@@ -475,6 +542,8 @@ impl EngineBuilder {
             faults: self.faults,
             next_pool: AtomicU64::new(1),
             stats: Stats::default(),
+            parked: parked::ParkedSet::new(self.parked_workflows_max),
+            evict_after_ms: duration_ms(self.evict_after),
         });
         inner.apply_effects(effects);
         let batch_ops_max = self.batch_ops_max;
@@ -634,6 +703,8 @@ impl Engine {
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             cache_entries_max: 10_000,
             page_cache_bytes: 64 * 1024 * 1024,
+            evict_after: EVICT_AFTER_DEFAULT,
+            parked_workflows_max: PARKED_WORKFLOWS_MAX_DEFAULT,
             faults: Arc::new(Faults::default()),
         }
     }
@@ -917,6 +988,11 @@ impl Engine {
         &self.inner.stats
     }
 
+    /// Blocked workflow futures kept in memory now (see [`EngineBuilder::evict_after`]).
+    pub fn parked_workflows(&self) -> usize {
+        self.inner.parked.len()
+    }
+
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.inner.clock.clone()
     }
@@ -945,8 +1021,10 @@ impl Engine {
                 abort.abort();
             }
         }
-        // Idle registrations hold their pools (and so the engine): drop them with the engine.
+        // Idle registrations hold their pools, parked futures their `Ctx` (and so the engine):
+        // drop them with the engine.
         lock(&self.inner.idle).clear();
+        drop(self.inner.parked.drain());
         drop(lock(&self.inner.tx).take());
         let thread = lock(&self.inner.writer_thread).take();
         if let Some(thread) = thread {

@@ -1,5 +1,5 @@
 //! Everything that must happen at a time: delayed and backed-off tasks becoming ready, lease
-//! expiries, execution deadlines. One driver task sleeps until the earliest entry (through the
+//! expiries, execution deadlines, evictions of parked workflow futures. One driver task sleeps until the earliest entry (through the
 //! injected clock) or until an earlier entry is added; there is no polling loop.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,8 +13,18 @@ use crate::storage::ReadyItem;
 #[derive(Debug, Clone)]
 pub enum Due {
     Task(ReadyItem),
-    Lease { task_id: u64, token: u32 },
-    Deadline { execution_id: u64 },
+    Lease {
+        task_id: u64,
+        token: u32,
+    },
+    Deadline {
+        execution_id: u64,
+    },
+    /// A parked workflow future has waited `evict_after`.
+    Evict {
+        execution_id: u64,
+        token: u32,
+    },
 }
 
 type Key = (u64, u64);
@@ -45,6 +55,10 @@ impl Timers {
             self.notify.notify_one();
         }
         key
+    }
+
+    pub fn remove(&self, key: Key) {
+        self.lock().remove(&key);
     }
 
     pub fn set_lease(&self, task_id: u64, token: u32, expires_ms: u64) {

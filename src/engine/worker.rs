@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::task::{Poll, Waker};
 
+use super::parked::Parked;
 use super::ready::Filter;
 use super::registry::{Function, Handler, WorkflowFuture};
 use super::Ctx;
@@ -317,6 +318,7 @@ async fn run_one(
         attempt = claimed.token,
     );
     let token = claimed.token;
+    let execution_id = claimed.execution_id;
     let wakes = claimed.wakes.clone();
     let clock = inner.clock.clone();
     let timeout_ms = claimed.timeout_ms;
@@ -346,8 +348,26 @@ async fn run_one(
             })
         }
         Handler::Workflow(handler) => {
-            let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.queue, claimed.journal);
-            let future = handler(ctx.clone(), claimed.input);
+            // Resume the future parked by this workflow's previous attempt if the journal the
+            // claim loaded extends what it saw; otherwise replay from the top.
+            let mut journal = claimed.journal;
+            let mut resumed = None;
+            if let Some(parked) = inner.unpark(claimed.execution_id) {
+                if parked.task_id == task_id && parked.token < token {
+                    match parked.ctx.resume(journal) {
+                        Ok(()) => {
+                            inner.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                            resumed = Some((parked.future, parked.ctx));
+                            journal = Vec::new();
+                        }
+                        Err(back) => journal = back,
+                    }
+                }
+            }
+            let (future, ctx) = resumed.unwrap_or_else(|| {
+                let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.queue, journal);
+                (handler(ctx.clone(), claimed.input), ctx)
+            });
             Box::pin(drive_workflow(future, ctx))
         }
     };
@@ -365,6 +385,7 @@ async fn run_one(
     let outcome = join.await;
     lock(&inner.running).remove(&serial);
     let mut prepared = None;
+    let mut parking = None;
     let op = match outcome {
         Ok(Outcome::Output { output, .. }) if output.len() as u64 > inner.payload_bytes_max => Some(Op::Fail {
             task_id,
@@ -384,7 +405,8 @@ async fn run_one(
             Some(Op::Complete { task_id, token, output, local, next })
         }
         Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
-        Ok(Outcome::Suspend { steps, awaiting }) => {
+        Ok(Outcome::Suspend { steps, awaiting, keep, earliest_wake_ms }) => {
+            parking = keep.map(|(future, ctx)| (Parked::new(task_id, token, future, ctx), earliest_wake_ms));
             // The first new call this attempt asked for: run it here, next.
             let first = steps.iter().find_map(|s| match &s.body {
                 StepBody::Task(t) if t.due_ms.is_none() => Some((s.step, t.function.clone())),
@@ -411,6 +433,11 @@ async fn run_one(
         };
         match inner.submit(op).await {
             Ok(output) => {
+                // Committed: the future may wait in memory for the step's outcome. (Parked
+                // before the suspension is counted, so a test that sees the count sees it.)
+                if let Some((parked, earliest_wake_ms)) = parking.take() {
+                    inner.park(execution_id, parked, earliest_wake_ms);
+                }
                 counter.fetch_add(1, Ordering::Relaxed);
                 if let (OpOutput::Next(claimed), Some((c, f))) = (output, prepared.take()) {
                     continued = Some((c.serial, claimed, f));
@@ -514,13 +541,16 @@ enum Outcome {
     Suspend {
         steps: Vec<NewStep>,
         awaiting: Vec<u32>,
+        /// The blocked future, to park once the suspension is committed.
+        keep: Option<(WorkflowFuture, Ctx)>,
+        earliest_wake_ms: u64,
     },
 }
 
 /// Runs a workflow attempt until it finishes or can make no more progress. Durable steps
 /// without an outcome never wake the future, so "pending and not woken" means blocked on the
-/// journal: the attempt suspends. A wake-up from anything else (a combinator re-polling its
-/// children) is honoured by polling again.
+/// journal: the attempt suspends, handing back the future so it may be parked. A wake-up from
+/// anything else (a combinator re-polling its children) is honoured by polling again.
 async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
     let woken = Arc::new(WakeFlag(AtomicBool::new(false)));
     let waker = Waker::from(woken.clone());
@@ -533,8 +563,7 @@ async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
             Poll::Pending => break None,
         }
     };
-    drop(future);
-    let state = ctx.take_state();
+    let state = ctx.take_suspension();
     if let Some((step, recorded, requested)) = state.nondeterminism {
         let error = Error::NonDeterminism { step, recorded, requested };
         return Outcome::Error(ActivityError::permanent(error.to_string()).with_code("non_determinism"));
@@ -562,7 +591,12 @@ async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
             ActivityError::permanent("the workflow awaited something that is not a stent operation")
                 .with_code("blocked_outside_stent"),
         ),
-        None => Outcome::Suspend { steps: state.new_steps, awaiting: state.awaiting.into_iter().collect() },
+        None => Outcome::Suspend {
+            steps: state.new_steps,
+            awaiting: state.awaiting,
+            keep: Some((future, ctx)),
+            earliest_wake_ms: state.earliest_wake_ms,
+        },
     }
 }
 
