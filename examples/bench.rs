@@ -7,8 +7,10 @@
 //! round, default 100), `--steps K` (sequential steps per workflow, default 10), `--rounds R`
 //! (measured throughput rounds, default 5), `--wf-samples S` / `--wf-warmup W` (latency
 //! samples, default 200 after 20), `--fanout F` (children of the fan-out, default 1,000),
-//! `--fanout-runs R` (default 3). `--skip-workflows` leaves out the workflow figures,
-//! `--only-workflows` prints only them.
+//! `--fanout-runs R` (default 3), `--long-steps L` (steps of the long workflow, default
+//! 2,000), `--long-runs R` (default 3), `--evict-after DUR` (the engine's `evict_after`
+//! for every workflow figure; `0s` replays every workflow from the top at each step).
+//! `--skip-workflows` leaves out the workflow figures, `--only-workflows` prints only them.
 //!
 //! With `--json`, stdout carries exactly one JSON line per figure,
 //! `{"name":…,"value":…,"unit":…}`, and nothing else; progress and engine counters go to
@@ -30,6 +32,9 @@
 //!   sample is (dispatch to `wait_for` return) ÷ K.
 //! - `fanout_1000_children_ms`: one workflow doing `ctx.map` of F trivial calls; dispatch to
 //!   `wait_for` return; median of the runs.
+//! - `long_workflow_steps_per_s`: one workflow of L sequential steps alone on an engine; L ÷
+//!   (dispatch to `wait_for` return); median of the runs. Shows what replaying the journal
+//!   at every step would cost (`--evict-after 0s`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -69,11 +74,14 @@ struct Args {
     wf_warmup: usize,
     fanout: u64,
     fanout_runs: usize,
+    long_steps: u64,
+    long_runs: usize,
+    evict_after: Option<Duration>,
 }
 
 const USAGE: &str = "usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH] \
     [--workflows W] [--steps K] [--rounds R] [--wf-samples S] [--wf-warmup W] [--fanout F] [--fanout-runs R] \
-    [--skip-workflows | --only-workflows]";
+    [--long-steps L] [--long-runs R] [--evict-after DUR] [--skip-workflows | --only-workflows]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -91,6 +99,9 @@ fn parse_args() -> anyhow::Result<Args> {
         wf_warmup: 20,
         fanout: 1_000,
         fanout_runs: 3,
+        long_steps: 2_000,
+        long_runs: 3,
+        evict_after: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -108,6 +119,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--wf-warmup" => args.wf_warmup = value("--wf-warmup")?.parse().context("--wf-warmup")?,
             "--fanout" => args.fanout = value("--fanout")?.parse().context("--fanout")?,
             "--fanout-runs" => args.fanout_runs = value("--fanout-runs")?.parse().context("--fanout-runs")?,
+            "--long-steps" => args.long_steps = value("--long-steps")?.parse().context("--long-steps")?,
+            "--long-runs" => args.long_runs = value("--long-runs")?.parse().context("--long-runs")?,
+            "--evict-after" => {
+                args.evict_after = Some(stent::DurationArg::from(value("--evict-after")?.as_str()).get()?)
+            }
             "--skip-workflows" => args.workflows = false,
             "--only-workflows" => args.executions = false,
             // `cargo bench` style flags are harmless here.
@@ -128,8 +144,13 @@ fn parse_args() -> anyhow::Result<Args> {
         || args.wf_samples == 0
         || args.fanout == 0
         || args.fanout_runs == 0
+        || args.long_steps == 0
+        || args.long_runs == 0
     {
-        bail!("--workflows, --steps, --rounds, --wf-samples, --fanout and --fanout-runs must be at least 1");
+        bail!(
+            "--workflows, --steps, --rounds, --wf-samples, --fanout, --fanout-runs, --long-steps and --long-runs \
+             must be at least 1"
+        );
     }
     if !args.executions && !args.workflows {
         bail!("--skip-workflows and --only-workflows together leave nothing to measure");
@@ -152,8 +173,12 @@ fn open_engine(path: &Path) -> stent::Result<Engine> {
 }
 
 /// The engine of the workflow figures: `ECHO` plus the two workflows.
-fn open_workflow_engine(path: &Path, steps: u64) -> stent::Result<Engine> {
-    Engine::builder()
+fn open_workflow_engine(path: &Path, steps: u64, evict_after: Option<Duration>) -> stent::Result<Engine> {
+    let mut builder = Engine::builder();
+    if let Some(d) = evict_after {
+        builder = builder.evict_after(d);
+    }
+    builder
         .path(path)
         .activity(ECHO, |x: u64| async move { Ok::<_, ActivityError>(x) })
         .retry(RetryPolicy::none())
@@ -309,9 +334,15 @@ fn completed(engine: &Engine) -> anyhow::Result<u64> {
 
 /// Workflow throughput: rounds of `count` concurrent `STEPS` executions on one engine; one
 /// unmeasured warm-up round, then the median steps/s of `rounds` rounds.
-async fn workflow_throughput(dir: &Path, count: usize, steps: u64, rounds: usize) -> anyhow::Result<f64> {
+async fn workflow_throughput(
+    dir: &Path,
+    count: usize,
+    steps: u64,
+    rounds: usize,
+    evict_after: Option<Duration>,
+) -> anyhow::Result<f64> {
     let path = dir.join("workflow_throughput.stent");
-    let engine = open_workflow_engine(&path, steps)?;
+    let engine = open_workflow_engine(&path, steps, evict_after)?;
     let workers = engine.serve(worker_options());
     workers.wait_until_ready().await;
     steps_round(&engine, count, steps, 0).await?;
@@ -348,9 +379,15 @@ async fn workflow_throughput(dir: &Path, count: usize, steps: u64, rounds: usize
 
 /// Workflow step latency: one `STEPS` execution at a time on an idle engine; each sample is
 /// the time from `dispatch` to `wait_for` returning, divided by the number of steps.
-async fn workflow_latency(dir: &Path, steps: u64, warmup: usize, samples: usize) -> anyhow::Result<(f64, f64)> {
+async fn workflow_latency(
+    dir: &Path,
+    steps: u64,
+    warmup: usize,
+    samples: usize,
+    evict_after: Option<Duration>,
+) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("workflow_latency.stent");
-    let engine = open_workflow_engine(&path, steps)?;
+    let engine = open_workflow_engine(&path, steps, evict_after)?;
     let workers = engine.serve(worker_options());
     workers.wait_until_ready().await;
     let mut per_step = Vec::with_capacity(samples);
@@ -399,11 +436,11 @@ async fn workflow_latency(dir: &Path, steps: u64, warmup: usize, samples: usize)
 
 /// Fan-out: one workflow maps `ECHO` over `children` items; dispatch to `wait_for` returning.
 /// Each run on a fresh engine; the median of `runs`.
-async fn fanout(dir: &Path, children: u64, runs: usize) -> anyhow::Result<f64> {
+async fn fanout(dir: &Path, children: u64, runs: usize, evict_after: Option<Duration>) -> anyhow::Result<f64> {
     let mut millis = Vec::with_capacity(runs);
     for r in 0..runs {
         let path = dir.join(format!("fanout_{r}.stent"));
-        let engine = open_workflow_engine(&path, 1)?;
+        let engine = open_workflow_engine(&path, 1, evict_after)?;
         let workers = engine.serve(worker_options());
         workers.wait_until_ready().await;
         let before = snapshot(engine.stats());
@@ -425,6 +462,40 @@ async fn fanout(dir: &Path, children: u64, runs: usize) -> anyhow::Result<f64> {
     }
     millis.sort_by(f64::total_cmp);
     Ok(millis[millis.len() / 2])
+}
+
+/// One workflow of `steps` sequential steps alone on a fresh engine; steps/s, median of `runs`.
+async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<Duration>) -> anyhow::Result<f64> {
+    let mut rates = Vec::with_capacity(runs);
+    for r in 0..runs {
+        let path = dir.join(format!("long_{r}.stent"));
+        let engine = open_workflow_engine(&path, steps, evict_after)?;
+        let workers = engine.serve(worker_options());
+        workers.wait_until_ready().await;
+        let before = snapshot(engine.stats());
+        let start = Instant::now();
+        let id = engine.dispatch(STEPS, &0).await?;
+        let out = engine.wait_for(STEPS, id, Some(WAIT_LIMIT)).await?;
+        let took = start.elapsed();
+        if out != steps {
+            bail!("long workflow returned {out}, expected {steps}");
+        }
+        let after = snapshot(engine.stats());
+        let rate = steps as f64 / took.as_secs_f64();
+        eprintln!(
+            "long workflow run {}: {steps} steps in {:.1} ms = {rate:.0} steps/s ({} parked resumes)",
+            r + 1,
+            took.as_secs_f64() * 1e3,
+            engine.stats().resumes.load(Ordering::Relaxed)
+        );
+        report_batches("long workflow", &before, &after);
+        rates.push(rate);
+        workers.drain().await?;
+        engine.close().await?;
+        std::fs::remove_file(&path)?;
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -533,14 +604,17 @@ async fn main() -> anyhow::Result<()> {
             args.fanout,
             args.fanout_runs
         );
-        let steps = workflow_throughput(dir.path(), args.wf_concurrent, args.wf_steps, args.wf_rounds).await?;
-        let (p50, p99) = workflow_latency(dir.path(), args.wf_steps, args.wf_warmup, args.wf_samples).await?;
-        let fan = fanout(dir.path(), args.fanout, args.fanout_runs).await?;
+        let evict = args.evict_after;
+        let steps = workflow_throughput(dir.path(), args.wf_concurrent, args.wf_steps, args.wf_rounds, evict).await?;
+        let (p50, p99) = workflow_latency(dir.path(), args.wf_steps, args.wf_warmup, args.wf_samples, evict).await?;
+        let fan = fanout(dir.path(), args.fanout, args.fanout_runs, evict).await?;
+        let long = long_workflow(dir.path(), args.long_steps, args.long_runs, evict).await?;
         figures.extend([
             Figure { name: "workflow_steps_per_s", value: steps, unit: "steps/s" },
             Figure { name: "workflow_step_p50_us", value: p50, unit: "us" },
             Figure { name: "workflow_step_p99_us", value: p99, unit: "us" },
             Figure { name: "fanout_1000_children_ms", value: fan, unit: "ms" },
+            Figure { name: "long_workflow_steps_per_s", value: long, unit: "steps/s" },
         ]);
     }
     for f in &figures {

@@ -164,18 +164,19 @@ impl Ctx {
         Suspension { new_steps, awaiting, earliest_wake_ms, nondeterminism: state.nondeterminism.take() }
     }
 
-    /// Brings a parked workflow's view up to date with the journal loaded by its new claim.
-    /// Refused (the journal handed back) unless that journal extends what the future has
-    /// seen: every step it knows recorded with the same kind, and every outcome it may have
-    /// consumed unchanged. A refused future is dropped and the workflow replays instead.
-    pub(crate) fn resume(&self, journal: Vec<JournalEntry>) -> std::result::Result<(), Vec<JournalEntry>> {
-        let mut state = self.journal_state();
-        let fresh: BTreeMap<u32, JournalEntry> = journal.iter().map(|e| (e.step, e.clone())).collect();
-        if !extends(&state.journal, &fresh) || state.nondeterminism.is_some() {
-            return Err(journal);
-        }
-        state.journal = fresh;
-        Ok(())
+    /// The steps this workflow knows of that had no outcome when it suspended: the only
+    /// journal entries that can have changed while its future was parked (see `resume`).
+    pub(crate) fn unsettled_steps(&self) -> Vec<u32> {
+        self.journal_state().journal.values().filter(|e| !e.outcome.is_final()).map(|e| e.step).collect()
+    }
+
+    /// Brings a parked workflow's view up to date with `updates`, the current entries of its
+    /// `unsettled_steps`. Only valid when no other attempt of the workflow ran since the
+    /// future parked (the claim's token is the parked one plus one): then steps only ever
+    /// settle, nothing else in the journal moves. Refused (the future must be dropped and the
+    /// workflow replayed) if a step is missing or recorded as something else.
+    pub(crate) fn resume(&self, asked: &[u32], updates: Vec<JournalEntry>) -> bool {
+        merge(&mut self.journal_state().journal, asked, updates)
     }
 
     /// The core of every operation: take the next step number; return the recorded outcome,
@@ -528,21 +529,20 @@ impl<T> Future for JoinAll<T> {
     }
 }
 
-/// Whether journal `fresh` extends `seen`: every step seen is there with the same kind, and
-/// every outcome seen (which the future may have acted on) is unchanged.
-fn extends(seen: &BTreeMap<u32, JournalEntry>, fresh: &BTreeMap<u32, JournalEntry>) -> bool {
-    seen.values().all(|seen| match fresh.get(&seen.step) {
-        None => false,
-        Some(now) => {
-            now.kind == seen.kind
-                && match &seen.outcome {
-                    StepOutcome::Completed { .. } | StepOutcome::Failed { .. } => now.outcome == seen.outcome,
-                    StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => {
-                        true
-                    }
-                }
+/// Applies `updates` (the entries found for steps `asked`) to `journal`, if every asked step
+/// was found with the kind already known; otherwise leaves `journal` as it was.
+fn merge(journal: &mut BTreeMap<u32, JournalEntry>, asked: &[u32], updates: Vec<JournalEntry>) -> bool {
+    let fits = updates.len() == asked.len()
+        && updates
+            .iter()
+            .zip(asked)
+            .all(|(u, &step)| u.step == step && journal.get(&step).is_some_and(|e| e.kind == u.kind));
+    if fits {
+        for u in updates {
+            journal.insert(u.step, u);
         }
-    })
+    }
+    fits
 }
 
 /// A recorded list of at most one value (a state read, a signal wait with a timeout).
@@ -571,22 +571,23 @@ mod tests {
     }
 
     #[test]
-    fn a_parked_future_resumes_only_over_a_journal_that_extends_what_it_saw() {
+    fn a_parked_future_resumes_only_when_every_unsettled_step_is_found_as_it_was_asked() {
         let seen: BTreeMap<_, _> =
             [entry(0, "a", done(b"1")), entry(1, "b", StepOutcome::Scheduled { task_id: u64::MAX })].into();
-        let grown: BTreeMap<_, _> =
-            [entry(0, "a", done(b"1")), entry(1, "b", done(b"2")), entry(2, "c", done(b"3"))].into();
-        assert!(extends(&seen, &grown), "new outcomes and new steps extend it");
 
-        let changed: BTreeMap<_, _> = [entry(0, "a", done(b"9")), entry(1, "b", done(b"2"))].into();
-        assert!(!extends(&seen, &changed), "an outcome the future consumed changed");
+        let mut journal = seen.clone();
+        assert!(merge(&mut journal, &[1], vec![entry(1, "b", done(b"2")).1]), "a step settled");
+        assert_eq!(journal[&1].outcome, done(b"2"));
+        assert_eq!(journal[&0].outcome, done(b"1"));
 
         let failed = StepOutcome::Failed { error: ActivityError::permanent("no") };
-        let seen_failed: BTreeMap<_, _> = [entry(0, "a", failed)].into();
-        let rerun: BTreeMap<_, _> = [].into();
-        assert!(!extends(&seen_failed, &rerun), "a step the future saw fail was removed (a DLQ replay)");
+        let mut journal = seen.clone();
+        assert!(merge(&mut journal, &[1], vec![entry(1, "b", failed.clone()).1]), "a step failed");
+        assert_eq!(journal[&1].outcome, failed);
 
-        let renamed: BTreeMap<_, _> = [entry(0, "a", done(b"1")), entry(1, "x", done(b"2"))].into();
-        assert!(!extends(&seen, &renamed), "a step recorded as another function");
+        let mut journal = seen.clone();
+        assert!(!merge(&mut journal, &[1], vec![]), "the step is gone (a DLQ replay removed it)");
+        assert!(!merge(&mut journal, &[1], vec![entry(1, "x", done(b"2")).1]), "recorded as another function");
+        assert_eq!(journal, seen, "a refused update changes nothing");
     }
 }

@@ -299,6 +299,30 @@ fn undo_continuation(inner: &Inner, prepared: Option<(Continuation, Arc<Function
     }
 }
 
+/// The future of a claimed workflow attempt: the one parked by the workflow's previous
+/// attempt, brought up to date, if no other attempt ran since; otherwise a fresh run of the
+/// workflow over its whole journal (read here, after the claim committed, off the writer).
+fn workflow_attempt(
+    inner: &Arc<Inner>,
+    handler: &super::registry::WorkflowHandler,
+    claimed: ClaimedTask,
+) -> Result<(WorkflowFuture, Ctx)> {
+    let store = inner.store()?;
+    if let Some(parked) = inner.unpark(claimed.execution_id) {
+        if parked.task_id == claimed.task_id && parked.token.checked_add(1) == Some(claimed.token) {
+            let asked = parked.ctx.unsettled_steps();
+            let updates = store.journal_steps(claimed.execution_id, &asked)?;
+            if parked.ctx.resume(&asked, updates) {
+                inner.stats.resumes.fetch_add(1, Ordering::Relaxed);
+                return Ok((parked.future, parked.ctx));
+            }
+        }
+    }
+    let journal = store.journal(claimed.execution_id)?;
+    let ctx = Ctx::new(inner.clone(), claimed.execution_id, claimed.queue, journal);
+    Ok((handler(ctx.clone(), claimed.input), ctx))
+}
+
 /// One attempt: run it, commit its outcome, and return the continuation if the commit claimed
 /// one for this worker.
 async fn run_one(
@@ -347,29 +371,14 @@ async fn run_one(
                 }
             })
         }
-        Handler::Workflow(handler) => {
-            // Resume the future parked by this workflow's previous attempt if the journal the
-            // claim loaded extends what it saw; otherwise replay from the top.
-            let mut journal = claimed.journal;
-            let mut resumed = None;
-            if let Some(parked) = inner.unpark(claimed.execution_id) {
-                if parked.task_id == task_id && parked.token < token {
-                    match parked.ctx.resume(journal) {
-                        Ok(()) => {
-                            inner.stats.resumes.fetch_add(1, Ordering::Relaxed);
-                            resumed = Some((parked.future, parked.ctx));
-                            journal = Vec::new();
-                        }
-                        Err(back) => journal = back,
-                    }
-                }
+        Handler::Workflow(handler) => match workflow_attempt(inner, handler, claimed) {
+            Ok((future, ctx)) => Box::pin(drive_workflow(future, ctx)),
+            Err(e) => {
+                let error = ActivityError::permanent(format!("the workflow's journal cannot be read: {e}"))
+                    .with_code("journal_unreadable");
+                Box::pin(async move { Outcome::Error(error) })
             }
-            let (future, ctx) = resumed.unwrap_or_else(|| {
-                let ctx = Ctx::new(pool.inner.clone(), claimed.execution_id, claimed.queue, journal);
-                (handler(ctx.clone(), claimed.input), ctx)
-            });
-            Box::pin(drive_workflow(future, ctx))
-        }
+        },
     };
     let join = tokio::spawn(tracing::Instrument::instrument(attempt, span));
     {

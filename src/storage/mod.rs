@@ -254,8 +254,6 @@ pub struct ClaimedTask {
     pub task_id: u64,
     pub execution_id: u64,
     pub kind: TaskKind,
-    /// For a workflow task: its execution's journal, in step order.
-    pub journal: Vec<JournalEntry>,
     /// For a workflow step's task: the workflow function its completion wakes.
     pub wakes: Option<String>,
     pub queue: String,
@@ -374,6 +372,8 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
     /// A workflow execution's journal, in step order (empty for an activity execution).
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
+    /// The entries of `steps` that exist, in step order (a parked workflow's unsettled steps).
+    fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError>;
     /// An execution's counters and custom state (JSON), by name.
     fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError>;
     /// Work that can proceed at `now_ms` without outside help: (tasks ready, tasks running,

@@ -240,6 +240,14 @@ pub enum StepOutcome {
     },
 }
 
+impl StepOutcome {
+    /// Whether the step has its outcome (nothing changes it afterwards, short of an operator's
+    /// DLQ replay re-running a failed step).
+    pub fn is_final(&self) -> bool {
+        matches!(self, StepOutcome::Completed { .. } | StepOutcome::Failed { .. })
+    }
+}
+
 /// One journal entry: key (execution id, step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalEntry {

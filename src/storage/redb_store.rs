@@ -652,16 +652,11 @@ impl Batch<'_, '_> {
             put_execution(&mut self.t, &exec, Some(old))?;
         }
         let lease_expires_ms = self.now.saturating_add(lease_ms);
-        let journal = match task.kind {
-            TaskKind::Workflow => journal_of(&self.t.journal, task.execution_id)?,
-            TaskKind::Activity => Vec::new(),
-        };
         self.effects.push(Effect::Lease { task_id, token, expires_ms: lease_expires_ms });
         Ok(ClaimedTask {
             task_id,
             execution_id: task.execution_id,
             kind: task.kind,
-            journal,
             wakes: task.step.map(|_| exec.function.clone()),
             queue: task.queue,
             function: task.function,
@@ -1680,6 +1675,18 @@ impl Store for RedbStore {
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError> {
         let read = self.db.begin_read()?;
         journal_of(&read.open_table(JOURNAL)?, execution_id)
+    }
+
+    fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(JOURNAL)?;
+        let mut out = Vec::with_capacity(steps.len());
+        for &step in steps {
+            if let Some(v) = table.get((execution_id, step))? {
+                out.push(decode(JOURNAL_NAME, &format_args!("({execution_id}, {step})"), v.value())?);
+            }
+        }
+        Ok(out)
     }
 
     fn context(&self, execution_id: u64) -> Result<super::ExecutionContext, StorageError> {
