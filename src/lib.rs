@@ -20,8 +20,9 @@ mod sync;
 pub mod testing;
 
 pub use api::{
-    Activity, ActivityError, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo,
-    ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions, WorkerStatus, Workflow,
+    Activity, ActivityError, CleanupReport, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId,
+    ExecutionInfo, ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions,
+    WorkerStatus, Workflow,
 };
 pub use engine::{
     CallOptions, Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,

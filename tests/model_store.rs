@@ -1019,6 +1019,8 @@ fn outcome(r: &OpResult) -> Outcome {
         Ok(OpOutput::Replayed { execution_id }) => Outcome::Replayed { exec: *execution_id },
         // The model never asks for a continuation.
         Ok(OpOutput::Next(c)) => Outcome::Rejected(Rej::Other(format!("unasked continuation {c:?}"))),
+        // Retention is covered by tests/retention.rs, not by this model.
+        Ok(OpOutput::Cleaned { removed, .. }) => Outcome::Rejected(Rej::Other(format!("unasked cleanup {removed:?}"))),
     }
 }
 

@@ -254,6 +254,17 @@ pub struct ExecutionInfo {
 /// Lines of progress `state_of` shows at most (the most recent steps).
 pub const PROGRESS_LINES_MAX: usize = 50;
 
+/// What a retention cleanup removed (or, for a preview, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupReport {
+    /// Finished executions, each with all its records (tasks, journal, signals, counters,
+    /// state, idempotency key).
+    pub executions: u64,
+    pub dead_letters: u64,
+    /// Expired entries of the function result cache.
+    pub cache_entries: u64,
+}
+
 /// Filter for `list_executions`; `None` fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionFilter {

@@ -35,12 +35,14 @@ pub use ctx::{CallOptions, CounterRef, Ctx, StateRef, Step};
 pub use worker::WorkerPool;
 
 use crate::api::{
-    ActivityError, DeadLetter, DurationArg, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState,
+    ActivityError, CleanupReport, DeadLetter, DurationArg, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState,
     FunctionHandle, Page, RetryPolicy, RunningTask, WorkerOptions,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
-use crate::storage::{EagerClaim, Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store};
+use crate::storage::{
+    CleanupCursor, EagerClaim, Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store,
+};
 use registry::{Bound, Function, Registry};
 use timers::{Due, Timers};
 
@@ -52,6 +54,9 @@ pub const BATCH_OPS_MAX_DEFAULT: usize = 2048;
 pub const EVICT_AFTER_DEFAULT: Duration = Duration::from_secs(10);
 /// Blocked workflow futures kept in memory at most by default.
 pub const PARKED_WORKFLOWS_MAX_DEFAULT: usize = 1_000;
+/// Records a retention cleanup removes per write transaction at most, so other work
+/// interleaves with a large cleanup.
+const CLEANUP_BUDGET: u32 = 256;
 /// Commands waiting for the writer at most (back-pressure beyond that).
 const COMMAND_QUEUE_MAX: usize = 16 * 1024;
 
@@ -226,6 +231,50 @@ impl Inner {
         Some(parked)
     }
 
+    /// Removes what ended before `now - older_than`, a budget per transaction.
+    async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport> {
+        let cutoff_ms = self.clock.now_ms().saturating_sub(duration_ms(older_than));
+        let mut total = CleanupReport::default();
+        let mut from = Some(CleanupCursor::DeadLetters);
+        while let Some(at) = from {
+            match self.submit(Op::Cleanup { cutoff_ms, budget: CLEANUP_BUDGET, from: at }).await? {
+                OpOutput::Cleaned { removed, next } => {
+                    total.executions += removed.executions;
+                    total.dead_letters += removed.dead_letters;
+                    total.cache_entries += removed.cache_entries;
+                    from = next;
+                }
+                other => return Err(Error::Config(format!("unexpected answer to a cleanup: {other:?}"))),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The retention loop (`EngineBuilder::retention`): a cleanup at open, then every period
+    /// (at most every hour).
+    async fn retain(self: Arc<Self>, period: Duration) {
+        let interval_ms = duration_ms(period).clamp(1_000, 3_600_000);
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            match self.cleanup(period).await {
+                Ok(r) if r == CleanupReport::default() => {}
+                Ok(r) => tracing::info!(
+                    executions = r.executions,
+                    dead_letters = r.dead_letters,
+                    cache_entries = r.cache_entries,
+                    "retention cleanup"
+                ),
+                Err(Error::Shutdown) => return,
+                Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),
+            }
+            let next = self.clock.now_ms().saturating_add(interval_ms);
+            tokio::select! {
+                _ = self.clock.sleep_until(next) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
     /// The timer driver: sleeps until the earliest entry or until an earlier one is added.
     async fn drive_timers(self: Arc<Self>) {
         let mut shutdown = self.shutdown.subscribe();
@@ -285,6 +334,7 @@ pub struct EngineBuilder {
     page_cache_bytes: usize,
     evict_after: Duration,
     parked_workflows_max: usize,
+    retention: Option<Duration>,
     faults: Arc<Faults>,
 }
 
@@ -472,6 +522,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps finished executions and dead letters for `period`, then removes them with all
+    /// their records (see [`Engine::cleanup`]); expired cache entries go too. Runs at open and
+    /// then every `period` (at most every hour) on the engine's clock. Default: keep
+    /// everything until `Engine::cleanup` is called.
+    pub fn retention(mut self, period: impl Into<DurationArg>) -> Self {
+        match period.into().get() {
+            Ok(d) => self.retention = Some(d),
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
     /// Entries the function result cache keeps at most (default 10,000).
     pub fn cache_entries_max(mut self, entries: u64) -> Self {
         self.cache_entries_max = entries.max(1);
@@ -554,6 +616,9 @@ impl EngineBuilder {
             .map_err(|e| Error::Config(format!("cannot start the writer thread: {e}")))?;
         *lock(&inner.writer_thread) = Some(thread);
         runtime.spawn(inner.clone().drive_timers());
+        if let Some(period) = self.retention {
+            runtime.spawn(inner.clone().retain(period));
+        }
         Ok(Engine { inner })
     }
 }
@@ -705,6 +770,7 @@ impl Engine {
             page_cache_bytes: 64 * 1024 * 1024,
             evict_after: EVICT_AFTER_DEFAULT,
             parked_workflows_max: PARKED_WORKFLOWS_MAX_DEFAULT,
+            retention: None,
             faults: Arc::new(Faults::default()),
         }
     }
@@ -986,6 +1052,22 @@ impl Engine {
 
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// Removes finished executions (completed, failed, timed out, cancelled) that ended more
+    /// than `older_than` ago, each with all its records (tasks, journal, signals, counters,
+    /// state; its idempotency key becomes free), dead letters from before then, and expired
+    /// cache entries. Work goes on meanwhile: the removal is split into small transactions.
+    /// redb reuses the freed pages for later writes; the file itself does not shrink.
+    pub async fn cleanup(&self, older_than: impl Into<DurationArg>) -> Result<CleanupReport> {
+        self.inner.cleanup(older_than.into().get()?).await
+    }
+
+    /// What [`Engine::cleanup`] would remove now, removing nothing (a dry run).
+    pub fn cleanup_preview(&self, older_than: impl Into<DurationArg>) -> Result<CleanupReport> {
+        let now = self.inner.clock.now_ms();
+        let cutoff_ms = now.saturating_sub(duration_ms(older_than.into().get()?));
+        Ok(self.inner.store()?.cleanup_preview(now, cutoff_ms)?)
     }
 
     /// Blocked workflow futures kept in memory now (see [`EngineBuilder::evict_after`]).

@@ -247,7 +247,32 @@ pub enum Op {
         step: u32,
         input: Vec<u8>,
     },
+    /// Retention: removes dead letters and finished executions (with all their records) from
+    /// before `cutoff_ms`, and expired cache entries; at most `budget` of them per op (so the
+    /// writer is never held long), going on from `from`.
+    Cleanup {
+        cutoff_ms: u64,
+        budget: u32,
+        from: CleanupCursor,
+    },
 }
+
+/// Where a retention cleanup goes on: dead letters, then the cache, then finished executions
+/// by terminal state (an index into `TERMINAL_STATES`) and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupCursor {
+    DeadLetters,
+    Cache,
+    Executions { state: usize, after: u64 },
+}
+
+/// The states an execution can be removed in, in the order a cleanup visits them.
+pub const TERMINAL_STATES: [crate::api::ExecutionState; 4] = [
+    crate::api::ExecutionState::Completed,
+    crate::api::ExecutionState::Failed,
+    crate::api::ExecutionState::TimedOut,
+    crate::api::ExecutionState::Cancelled,
+];
 
 #[derive(Debug, Clone)]
 pub struct ClaimedTask {
@@ -285,6 +310,11 @@ pub enum OpOutput {
     /// The op was accepted and, as asked (`Continuation`), claimed the next task for the
     /// same worker in its transaction.
     Next(ClaimedTask),
+    /// A cleanup step: what it removed, and where to go on (`None`: nothing is left).
+    Cleaned {
+        removed: crate::api::CleanupReport,
+        next: Option<CleanupCursor>,
+    },
 }
 
 pub type OpResult = Result<OpOutput, Error>;
@@ -372,6 +402,8 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
     /// A workflow execution's journal, in step order (empty for an activity execution).
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
+    /// What `Op::Cleanup` from the start would remove now, without removing anything.
+    fn cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<crate::api::CleanupReport, StorageError>;
     /// The entries of `steps` that exist, in step order (a parked workflow's unsettled steps).
     fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError>;
     /// An execution's counters and custom state (JSON), by name.

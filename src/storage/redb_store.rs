@@ -12,15 +12,18 @@ use super::records::{
 };
 use super::tables::*;
 use super::{
-    ClaimedTask, Continuation, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult, ReadyItem,
-    StepBody, StepTask, StorageError, Store,
+    ClaimedTask, CleanupCursor, Continuation, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult,
+    ReadyItem, StepBody, StepTask, StorageError, Store, TERMINAL_STATES,
 };
-use crate::api::{ActivityError, AttemptRecord, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState};
+use crate::api::{
+    ActivityError, AttemptRecord, CleanupReport, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState,
+};
 use crate::error::Error;
 use crate::lease::Fence;
 
 /// Schema version this build writes. Files with a larger one are refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Where the store lives and how it is opened.
 pub struct OpenOptions {
@@ -92,6 +95,27 @@ fn corrupted(table: &'static str, key: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupted { table, key: key.to_string() }
 }
 
+/// Brings a file of schema version `from` up to `SCHEMA_VERSION`, in the open transaction.
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
+    tracing::info!(from, to = SCHEMA_VERSION, "migrating the database schema");
+    if from < 2 {
+        // Version 2: `idx_exec_tasks` from every task record.
+        let mut index = txn.open_table(EXEC_TASKS)?;
+        let tasks = txn.open_table(TASKS)?;
+        for entry in tasks.iter()? {
+            let (k, v) = entry?;
+            match decode::<TaskRecord>(TASKS_NAME, &k.value(), v.value()) {
+                Ok(task) => {
+                    index.insert((task.execution_id, task.id), ())?;
+                }
+                // Left to `check`, which reports it; the rest of the file migrates.
+                Err(e) => tracing::error!(error = %e, "task not indexed while migrating"),
+            }
+        }
+    }
+    Ok(())
+}
+
 impl RedbStore {
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
         let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max, page_cache_bytes } = options;
@@ -123,7 +147,11 @@ impl RedbStore {
                 Some(v) if v > SCHEMA_VERSION => {
                     return Err(StorageError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
                 }
-                Some(_) => {} // Older versions would be migrated here; there are none yet.
+                Some(SCHEMA_VERSION) => {}
+                Some(old) => {
+                    migrate(&txn, old)?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
                 None => {
                     meta.insert("schema_version", SCHEMA_VERSION)?;
                 }
@@ -152,6 +180,7 @@ impl RedbStore {
             txn.open_table(CACHE)?;
             txn.open_table(CACHE_BY_EXPIRY)?;
             txn.open_table(STEP_INPUTS)?;
+            txn.open_table(EXEC_TASKS)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -242,6 +271,7 @@ struct Tables<'t> {
     cache: Table<'t, (&'static str, u32, &'static [u8]), &'static [u8]>,
     cache_by_expiry: Table<'t, (u64, &'static str, u32, &'static [u8]), ()>,
     step_inputs: Table<'t, (u64, u32), &'static [u8]>,
+    exec_tasks: Table<'t, (u64, u64), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -265,6 +295,7 @@ impl<'t> Tables<'t> {
             cache: txn.open_table(CACHE)?,
             cache_by_expiry: txn.open_table(CACHE_BY_EXPIRY)?,
             step_inputs: txn.open_table(STEP_INPUTS)?,
+            exec_tasks: txn.open_table(EXEC_TASKS)?,
         })
     }
 }
@@ -364,6 +395,12 @@ fn get_execution(t: &Tables<'_>, id: u64) -> Result<Option<ExecutionRecord>, Sto
 
 /// Writes a task and moves its index entry from `old` (the entry before the change) to the
 /// one the record now implies.
+/// Writes a new task with its index entries, including the one that ties it to its execution.
+fn insert_task(t: &mut Tables<'_>, task: &TaskRecord) -> Result<(), StorageError> {
+    t.exec_tasks.insert((task.execution_id, task.id), ())?;
+    put_task(t, task, &TaskIndex::None)
+}
+
 fn put_task(t: &mut Tables<'_>, task: &TaskRecord, old: &TaskIndex) -> Result<(), StorageError> {
     let new = task_index(task);
     if *old != new {
@@ -399,6 +436,24 @@ fn remove_task_index(t: &mut Tables<'_>, id: u64, index: &TaskIndex) -> Result<(
         }
     }
     Ok(())
+}
+
+enum Retention {
+    Remove,
+    Keep,
+    /// Created at or after the cutoff: so is every execution with a larger id (ids follow
+    /// creation), and none of them can have ended before it.
+    NewerFromHere,
+}
+
+fn retention(exec: &ExecutionRecord, cutoff_ms: u64) -> Retention {
+    if exec.created_ms >= cutoff_ms {
+        Retention::NewerFromHere
+    } else if exec.state.is_terminal() && exec.finished_ms.is_some_and(|f| f < cutoff_ms) {
+        Retention::Remove
+    } else {
+        Retention::Keep
+    }
 }
 
 /// Index entries an execution record implies: its state, and its deadline while live.
@@ -497,6 +552,7 @@ impl Batch<'_, '_> {
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
             Op::DiscardDeadLetter { id } => self.discard(id),
             Op::ReplayDeadLetterStep { id, step, input } => self.replay_step(id, step, input),
+            Op::Cleanup { cutoff_ms, budget, from } => self.cleanup(cutoff_ms, budget, from),
         }
     }
 
@@ -606,7 +662,7 @@ impl Batch<'_, '_> {
             history: Vec::new(),
             created_ms: now,
         };
-        put_task(&mut self.t, &task, &TaskIndex::None)?;
+        insert_task(&mut self.t, &task)?;
         if let Some(key) = &new.idempotency_key {
             self.t.idempotency.insert(key.as_str(), execution_id)?;
         }
@@ -985,7 +1041,7 @@ impl Batch<'_, '_> {
             history: Vec::new(),
             created_ms: self.now,
         };
-        put_task(&mut self.t, &child, &TaskIndex::None)?;
+        insert_task(&mut self.t, &child)?;
         if queue_it {
             self.effects.push(pending_effect(&child));
         }
@@ -1156,7 +1212,9 @@ impl Batch<'_, '_> {
     /// itself ended (it cancels its children then, and wants nothing more).
     fn settle_parent(&mut self, parent: ParentStep, outcome: StepOutcome) -> Result<(), StorageError> {
         let Some(exec) = get_execution(&self.t, parent.execution_id)? else {
-            return Err(corrupted(EXECUTIONS_NAME, format!("{} (parent missing)", parent.execution_id)));
+            // Removed by retention (it ended, and so cancelled this child, long ago).
+            tracing::warn!(parent = parent.execution_id, "the parent of a finished child no longer exists");
+            return Ok(());
         };
         if exec.state.is_terminal() {
             return Ok(());
@@ -1421,6 +1479,129 @@ impl Batch<'_, '_> {
         Ok(Ok(replayed))
     }
 
+    /// One step of a retention cleanup (see `Op::Cleanup`). Order matters: an execution's
+    /// dead letters are never newer than its end, so by the time an execution is removed its
+    /// dead letters (older than the same cutoff) already are; and a child ends no later than
+    /// its parent, so no removed execution is still referred to by a live one.
+    fn cleanup(&mut self, cutoff_ms: u64, budget: u32, from: CleanupCursor) -> OpRes<OpOutput> {
+        let mut removed = CleanupReport::default();
+        let mut left = budget.max(1) as usize;
+        let mut at = from;
+        loop {
+            match at {
+                CleanupCursor::DeadLetters => {
+                    let mut letters = Vec::new();
+                    for entry in self.t.dlq_by_time.range((0, 0)..(cutoff_ms, 0))?.take(left) {
+                        letters.push(entry?.0.value());
+                    }
+                    for &(failed_ms, id) in &letters {
+                        self.t.dead_letters.remove(id)?;
+                        self.t.dlq_by_time.remove((failed_ms, id))?;
+                    }
+                    removed.dead_letters += letters.len() as u64;
+                    left -= letters.len();
+                    if left == 0 {
+                        return Ok(Ok(OpOutput::Cleaned { removed, next: Some(at) }));
+                    }
+                    at = CleanupCursor::Cache;
+                }
+                CleanupCursor::Cache => {
+                    let mut victims = Vec::new();
+                    for entry in
+                        self.t.cache_by_expiry.range((0, "", 0, &[][..])..(self.now, "", 0, &[][..]))?.take(left)
+                    {
+                        let (k, _) = entry?;
+                        let (expires_ms, function, version, input) = k.value();
+                        victims.push((expires_ms, function.to_string(), version, input.to_vec()));
+                    }
+                    for (expires_ms, function, version, input) in &victims {
+                        self.t.cache_by_expiry.remove((*expires_ms, function.as_str(), *version, input.as_slice()))?;
+                        self.t.cache.remove((function.as_str(), *version, input.as_slice()))?;
+                    }
+                    removed.cache_entries += victims.len() as u64;
+                    left -= victims.len();
+                    if left == 0 {
+                        return Ok(Ok(OpOutput::Cleaned { removed, next: Some(at) }));
+                    }
+                    at = CleanupCursor::Executions { state: 0, after: 0 };
+                }
+                CleanupCursor::Executions { state, after } => {
+                    let Some(&exec_state) = TERMINAL_STATES.get(state) else {
+                        return Ok(Ok(OpOutput::Cleaned { removed, next: None }));
+                    };
+                    let code = state_code(exec_state);
+                    let mut ids = Vec::new();
+                    for entry in self.t.by_state.range((code, after.saturating_add(1))..=(code, u64::MAX))?.take(left) {
+                        ids.push(entry?.0.value().1);
+                    }
+                    let mut last = after;
+                    let mut done_with_state = ids.len() < left;
+                    for id in ids {
+                        left -= 1;
+                        last = id;
+                        // An unreadable record stays (for `check` to report); the rest go on.
+                        let Ok(Some(exec)) = soft(get_execution(&self.t, id))? else { continue };
+                        match retention(&exec, cutoff_ms) {
+                            Retention::Remove => {
+                                self.remove_execution(&exec)?;
+                                removed.executions += 1;
+                            }
+                            Retention::Keep => {}
+                            Retention::NewerFromHere => {
+                                done_with_state = true;
+                                break;
+                            }
+                        }
+                    }
+                    at = if done_with_state {
+                        CleanupCursor::Executions { state: state + 1, after: 0 }
+                    } else {
+                        CleanupCursor::Executions { state, after: last }
+                    };
+                    if left == 0 {
+                        let more = TERMINAL_STATES.get(state + 1).is_some() || !done_with_state;
+                        return Ok(Ok(OpOutput::Cleaned { removed, next: more.then_some(at) }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a finished execution and every record of it. Its tasks are all ended (an
+    /// execution's end cancels its live tasks), so none is in memory.
+    fn remove_execution(&mut self, exec: &ExecutionRecord) -> Result<(), StorageError> {
+        let id = exec.id;
+        let mut tasks = Vec::new();
+        for entry in self.t.exec_tasks.range((id, 0)..=(id, u64::MAX))? {
+            tasks.push(entry?.0.value().1);
+        }
+        for task_id in tasks {
+            if let Ok(Some(task)) = soft(get_task(&self.t, task_id))? {
+                remove_task_index(&mut self.t, task_id, &task_index(&task))?;
+            }
+            self.t.tasks.remove(task_id)?;
+        }
+        self.t.exec_tasks.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+        self.t.journal.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+        self.t.signals.retain_in((id, "", 0)..(id.saturating_add(1), "", 0), |_, _| false)?;
+        self.t.counters.retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)?;
+        self.t.state.retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)?;
+        self.t.step_inputs.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+        if let Some(key) = &exec.idempotency_key {
+            // The key is free again: a later dispatch with it starts a new execution.
+            if self.t.idempotency.get(key.as_str())?.is_some_and(|v| v.value() == id) {
+                self.t.idempotency.remove(key.as_str())?;
+            }
+        }
+        let (state, deadline) = execution_index(exec);
+        self.t.by_state.remove((state, id))?;
+        if let Some(d) = deadline {
+            self.t.deadlines.remove((d, id))?;
+        }
+        self.t.executions.remove(id)?;
+        Ok(())
+    }
+
     fn discard(&mut self, id: u64) -> OpRes<OpOutput> {
         let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
             Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
@@ -1677,6 +1858,33 @@ impl Store for RedbStore {
         journal_of(&read.open_table(JOURNAL)?, execution_id)
     }
 
+    fn cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<CleanupReport, StorageError> {
+        let read = self.db.begin_read()?;
+        let mut report = CleanupReport {
+            dead_letters: read.open_table(DLQ_BY_TIME)?.range((0, 0)..(cutoff_ms, 0))?.count() as u64,
+            cache_entries: read
+                .open_table(CACHE_BY_EXPIRY)?
+                .range((0, "", 0, &[][..])..(now_ms, "", 0, &[][..]))?
+                .count() as u64,
+            executions: 0,
+        };
+        let executions = read.open_table(EXECUTIONS)?;
+        for state in TERMINAL_STATES {
+            let code = state_code(state);
+            for entry in read.open_table(EXEC_BY_STATE)?.range((code, 0)..=(code, u64::MAX))? {
+                let id = entry?.0.value().1;
+                let Some(v) = executions.get(id)? else { continue };
+                let Ok(exec) = decode::<ExecutionRecord>(EXECUTIONS_NAME, &id, v.value()) else { continue };
+                match retention(&exec, cutoff_ms) {
+                    Retention::Remove => report.executions += 1,
+                    Retention::Keep => {}
+                    Retention::NewerFromHere => break,
+                }
+            }
+        }
+        Ok(report)
+    }
+
     fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError> {
         let read = self.db.begin_read()?;
         let table = read.open_table(JOURNAL)?;
@@ -1842,11 +2050,16 @@ impl Store for RedbStore {
             match decode::<DeadLetterRecord>(DEAD_LETTERS_NAME, &id, v.value()) {
                 Ok(l) => {
                     expect_dlq.insert((l.failed_ms, id));
+                    if !read_has_execution(&read, l.execution_id)? {
+                        problems.push(format!("dead letter {id} belongs to missing execution {}", l.execution_id));
+                    }
                 }
                 Err(e) => problems.push(e.to_string()),
             }
         }
         diff(&mut problems, "idx_dlq_time", &expect_dlq, &pairs(&read, DLQ_BY_TIME)?);
+        let expect_exec_tasks = tasks_by_id.values().map(|t| (t.execution_id, t.id)).collect();
+        diff(&mut problems, "idx_exec_tasks", &expect_exec_tasks, &pairs(&read, EXEC_TASKS)?);
         Ok(problems)
     }
 }

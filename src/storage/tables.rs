@@ -23,6 +23,9 @@ pub const LEASES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_le
 pub const EXEC_BY_STATE: TableDefinition<(u8, u64), ()> = TableDefinition::new("idx_exec_state");
 /// Non-terminal executions with a max_duration: (deadline_ms, execution id).
 pub const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_deadlines");
+/// Every task of an execution: (execution id, task id). Written when a task is created,
+/// removed with it (retention); lets an execution's records be found and removed together.
+pub const EXEC_TASKS: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_exec_tasks");
 /// Workflow journal: (execution id, step) → `JournalEntry`.
 pub const JOURNAL: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("journal");
 /// Signal mailboxes: (execution id, name, sequence) → JSON payload, FIFO per name.
