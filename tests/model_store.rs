@@ -6,7 +6,8 @@
 //! without delay, idempotency key and deadline; claim; renew; complete and fail with current or
 //! stale tokens; abandon; lease expiry before and after the lease's end, and a reaper pass; cancel;
 //! time out; dead-letter replay and discard; clock advances; batches of several ops, some whose
-//! commit is made to fail; and crash + reopen + `recover` on a shared `MemoryDisk`) run against
+//! commit is made to fail; retention cleanups in small budgets; and crash + reopen + `recover`
+//! on a shared `MemoryDisk`) run against
 //! both the store and the model, on a manual clock. After every step the test compares every op
 //! result, every execution and task record, the running set, the dead-letter table, counts and
 //! queue depths with the model, and checks invariants that hold whatever the model says: `check()`
@@ -30,10 +31,10 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 use stent::lease::LeaseError;
 use stent::storage::records::{RetryRecord, HISTORY_ENTRIES_MAX};
 use stent::storage::{
-    Effect, Faults, NewExecution, Op, OpOutput, OpResult, OpenOptions, RedbStore, StorageError, Store,
+    CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, OpenOptions, RedbStore, StorageError, Store,
 };
 use stent::testing::MemoryDisk;
-use stent::{ActivityError, Error, ExecutionId, ExecutionState, TaskState};
+use stent::{ActivityError, CleanupReport, Error, ExecutionId, ExecutionState, TaskState};
 
 const START_MS: u64 = 1_000;
 const MAX_DELAY_MS: u64 = 1_500;
@@ -172,6 +173,12 @@ enum Step {
     /// What the engine's reaper does: one batch expiring every lease past its expiry now.
     Reap,
     CrashReopen,
+    /// A whole retention cleanup (`Op::Cleanup` until nothing is left), `budget` records per
+    /// op, removing what ended more than `older_than_ms` ago.
+    Cleanup {
+        older_than_ms: u64,
+        budget: u32,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,6 +243,7 @@ enum Last {
     FailedCommit(Vec<Planned>),
     Advance,
     Crash,
+    Cleanup { cutoff_ms: u64, budget: u32, expect: CleanupReport },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -266,6 +274,9 @@ struct MTask {
 #[derive(Clone, Debug)]
 struct MExec {
     state: ExecutionState,
+    created: u64,
+    /// When it last became terminal (`None` while live: a replay re-opens it).
+    finished: Option<u64>,
     task: u64,
     max_duration: Option<u64>,
     deadline: Option<u64>,
@@ -441,7 +452,9 @@ impl Model {
         t.lease = None;
         t.due = None;
         let (exec, attempts) = (t.exec, t.attempt);
-        self.execs.get_mut(&exec).expect("execution exists").state = ExecutionState::Failed;
+        let e = self.execs.get_mut(&exec).expect("execution exists");
+        e.state = ExecutionState::Failed;
+        e.finished = Some(self.now);
         self.finished.push(exec);
         let id = self.next_dead;
         self.next_dead += 1;
@@ -457,6 +470,28 @@ impl Model {
         } else {
             self.bury(task);
         }
+    }
+
+    /// Retention: dead letters from before the cutoff, and executions that ended before it
+    /// with their tasks and idempotency keys.
+    fn cleanup(&mut self, cutoff_ms: u64) -> CleanupReport {
+        let letters: Vec<u64> = self.dead.iter().filter(|(_, d)| d.failed_ms < cutoff_ms).map(|(&id, _)| id).collect();
+        for id in &letters {
+            self.dead.remove(id);
+        }
+        let execs: Vec<u64> = self
+            .execs
+            .iter()
+            .filter(|(_, e)| e.state.is_terminal() && e.finished.is_some_and(|f| f < cutoff_ms))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &execs {
+            let e = self.execs.remove(id).expect("listed above");
+            assert!(e.created < cutoff_ms, "model: ended before it was created");
+            self.tasks.remove(&e.task);
+            self.keys.retain(|_, exec| exec != id);
+        }
+        CleanupReport { executions: execs.len() as u64, dead_letters: letters.len() as u64, cache_entries: 0 }
     }
 
     fn plan(&mut self, cmd: &Cmd) -> Planned {
@@ -527,6 +562,8 @@ impl Model {
                     exec,
                     MExec {
                         state: ExecutionState::Pending,
+                        created: now,
+                        finished: None,
                         task,
                         max_duration: d.max_duration_ms,
                         deadline: d.max_duration_ms.map(|m| scheduled + m),
@@ -601,7 +638,9 @@ impl Model {
                 t.lease = None;
                 t.state = TaskState::Completed;
                 let exec = t.exec;
-                self.execs.get_mut(&exec).expect("execution exists").state = ExecutionState::Completed;
+                let e = self.execs.get_mut(&exec).expect("execution exists");
+                e.state = ExecutionState::Completed;
+                e.finished = Some(now);
                 self.finished.push(exec);
                 Outcome::Done
             }
@@ -668,7 +707,9 @@ impl Model {
                     self.aborted.push(task);
                 }
                 let end = if timeout { ExecutionState::TimedOut } else { ExecutionState::Cancelled };
-                self.execs.get_mut(id).expect("checked above").state = end;
+                let e = self.execs.get_mut(id).expect("checked above");
+                e.state = end;
+                e.finished = Some(now);
                 self.finished.push(*id);
                 Outcome::State(end)
             }
@@ -685,6 +726,7 @@ impl Model {
                 t.round_start = t.attempt;
                 t.due = None;
                 e.state = ExecutionState::Pending;
+                e.finished = None;
                 e.deadline = e.max_duration.map(|m| now + m);
                 self.dead.remove(dl);
                 Outcome::Replayed { exec: letter.exec }
@@ -848,6 +890,8 @@ impl ReferenceStateMachine for StoreModel {
             3 => clock_pick(s).prop_map(Step::Advance),
             if s.running().is_empty() { 1 } else { 3 } => Just(Step::Reap),
             1 => Just(Step::CrashReopen),
+            1 => (prop_oneof![Just(0u64), Just(100), 0..3_000u64], 1..=3u32)
+                .prop_map(|(older_than_ms, budget)| Step::Cleanup { older_than_ms, budget }),
         ]
         .boxed()
     }
@@ -892,6 +936,11 @@ impl ReferenceStateMachine for StoreModel {
                 // Recovery rebuilds memory from the indexes; it reports no endings.
                 s.finished.clear();
                 s.last = Last::Crash;
+            }
+            Step::Cleanup { older_than_ms, budget } => {
+                let cutoff_ms = s.now.saturating_sub(*older_than_ms);
+                let expect = s.cleanup(cutoff_ms);
+                s.last = Last::Cleanup { cutoff_ms, budget: *budget, expect };
             }
         }
         s
@@ -1146,6 +1195,32 @@ impl Sut {
         assert_eq!(before, dump(self.store(), ref_state), "a failed commit changed state");
     }
 
+    fn run_cleanup(&mut self, ref_state: &Model, cutoff_ms: u64, budget: u32, expect: CleanupReport) {
+        let mut total = CleanupReport::default();
+        let mut from = Some(CleanupCursor::DeadLetters);
+        let mut ops = 0;
+        while let Some(at) = from {
+            ops += 1;
+            assert!(ops < 10_000, "cleanup does not end");
+            let op = Op::Cleanup { cutoff_ms, budget, from: at };
+            let (results, effects) = self.store().apply_batch(ref_state.now, vec![op]).expect("cleanup commits");
+            assert!(effects.is_empty(), "cleanup changes nothing in memory: {effects:?}");
+            match results.into_iter().next() {
+                Some(Ok(OpOutput::Cleaned { removed, next })) => {
+                    let n = removed.executions + removed.dead_letters + removed.cache_entries;
+                    assert!(n <= u64::from(budget), "{n} records removed by one op of budget {budget}");
+                    total.executions += removed.executions;
+                    total.dead_letters += removed.dead_letters;
+                    total.cache_entries += removed.cache_entries;
+                    from = next;
+                }
+                other => panic!("cleanup answered {other:?}"),
+            }
+        }
+        assert_eq!(total, expect, "cleanup before {cutoff_ms} (budget {budget})");
+        assert_eq!(self.store().cleanup_preview(ref_state.now, cutoff_ms).expect("preview"), CleanupReport::default());
+    }
+
     fn crash_reopen(&mut self, ref_state: &Model) {
         drop(self.store.take());
         let store = open(&self.disk, &self.faults);
@@ -1311,6 +1386,11 @@ fn compare(store: &RedbStore, m: &Model) {
             task.history.iter().map(|h| h.attempt).collect::<Vec<_>>()
         );
     }
+    for id in 1..m.next_exec {
+        if !m.execs.contains_key(&id) {
+            assert!(store.execution(id).expect("read execution").is_none(), "execution {id} was removed");
+        }
+    }
     assert!(
         store.execution(m.next_exec).expect("read execution").is_none(),
         "execution {} exists but was never dispatched",
@@ -1394,6 +1474,9 @@ impl StateMachineTest for StoreTest {
             (Last::FailedCommit(planned), Step::FailedCommit(_)) => sut.run_failed_commit(ref_state, planned),
             (Last::Advance, Step::Advance(_)) => {}
             (Last::Crash, Step::CrashReopen) => sut.crash_reopen(ref_state),
+            (Last::Cleanup { cutoff_ms, budget, expect }, Step::Cleanup { .. }) => {
+                sut.run_cleanup(ref_state, *cutoff_ms, *budget, *expect)
+            }
             (last, step) => panic!("model out of step: {last:?} for {step:?}"),
         }
         sut.observe(ref_state);
