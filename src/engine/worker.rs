@@ -310,11 +310,11 @@ fn workflow_attempt(
     let store = inner.store()?;
     if let Some(parked) = inner.unpark(claimed.execution_id) {
         if parked.task_id == claimed.task_id && parked.token.checked_add(1) == Some(claimed.token) {
-            let asked = parked.ctx.unsettled_steps();
+            let asked = parked.workflow.1.unsettled_steps();
             let updates = store.journal_steps(claimed.execution_id, &asked)?;
-            if parked.ctx.resume(&asked, updates) {
+            if parked.workflow.1.resume(&asked, updates) {
                 inner.stats.resumes.fetch_add(1, Ordering::Relaxed);
-                return Ok((parked.future, parked.ctx));
+                return Ok(parked.workflow);
             }
         }
     }
@@ -415,7 +415,7 @@ async fn run_one(
         }
         Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
         Ok(Outcome::Suspend { steps, awaiting, keep, earliest_wake_ms }) => {
-            parking = keep.map(|(future, ctx)| (Parked::new(task_id, token, future, ctx), earliest_wake_ms));
+            parking = keep.map(|workflow| (Parked::new(task_id, token, workflow), earliest_wake_ms));
             // The first new call this attempt asked for: run it here, next.
             let first = steps.iter().find_map(|s| match &s.body {
                 StepBody::Task(t) if t.due_ms.is_none() => Some((s.step, t.function.clone())),
