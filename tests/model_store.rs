@@ -1532,6 +1532,12 @@ fn a_cleanup_op_never_removes_more_than_its_budget() {
             apply_c(COp::Complete { task: i, token: 1 });
         }
     }
+    // Then executions 7..=9 are cancelled before they run: the last state a cleanup visits,
+    // and more of them than one op's budget.
+    for i in 7..=9u64 {
+        apply_c(COp::Dispatch(spec.clone()));
+        apply_c(COp::Cancel(i));
+    }
     let later = now + 10;
     let mut total = CleanupReport::default();
     let mut from = Some(CleanupCursor::DeadLetters);
@@ -1551,7 +1557,7 @@ fn a_cleanup_op_never_removes_more_than_its_budget() {
         total.cache_entries += removed.cache_entries;
         from = next;
     }
-    assert_eq!(total, CleanupReport { executions: 6, dead_letters: 3, cache_entries: 3 });
+    assert_eq!(total, CleanupReport { executions: 9, dead_letters: 3, cache_entries: 3 });
     assert!(store.check().expect("check").is_empty());
     assert_eq!(store.count_by_state().expect("counts").iter().map(|(_, n)| n).sum::<u64>(), 0);
 }

@@ -1559,7 +1559,10 @@ impl Batch<'_, '_> {
                         CleanupCursor::Executions { state, after: last }
                     };
                     if left == 0 {
-                        let more = TERMINAL_STATES.get(state + 1).is_some() || !done_with_state;
+                        let more = match at {
+                            CleanupCursor::Executions { state, .. } => state < TERMINAL_STATES.len(),
+                            CleanupCursor::DeadLetters | CleanupCursor::Cache => true,
+                        };
                         return Ok(Ok(OpOutput::Cleaned { removed, next: more.then_some(at) }));
                     }
                 }
