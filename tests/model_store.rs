@@ -1196,27 +1196,7 @@ impl Sut {
     }
 
     fn run_cleanup(&mut self, ref_state: &Model, cutoff_ms: u64, budget: u32, expect: CleanupReport) {
-        let mut total = CleanupReport::default();
-        let mut from = Some(CleanupCursor::DeadLetters);
-        let mut ops = 0;
-        while let Some(at) = from {
-            ops += 1;
-            assert!(ops < 10_000, "cleanup does not end");
-            let op = Op::Cleanup { cutoff_ms, budget, from: at };
-            let (results, effects) = self.store().apply_batch(ref_state.now, vec![op]).expect("cleanup commits");
-            assert!(effects.is_empty(), "cleanup changes nothing in memory: {effects:?}");
-            match results.into_iter().next() {
-                Some(Ok(OpOutput::Cleaned { removed, next })) => {
-                    let n = removed.executions + removed.dead_letters + removed.cache_entries;
-                    assert!(n <= u64::from(budget), "{n} records removed by one op of budget {budget}");
-                    total.executions += removed.executions;
-                    total.dead_letters += removed.dead_letters;
-                    total.cache_entries += removed.cache_entries;
-                    from = next;
-                }
-                other => panic!("cleanup answered {other:?}"),
-            }
-        }
+        let total = cleanup_all(self.store(), ref_state.now, cutoff_ms, budget);
         assert_eq!(total, expect, "cleanup before {cutoff_ms} (budget {budget})");
         assert_eq!(self.store().cleanup_preview(ref_state.now, cutoff_ms).expect("preview"), CleanupReport::default());
     }
@@ -1495,6 +1475,29 @@ prop_state_machine! {
     fn store_matches_model(sequential 1..=max_steps() => StoreTest);
 }
 
+/// A whole cleanup, `Op::Cleanup` after `Op::Cleanup` until the cursor runs out, asserting that
+/// no op removes more than `budget` records or touches memory.
+fn cleanup_all(store: &RedbStore, now: u64, cutoff_ms: u64, budget: u32) -> CleanupReport {
+    let mut total = CleanupReport::default();
+    let mut from = Some(CleanupCursor::DeadLetters);
+    let mut ops = 0;
+    while let Some(at) = from {
+        ops += 1;
+        assert!(ops < 10_000, "cleanup does not end");
+        let op = Op::Cleanup { cutoff_ms, budget, from: at };
+        let (mut results, effects) = store.apply_batch(now, vec![op]).expect("cleanup commits");
+        assert!(effects.is_empty(), "cleanup changes nothing in memory: {effects:?}");
+        let Some(Ok(OpOutput::Cleaned { removed, next })) = results.pop() else {
+            panic!("op {ops}: not a cleanup answer");
+        };
+        let n = removed.executions + removed.dead_letters + removed.cache_entries;
+        assert!(n <= u64::from(budget), "op {ops} removed {n} records with a budget of {budget}: {removed:?}");
+        total += removed;
+        from = next;
+    }
+    total
+}
+
 /// One `Op::Cleanup` removes at most its budget of records, across dead letters, cache
 /// entries and executions alike, and the cursor takes the rest in later ops (a deterministic case the
 /// random one above rarely builds: several dead letters and executions due at once).
@@ -1539,24 +1542,7 @@ fn a_cleanup_op_never_removes_more_than_its_budget() {
         apply_c(COp::Cancel(i));
     }
     let later = now + 10;
-    let mut total = CleanupReport::default();
-    let mut from = Some(CleanupCursor::DeadLetters);
-    let mut ops = 0;
-    while let Some(at) = from {
-        ops += 1;
-        assert!(ops <= 10, "cleanup does not end");
-        let op = Op::Cleanup { cutoff_ms: later, budget: 2, from: at };
-        let (mut results, _) = store.apply_batch(later, vec![op]).expect("commits");
-        let Ok(OpOutput::Cleaned { removed, next }) = results.pop().expect("one result") else {
-            panic!("not a cleanup answer");
-        };
-        let n = removed.executions + removed.dead_letters + removed.cache_entries;
-        assert!(n <= 2, "op {ops} removed {n} records with a budget of 2: {removed:?}");
-        total.executions += removed.executions;
-        total.dead_letters += removed.dead_letters;
-        total.cache_entries += removed.cache_entries;
-        from = next;
-    }
+    let total = cleanup_all(&store, later, later, 2);
     assert_eq!(total, CleanupReport { executions: 9, dead_letters: 3, cache_entries: 3 });
     assert!(store.check().expect("check").is_empty());
     assert_eq!(store.count_by_state().expect("counts").iter().map(|(_, n)| n).sum::<u64>(), 0);

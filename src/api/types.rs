@@ -265,6 +265,14 @@ pub struct CleanupReport {
     pub cache_entries: u64,
 }
 
+impl std::ops::AddAssign for CleanupReport {
+    fn add_assign(&mut self, other: Self) {
+        self.executions += other.executions;
+        self.dead_letters += other.dead_letters;
+        self.cache_entries += other.cache_entries;
+    }
+}
+
 /// Filter for `list_executions`; `None` fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionFilter {

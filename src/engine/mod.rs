@@ -233,21 +233,24 @@ impl Inner {
 
     /// Removes what ended before `now - older_than`, a budget per transaction.
     async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport> {
-        let cutoff_ms = self.clock.now_ms().saturating_sub(duration_ms(older_than));
+        let cutoff_ms = self.cutoff_ms(older_than);
         let mut total = CleanupReport::default();
         let mut from = Some(CleanupCursor::DeadLetters);
         while let Some(at) = from {
             match self.submit(Op::Cleanup { cutoff_ms, budget: CLEANUP_BUDGET, from: at }).await? {
                 OpOutput::Cleaned { removed, next } => {
-                    total.executions += removed.executions;
-                    total.dead_letters += removed.dead_letters;
-                    total.cache_entries += removed.cache_entries;
+                    total += removed;
                     from = next;
                 }
                 other => return Err(Error::Config(format!("unexpected answer to a cleanup: {other:?}"))),
             }
         }
         Ok(total)
+    }
+
+    /// Retention keeps what ended at or after this time.
+    fn cutoff_ms(&self, older_than: Duration) -> u64 {
+        self.clock.now_ms().saturating_sub(duration_ms(older_than))
     }
 
     /// The retention loop (`EngineBuilder::retention`): a cleanup at open, then every period
@@ -1065,9 +1068,8 @@ impl Engine {
 
     /// What [`Engine::cleanup`] would remove now, removing nothing (a dry run).
     pub fn cleanup_preview(&self, older_than: impl Into<DurationArg>) -> Result<CleanupReport> {
-        let now = self.inner.clock.now_ms();
-        let cutoff_ms = now.saturating_sub(duration_ms(older_than.into().get()?));
-        Ok(self.inner.store()?.cleanup_preview(now, cutoff_ms)?)
+        let cutoff_ms = self.inner.cutoff_ms(older_than.into().get()?);
+        Ok(self.inner.store()?.cleanup_preview(self.inner.clock.now_ms(), cutoff_ms)?)
     }
 
     /// Blocked workflow futures kept in memory now (see [`EngineBuilder::evict_after`]).

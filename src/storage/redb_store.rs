@@ -1111,9 +1111,14 @@ impl Batch<'_, '_> {
             }
             victims.push((expires_ms, function.to_string(), version, input.to_vec()));
         }
+        self.remove_cache_entries(&victims)
+    }
+
+    /// Removes cache entries named by their expiry index keys, with those keys.
+    fn remove_cache_entries(&mut self, victims: &[(u64, String, u32, Vec<u8>)]) -> Result<(), StorageError> {
         for (expires_ms, function, version, input) in victims {
-            self.t.cache_by_expiry.remove((expires_ms, function.as_str(), version, input.as_slice()))?;
-            self.t.cache.remove((function.as_str(), version, input.as_slice()))?;
+            self.t.cache_by_expiry.remove((*expires_ms, function.as_str(), *version, input.as_slice()))?;
+            self.t.cache.remove((function.as_str(), *version, input.as_slice()))?;
         }
         Ok(())
     }
@@ -1514,10 +1519,7 @@ impl Batch<'_, '_> {
                         let (expires_ms, function, version, input) = k.value();
                         victims.push((expires_ms, function.to_string(), version, input.to_vec()));
                     }
-                    for (expires_ms, function, version, input) in &victims {
-                        self.t.cache_by_expiry.remove((*expires_ms, function.as_str(), *version, input.as_slice()))?;
-                        self.t.cache.remove((function.as_str(), *version, input.as_slice()))?;
-                    }
+                    self.remove_cache_entries(&victims)?;
                     removed.cache_entries += victims.len() as u64;
                     left -= victims.len();
                     if left == 0 {
