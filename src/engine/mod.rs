@@ -254,8 +254,9 @@ impl Inner {
     }
 
     /// The retention loop (`EngineBuilder::retention`): a cleanup at open, then every period
-    /// (at most every hour).
-    async fn retain(self: Arc<Self>, period: Duration) {
+    /// (at most every hour) on a schedule anchored at `anchor_ms` (the open), so a loop that
+    /// starts or runs late still wakes when the clock passes the next multiple.
+    async fn retain(self: Arc<Self>, period: Duration, anchor_ms: u64) {
         let interval_ms = duration_ms(period).clamp(1_000, 3_600_000);
         let mut shutdown = self.shutdown.subscribe();
         loop {
@@ -270,7 +271,8 @@ impl Inner {
                 Err(Error::Shutdown) => return,
                 Err(e) => tracing::warn!(error = %e, "retention cleanup failed"),
             }
-            let next = self.clock.now_ms().saturating_add(interval_ms);
+            let since = self.clock.now_ms().saturating_sub(anchor_ms);
+            let next = anchor_ms.saturating_add((since / interval_ms + 1).saturating_mul(interval_ms));
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
@@ -620,7 +622,7 @@ impl EngineBuilder {
         *lock(&inner.writer_thread) = Some(thread);
         runtime.spawn(inner.clone().drive_timers());
         if let Some(period) = self.retention {
-            runtime.spawn(inner.clone().retain(period));
+            runtime.spawn(inner.clone().retain(period, inner.clock.now_ms()));
         }
         Ok(Engine { inner })
     }
