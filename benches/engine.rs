@@ -80,8 +80,9 @@ fn in_memory(c: &mut Criterion) {
     let rt = runtime();
     let engine = in_memory_engine(&rt);
     let workers = rt.block_on(async {
-        let workers =
-            engine.serve(WorkerOptions { worker_id: "bench".into(), max_concurrency: 512, ..WorkerOptions::default() });
+        let workers = engine
+            .serve(WorkerOptions { worker_id: "bench".into(), max_concurrency: 512, ..WorkerOptions::default() })
+            .expect("serve");
         workers.wait_until_ready().await;
         workers
     });

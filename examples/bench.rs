@@ -52,7 +52,7 @@ const STEPS: Workflow<u64, u64> = Workflow::new("sequential_steps");
 const FANOUT: Workflow<u64, u64> = Workflow::new("fanout");
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
 
-const POOL_CONCURRENCY: usize = 512;
+const POOL_CONCURRENCY: u32 = 512;
 const WAIT_LIMIT: Duration = Duration::from_secs(600);
 const REDB_COMMITS: u64 = 2_000;
 const REDB_BATCH_RECORDS: u64 = 1_000;
@@ -231,7 +231,7 @@ fn report_batches(label: &str, before: &StatsSnapshot, after: &StatsSnapshot) {
 async fn throughput(dir: &Path, n: usize) -> anyhow::Result<f64> {
     let path = dir.join("throughput.stent");
     let engine = open_engine(&path)?;
-    let workers = engine.serve(worker_options());
+    let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     let before = snapshot(engine.stats());
 
@@ -271,7 +271,7 @@ async fn throughput(dir: &Path, n: usize) -> anyhow::Result<f64> {
 async fn latency(dir: &Path, warmup: usize, samples: usize) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("latency.stent");
     let engine = open_engine(&path)?;
-    let workers = engine.serve(worker_options());
+    let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     let mut micros = Vec::with_capacity(samples);
     let mut before = snapshot(engine.stats());
@@ -343,7 +343,7 @@ async fn workflow_throughput(
 ) -> anyhow::Result<f64> {
     let path = dir.join("workflow_throughput.stent");
     let engine = open_workflow_engine(&path, steps, evict_after)?;
-    let workers = engine.serve(worker_options());
+    let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     steps_round(&engine, count, steps, 0).await?;
     let before = snapshot(engine.stats());
@@ -388,7 +388,7 @@ async fn workflow_latency(
 ) -> anyhow::Result<(f64, f64)> {
     let path = dir.join("workflow_latency.stent");
     let engine = open_workflow_engine(&path, steps, evict_after)?;
-    let workers = engine.serve(worker_options());
+    let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     let mut per_step = Vec::with_capacity(samples);
     let mut before = snapshot(engine.stats());
@@ -441,7 +441,7 @@ async fn fanout(dir: &Path, children: u64, runs: usize, evict_after: Option<Dura
     for r in 0..runs {
         let path = dir.join(format!("fanout_{r}.stent"));
         let engine = open_workflow_engine(&path, 1, evict_after)?;
-        let workers = engine.serve(worker_options());
+        let workers = engine.serve(worker_options())?;
         workers.wait_until_ready().await;
         let before = snapshot(engine.stats());
         let start = Instant::now();
@@ -470,7 +470,7 @@ async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<
     for r in 0..runs {
         let path = dir.join(format!("long_{r}.stent"));
         let engine = open_workflow_engine(&path, steps, evict_after)?;
-        let workers = engine.serve(worker_options());
+        let workers = engine.serve(worker_options())?;
         workers.wait_until_ready().await;
         let before = snapshot(engine.stats());
         let start = Instant::now();

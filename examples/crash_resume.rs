@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(line.k)
         })
         .open()?;
-    let workers = engine.serve(WorkerOptions::default());
+    let workers = engine.serve(WorkerOptions::default())?;
     let id = engine.dispatch(CRASH_RESUME, &Job { ledger }).idempotency_key("crash_resume").await?;
     let result = engine.wait_for(CRASH_RESUME, id, Some(Duration::from_secs(60))).await?;
     println!("{result}");

@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         println!("  #{} {} {}", e.id, e.function, e.state);
     }
 
-    let workers = engine.serve(WorkerOptions::default());
+    let workers = engine.serve(WorkerOptions::default())?;
     workers.wait_until_ready().await;
 
     let run = earlier.len() as u32;

@@ -25,7 +25,7 @@ use stent::{Ctx, Engine, ExecutionState, WorkerOptions, Workflow};
 /// Sleeps one hour, then returns its input.
 const SLEEPER: Workflow<u64, u64> = Workflow::new("sleeper");
 
-const POOL_CONCURRENCY: usize = 512;
+const POOL_CONCURRENCY: u32 = 512;
 const POLL: Duration = Duration::from_millis(100);
 
 struct Args {
@@ -131,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         worker_id: "sleepers".into(),
         max_concurrency: POOL_CONCURRENCY,
         ..WorkerOptions::default()
-    });
+    })?;
     workers.wait_until_ready().await;
     let (rss_start, _) = memory()?;
     eprintln!("RSS before dispatch: {:.1} MB", mb(rss_start));

@@ -16,6 +16,9 @@ pub enum Error {
     /// The same name was registered twice, or a builder option was given before any function.
     #[error("configuration error: {0}")]
     Config(String),
+    /// Options that cannot work, such as a worker pool with `max_concurrency: 0`.
+    #[error("invalid {what}: {reason}")]
+    InvalidOptions { what: &'static str, reason: String },
     #[error("execution {0} does not exist")]
     UnknownExecution(ExecutionId),
     #[error("task {task_id} does not exist")]
@@ -53,6 +56,10 @@ pub enum Error {
     /// `wait_for` gave up before the execution finished; the execution goes on.
     #[error("gave up waiting for execution {0}; it has not finished")]
     WaitTimeout(ExecutionId),
+    /// The task's attempt counter (its fencing token) reached `u32::MAX`: it cannot be
+    /// claimed again without weakening fencing.
+    #[error("task {task_id} has used every fencing token (u32::MAX attempts)")]
+    TokensExhausted { task_id: u64 },
     /// A claim lost a race (the task was cancelled, re-queued or already taken).
     #[error("task {task_id} is not claimable")]
     TaskNotClaimable { task_id: u64 },

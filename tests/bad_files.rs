@@ -190,7 +190,7 @@ async fn corrupt_record_does_not_stop_other_executions() -> anyhow::Result<()> {
     flip_bit_in_execution(&path, 2)?;
 
     let engine = open(&path)?;
-    let workers = engine.serve(WorkerOptions::default());
+    let workers = engine.serve(WorkerOptions::default())?;
     let limit = Some(Duration::from_secs(5));
     let first = engine.wait_for(ECHO, ExecutionId(1), limit).await;
     let third = engine.wait_for(ECHO, ExecutionId(3), limit).await;

@@ -41,7 +41,7 @@ fn open(
 async fn a_cached_result_is_reused_until_its_ttl() -> anyhow::Result<()> {
     let (disk, clock, runs) = (MemoryDisk::new(), ManualClock::default(), Arc::new(AtomicU64::new(0)));
     let engine = open(&disk, &clock, &runs, 1, 100)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let first = engine.dispatch(QUOTE, &"EURUSD".to_string()).await?;
     assert_eq!(finished(&engine, QUOTE, first).await?, 6001);
     // Another execution, same input: the recorded result, no run.
@@ -63,7 +63,7 @@ async fn a_cached_result_is_reused_until_its_ttl() -> anyhow::Result<()> {
 
     // A new version of the function does not reuse the old version's results.
     let engine = open(&disk, &clock, &runs, 2, 100)?;
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     let v2 = engine.dispatch(QUOTE, &"EURUSD".to_string()).await?;
     assert_eq!(finished(&engine, QUOTE, v2).await?, 6004);
     pool.drain().await?;
@@ -76,7 +76,7 @@ async fn a_cached_result_is_reused_until_its_ttl() -> anyhow::Result<()> {
 async fn the_cache_is_bounded() -> anyhow::Result<()> {
     let (disk, clock, runs) = (MemoryDisk::new(), ManualClock::default(), Arc::new(AtomicU64::new(0)));
     let engine = open(&disk, &clock, &runs, 1, 2)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     for (i, pair) in ["A", "B", "C"].into_iter().enumerate() {
         clock.advance(Duration::from_secs(1)); // A expires first, then B, then C.
         let id = engine.dispatch(RATE, &pair.to_string()).await?;

@@ -53,7 +53,7 @@ fn open(disk: &MemoryDisk, clock: &ManualClock) -> stent::Result<(Engine, Probe)
 async fn cancel_a_pending_execution() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let (engine, probe) = open(&disk, &clock)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.schedule(BLOCK, &1, "1m").await?;
     assert_eq!(engine.cancel(id).await?, ExecutionState::Cancelled);
     clock.advance(Duration::from_secs(120));
@@ -78,7 +78,7 @@ async fn cancel_a_pending_execution() -> anyhow::Result<()> {
 async fn cancel_a_running_execution_aborts_it_and_nothing_completes_after() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let (engine, probe) = open(&disk, &clock)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(BLOCK, &1).await?;
     until(&probe.started, 1, "the attempt starts").await;
     until_state(&engine, id, ExecutionState::Running).await;
@@ -106,7 +106,7 @@ async fn cancel_a_running_execution_aborts_it_and_nothing_completes_after() -> a
 async fn max_duration_times_an_execution_out() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let (engine, probe) = open(&disk, &clock)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     // Deadline counts from the due time: 10 s delay + 30 s max_duration.
     let id = engine.dispatch(BLOCK, &1).delay("10s").max_duration("30s").await?;
     let info = engine.state_of(id)?;
@@ -133,7 +133,7 @@ async fn max_duration_times_an_execution_out() -> anyhow::Result<()> {
 async fn drain_finishes_running_work_and_claims_nothing_new() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let (engine, probe) = open(&disk, &clock)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     assert_eq!(pool.wait_until_ready().await, WorkerStatus::Ready);
     let running = engine.dispatch(BLOCK, &1).await?;
     until(&probe.started, 1, "the attempt starts").await;
@@ -159,7 +159,7 @@ async fn drain_finishes_running_work_and_claims_nothing_new() -> anyhow::Result<
 async fn drain_gives_back_what_outlives_the_grace_period() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let (engine, probe) = open(&disk, &clock)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(BLOCK, &1).await?;
     until(&probe.started, 1, "the attempt starts").await;
     until_state(&engine, id, ExecutionState::Running).await;

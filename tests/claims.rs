@@ -31,8 +31,9 @@ async fn n_workers_claim_m_tasks_each_exactly_once() -> anyhow::Result<()> {
             }
         })
         .open()?;
-    let pools: Vec<_> =
-        (0..4).map(|i| engine.serve(WorkerOptions { max_concurrency: 16, ..options(&format!("w{i}")) })).collect();
+    let pools: Vec<_> = (0..4)
+        .map(|i| engine.serve(WorkerOptions { max_concurrency: 16, ..options(&format!("w{i}")) }))
+        .collect::<Result<_, _>>()?;
     const M: u32 = 600;
     let mut ids = Vec::new();
     for x in 0..M {
@@ -96,8 +97,9 @@ async fn max_concurrent_is_never_exceeded() -> anyhow::Result<()> {
         engine.dispatch(LIMITED, &x).await?;
     }
     // All queued first, so the pools race for them.
-    let pools: Vec<_> =
-        (0..4).map(|i| engine.serve(WorkerOptions { max_concurrency: 32, ..options(&format!("w{i}")) })).collect();
+    let pools: Vec<_> = (0..4)
+        .map(|i| engine.serve(WorkerOptions { max_concurrency: 32, ..options(&format!("w{i}")) }))
+        .collect::<Result<_, _>>()?;
     until(&done, N, "all limited tasks finish").await;
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak <= 3, "{peak} attempts ran at once with max_concurrent(3)");

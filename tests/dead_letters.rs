@@ -31,7 +31,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
         .activity(SHIP, ship)
         .retry(RetryPolicy::exponential(2, Duration::from_secs(1)))
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
 
     // Permanent: one attempt, straight to the DLQ.
     let bad = engine.dispatch(SHIP, &String::new()).await?;
@@ -87,7 +87,7 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
     assert_eq!(letter.execution_id, again);
     engine.replay_dead_letter(letter.id).await?;
     assert_eq!(state(&engine, again), ExecutionState::Pending);
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     stent::testing::wait_until(LIMIT, "replayed attempt fails", || engine.state_of(again).unwrap().history.len() == 3)
         .await;
     assert_eq!(state(&engine, again), ExecutionState::Running, "a fresh budget of 2: one retry left");

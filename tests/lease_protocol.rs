@@ -34,7 +34,7 @@ async fn a_long_task_with_heartbeats_is_never_run_twice() -> anyhow::Result<()> 
             }
         })
         .open()?;
-    let pool = engine.serve(options("a"));
+    let pool = engine.serve(options("a"))?;
     let id = engine.dispatch(LONG, &5).await?;
     until(&runs, 1, "first attempt starts").await;
 
@@ -73,12 +73,12 @@ async fn a_worker_that_stops_heartbeating_loses_the_task() -> anyhow::Result<()>
         })
         .open()?;
     // Pool "stuck" never heartbeats within its lease.
-    let stuck = engine.serve(WorkerOptions { heartbeat_interval: Duration::from_secs(3600), ..options("stuck") });
+    let stuck = engine.serve(WorkerOptions { heartbeat_interval: Duration::from_secs(3600), ..options("stuck") })?;
     let id = engine.dispatch(LONG, &4).await?;
     until(&runs, 1, "stuck worker starts the task").await;
     assert_eq!(engine.running_tasks()?[0].worker, "stuck");
 
-    let healthy = engine.serve(options("healthy"));
+    let healthy = engine.serve(options("healthy"))?;
     clock.advance(Duration::from_secs(11)); // Past the 10 s lease.
     assert_eq!(finished(&engine, LONG, id).await?, 40);
     let info = engine.state_of(id)?;

@@ -38,7 +38,7 @@ async fn a_task_running_at_a_crash_is_requeued_at_open_and_the_attempt_counts() 
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let started = Arc::new(AtomicU64::new(0));
     let engine = open(&disk, &clock, true, started.clone())?;
-    let _pool = engine.serve(options("doomed"));
+    let _pool = engine.serve(options("doomed"))?;
     let id = engine.dispatch(WORK, &41).await?;
     until(&started, 1, "the attempt starts").await;
     until_state(&engine, id, ExecutionState::Running).await;
@@ -55,7 +55,7 @@ async fn a_task_running_at_a_crash_is_requeued_at_open_and_the_attempt_counts() 
     assert_eq!(engine.queue_depth("default")?, 1, "re-queued at once, no waiting for the lease");
     assert_consistent(&engine);
 
-    let pool = engine.serve(options("survivor"));
+    let pool = engine.serve(options("survivor"))?;
     assert_eq!(finished(&engine, WORK, id).await?, 42);
     assert_eq!(engine.state_of(id)?.attempts, 2);
     assert_eq!(started.load(Ordering::SeqCst), 1);
@@ -76,7 +76,7 @@ async fn a_task_that_kills_its_process_every_time_ends_in_the_dlq() -> anyhow::R
         }
         let id = id.expect("dispatched");
         assert_eq!(engine.state_of(id)?.attempts, crash - 1);
-        let _pool = engine.serve(options(&format!("run-{crash}")));
+        let _pool = engine.serve(options(&format!("run-{crash}")))?;
         until(&started, 1, "the attempt starts").await;
         until_state(&engine, id, ExecutionState::Running).await;
         engine.close().await?;
@@ -109,7 +109,7 @@ async fn pending_and_delayed_work_survives_a_restart() -> anyhow::Result<()> {
     engine.close().await?;
 
     let engine = open(&disk, &clock, false, Arc::default())?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     assert_eq!(finished(&engine, WORK, now).await?, 2);
     assert_eq!(state(&engine, later), ExecutionState::Pending);
     clock.advance(Duration::from_secs(3600));

@@ -101,7 +101,7 @@ async fn cleanup_removes_what_ended_before_the_period_with_all_its_records() -> 
     let path = dir.path().join("retention.stent");
     let clock = ManualClock::default();
     let engine = builder_at(&path, &clock).open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
 
     let old = finished_order(&engine, 3, "order-3").await?;
     let broken = engine.dispatch(BROKEN, &1).await?;
@@ -159,7 +159,7 @@ async fn expired_cache_entries_are_removed() -> anyhow::Result<()> {
     let path = dir.path().join("cache.stent");
     let clock = ManualClock::default();
     let engine = builder_at(&path, &clock).open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(SQUARE, &3).await?;
     assert_eq!(finished(&engine, SQUARE, id).await?, 9);
     assert_eq!(engine.cleanup("1d").await?, CleanupReport::default(), "fresh: kept");
@@ -180,7 +180,7 @@ async fn retention_runs_by_itself_on_the_engine_clock() -> anyhow::Result<()> {
     let path = dir.path().join("auto.stent");
     let clock = ManualClock::default();
     let engine = builder_at(&path, &clock).retention("1h").open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(ECHO, &1).await?;
     assert_eq!(finished(&engine, ECHO, id).await?, 1);
 
@@ -208,7 +208,7 @@ async fn space_freed_by_cleanup_is_reused() -> anyhow::Result<()> {
     let path = dir.path().join("reuse.stent");
     let clock = ManualClock::default();
     let engine = builder_at(&path, &clock).open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let mut sizes = Vec::new();
     for round in 0..ROUNDS {
         // Concurrently, so group commit keeps the fsyncs few.
@@ -245,7 +245,7 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     let path = dir.path().join("v1.stent");
     let clock = ManualClock::default();
     let engine = builder_at(&path, &clock).open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let old = finished_order(&engine, 2, "k").await?;
     pool.drain().await?;
     engine.close().await?;

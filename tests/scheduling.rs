@@ -26,7 +26,7 @@ async fn prove_workers_idle(engine: &Engine) -> anyhow::Result<()> {
 async fn a_task_is_not_claimed_before_it_is_due() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let engine = builder(&disk, &clock).activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) }).open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let later = engine.schedule(ECHO, &7, "10s").await?;
     let info = engine.state_of(later)?;
     assert_eq!(info.scheduled_ms, info.created_ms + 10_000);
@@ -69,7 +69,7 @@ async fn retry_backoff_schedules_the_next_attempt() -> anyhow::Result<()> {
         })
         .retry(RetryPolicy::exponential(5, Duration::from_secs(10)))
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let t0 = stent::Clock::now_ms(&clock);
     let id = engine.dispatch(FLAKY, &1).await?;
     let attempts = |n: usize| {
@@ -112,7 +112,7 @@ async fn queues_and_tags_route_tasks() -> anyhow::Result<()> {
         queues: vec!["default".into(), "video".into()],
         tags: vec!["gpu".into()],
         ..options("gpu")
-    });
+    })?;
     let gpu = engine.dispatch(ECHO, &1).tag("gpu").await?;
     let untagged = engine.dispatch(ECHO, &2).await?;
     let video = engine.dispatch(ECHO, &3).queue("video").await?;
@@ -130,7 +130,7 @@ async fn queues_and_tags_route_tasks() -> anyhow::Result<()> {
         queues: vec!["default".into(), "billing".into()],
         tags: vec!["cpu".into()],
         ..options("cpu")
-    });
+    })?;
     for id in [cpu_only, billing] {
         finished(&engine, ECHO, id).await?;
     }
@@ -158,7 +158,7 @@ async fn higher_priority_runs_first() -> anyhow::Result<()> {
     for (x, p) in [(1, 0), (2, 5), (3, 0), (4, 9), (5, 5)] {
         ids.push(engine.dispatch(ECHO, &x).priority(p).await?);
     }
-    let pool = engine.serve(WorkerOptions { max_concurrency: 1, ..options("single") });
+    let pool = engine.serve(WorkerOptions { max_concurrency: 1, ..options("single") })?;
     for id in ids {
         finished(&engine, ECHO, id).await?;
     }

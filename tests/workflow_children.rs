@@ -29,7 +29,7 @@ async fn a_parent_awaits_its_child_with_a_single_worker_slot() -> anyhow::Result
         .workflow(CHILD, |ctx: Ctx, x: u32| async move { ctx.call(DOUBLE, &x).await })
         .activity(DOUBLE, |x: u32| async move { Ok::<_, ActivityError>(x * 2) })
         .open()?;
-    let pool = engine.serve(WorkerOptions { max_concurrency: 1, ..options("solo") });
+    let pool = engine.serve(WorkerOptions { max_concurrency: 1, ..options("solo") })?;
     let id = engine.dispatch(PARENT, &5).await?;
     assert_eq!(finished(&engine, PARENT, id).await?, 10 + 20);
     let all = engine.list_executions(&ExecutionFilter::default(), &Page::default())?;
@@ -59,7 +59,7 @@ async fn a_childs_failure_is_the_parents_step_error() -> anyhow::Result<()> {
         .workflow(FRAGILE, |ctx: Ctx, x: u32| async move { ctx.call(REFUSE, &x).await })
         .activity(REFUSE, |_: u32| async move { Err::<u32, _>(ActivityError::permanent("no")) })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(PARENT, &1).await?;
     assert_eq!(finished(&engine, PARENT, id).await?, 2, "the parent saw the child's error \"no\"");
     let child = engine.list_executions(
@@ -102,7 +102,7 @@ async fn cancelling_the_parent_cancels_the_child_and_its_work() -> anyhow::Resul
             }
         })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(PARENT, &1).await?;
     until(&started, 1, "the grandchild activity runs").await;
     assert_eq!(engine.cancel(id).await?, ExecutionState::Cancelled);

@@ -51,7 +51,7 @@ async fn a_workflow_runs_its_steps_in_order() -> anyhow::Result<()> {
     let gate = Arc::new(Semaphore::new(100));
     let engine = open_five(&disk, &clock, &ledger, &gate)?;
     // One worker with one slot: the waiting workflow must not hold the slot its steps need.
-    let pool = engine.serve(stent::WorkerOptions { max_concurrency: 1, ..options("solo") });
+    let pool = engine.serve(stent::WorkerOptions { max_concurrency: 1, ..options("solo") })?;
     let id = engine.dispatch(FIVE, &100).await?;
     assert_eq!(finished(&engine, FIVE, id).await?, vec![1010, 1020, 1030, 1040, 1050]);
     assert_eq!(*ledger.runs.lock().unwrap(), vec![101, 102, 103, 104, 105]);
@@ -75,7 +75,7 @@ async fn a_crash_at_every_step_boundary_redoes_nothing() -> anyhow::Result<()> {
         if id.is_none() {
             id = Some(engine.dispatch(FIVE, &0).await?);
         }
-        let _pool = engine.serve(options(&format!("run-{k}")));
+        let _pool = engine.serve(options(&format!("run-{k}")))?;
         gate.add_permits(1); // Let exactly one more step through.
         let completions = &engine.stats().completions;
         until(completions, 1, "the step's completion is committed").await;
@@ -121,7 +121,7 @@ fn open_evolving(disk: &MemoryDisk, clock: &ManualClock, version: u32, runs: &Ar
 async fn a_changed_workflow_body_is_detected_and_overwrites_nothing() -> anyhow::Result<()> {
     let (disk, clock, runs_a) = (MemoryDisk::new(), ManualClock::default(), Arc::new(AtomicU64::new(0)));
     let engine = open_evolving(&disk, &clock, 1, &runs_a)?;
-    let _pool = engine.serve(options("v1"));
+    let _pool = engine.serve(options("v1"))?;
     let id = engine.dispatch(V1, &1).await?;
     until(&runs_a, 1, "step 0 (a) runs").await;
     stent::testing::wait_until(LIMIT, "step 1 (b) is running", || {
@@ -133,7 +133,7 @@ async fn a_changed_workflow_body_is_detected_and_overwrites_nothing() -> anyhow:
     // Version 2 asks for `c` at step 0, where the journal recorded `a`: found when `b`
     // finishes and the workflow runs again over its journal.
     let engine = open_evolving(&disk, &clock, 2, &runs_a)?;
-    let pool = engine.serve(options("v2"));
+    let pool = engine.serve(options("v2"))?;
     match finished(&engine, V1, id).await {
         Err(Error::ExecutionFailed { error, .. }) => {
             assert_eq!(error.code.as_deref(), Some("non_determinism"));
@@ -160,7 +160,7 @@ async fn a_changed_workflow_body_is_detected_and_overwrites_nothing() -> anyhow:
             async move { Ok::<_, ActivityError>(x * 2) }
         })
         .open()?;
-    let pool = engine.serve(options("fixed"));
+    let pool = engine.serve(options("fixed"))?;
     engine.replay_dead_letter(letter.id).await?;
     // Both steps have recorded outcomes (a gave 2, b passed it through): nothing runs again,
     // and the journal still says `a` at step 0 (the fixed code matches it).
@@ -192,7 +192,7 @@ async fn a_failed_step_is_a_value_the_workflow_can_handle() -> anyhow::Result<()
         .activity(FAILS, |_: u32| async move { Err::<u32, _>(ActivityError::permanent("card declined")) })
         .activity(STEP, |x: u32| async move { Ok::<_, ActivityError>(x * 10) })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(HANDLES, &7).await?;
     assert_eq!(finished(&engine, HANDLES, id).await?, "step 0 failed (card declined), fallback gave 70");
     assert!(engine.dead_letters(10)?.is_empty(), "a handled step failure is not a dead letter");
@@ -228,7 +228,7 @@ async fn a_replay_can_edit_the_failed_steps_input() -> anyhow::Result<()> {
             Ok(format!("shipped {what}"))
         })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(ORDER, &String::new()).await?;
     assert!(matches!(finished(&engine, ORDER, id).await, Err(Error::ExecutionFailed { .. })));
     let letter = engine.dead_letters(10)?.into_iter().find(|l| l.execution_id == id).expect("dead letter");

@@ -63,7 +63,7 @@ fn stock(engine: &Engine) -> Option<u64> {
 async fn a_local_write_happens_exactly_once_across_a_crash() -> anyhow::Result<()> {
     let (disk, clock, closures) = (MemoryDisk::new(), ManualClock::default(), Arc::new(AtomicU64::new(0)));
     let engine = open(&disk, &clock, true, &closures)?;
-    let _pool = engine.serve(options("w"));
+    let _pool = engine.serve(options("w"))?;
     let id = engine.dispatch(RESERVE, &1).await?;
     wait_until(LIMIT, "notify runs after the reservation", || {
         engine.running_tasks().unwrap().iter().any(|t| t.function == "notify")
@@ -73,7 +73,7 @@ async fn a_local_write_happens_exactly_once_across_a_crash() -> anyhow::Result<(
     engine.close().await?;
 
     let engine = open(&disk, &clock, false, &closures)?;
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     assert_eq!(finished(&engine, RESERVE, id).await?, 9);
     assert_eq!(stock(&engine), Some(9), "the re-run did not reserve again");
     assert_eq!(closures.load(Ordering::SeqCst), 1);
@@ -102,7 +102,7 @@ async fn a_local_step_that_fails_after_writing_leaves_nothing() -> anyhow::Resul
             }
         })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(FAILING, &()).await?;
     assert_eq!(finished(&engine, FAILING, id).await?, "changed my mind");
     assert_eq!(stock(&engine), None, "the failed closure's write was rolled back");

@@ -37,7 +37,7 @@ fn open_nap(disk: &MemoryDisk, clock: &ManualClock, calls: &Arc<AtomicU64>) -> s
 async fn a_durable_sleep_survives_a_crash_and_sleeps_only_the_remainder() -> anyhow::Result<()> {
     let (disk, clock, calls) = (MemoryDisk::new(), ManualClock::default(), Arc::new(AtomicU64::new(0)));
     let engine = open_nap(&disk, &clock, &calls)?;
-    let _pool = engine.serve(options("w"));
+    let _pool = engine.serve(options("w"))?;
     let id = engine.dispatch(NAP, &1).await?;
     until(&calls, 1, "the first call runs").await;
     wait_until(LIMIT, "the sleep's timer is recorded", || {
@@ -48,7 +48,7 @@ async fn a_durable_sleep_survives_a_crash_and_sleeps_only_the_remainder() -> any
     engine.close().await?; // Crash half way through the hour.
 
     let engine = open_nap(&disk, &clock, &calls)?;
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     clock.advance(Duration::from_secs(30 * 60 - 1));
     let marker = engine.dispatch(ECHO, &0).await?;
     finished(&engine, ECHO, marker).await?;
@@ -87,7 +87,7 @@ async fn clock_and_random_reads_replay_identically() -> anyhow::Result<()> {
             .open()
     };
     let engine = open(true)?;
-    let _pool = engine.serve(options("w"));
+    let _pool = engine.serve(options("w"))?;
     let t0 = clock.now_ms();
     let id = engine.dispatch(READS, &()).await?;
     // The step's task exists only once the suspension that recorded the reads committed.
@@ -109,7 +109,7 @@ async fn clock_and_random_reads_replay_identically() -> anyhow::Result<()> {
         .activity(BLOCK, |x: u32| async move { Ok::<_, ActivityError>(x) })
         .seed(99) // A different seed: the recorded draw must win.
         .open()?;
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     let (now, r, later) = finished(&engine, READS, id).await?;
     assert_eq!(now, t0, "the first read is replayed, not re-read");
     assert_eq!(later, t0 + 60_000, "a read taken after the crash sees the new time");
@@ -153,7 +153,7 @@ async fn fan_out_overlaps_and_keeps_input_order() -> anyhow::Result<()> {
         })
         .retry(stent::RetryPolicy::none())
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(FAN, &vec![4, 3, 2, 1]).await?;
     until(&inside, 4, "all four run at once").await;
     clock.advance(Duration::from_millis(500));
@@ -195,7 +195,7 @@ async fn signals_are_buffered_consumed_once_and_in_order() -> anyhow::Result<()>
     let id = engine.dispatch(INBOX, &()).await?;
     engine.send_signal(id, "msg", &"early").await?;
     engine.send_signal(id, "other", &"ignored").await?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     wait_until(LIMIT, "the workflow waits for its second signal", || {
         engine.running_tasks().unwrap().is_empty() && engine.queue_depth("default").unwrap() == 0
     })
@@ -229,7 +229,7 @@ async fn a_signal_wait_with_timeout_records_which_came_first() -> anyhow::Result
             Ok((first, second, late))
         })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(TIMED, &()).await?;
     let waiting = || engine.running_tasks().unwrap().is_empty() && engine.queue_depth("default").unwrap() == 0;
     wait_until(LIMIT, "first wait", waiting).await;
@@ -279,7 +279,7 @@ async fn counters_bumped_in_activity_and_workflow_survive_a_crash_without_double
             .open()
     };
     let engine = open(2)?;
-    let _pool = engine.serve(options("w"));
+    let _pool = engine.serve(options("w"))?;
     let id = engine.dispatch(COUNTING, &4).await?;
     wait_until(LIMIT, "the third tally hangs", || {
         engine.running_tasks().unwrap().iter().any(|t| t.function == "tally")
@@ -289,7 +289,7 @@ async fn counters_bumped_in_activity_and_workflow_survive_a_crash_without_double
     engine.close().await?;
 
     let engine = open(u32::MAX)?;
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     assert_eq!(finished(&engine, COUNTING, id).await?, 4);
     let info = engine.state_of(id)?;
     assert_eq!(info.counters.get("workflow_bumps"), Some(&4), "each workflow bump counted once across the re-runs");
@@ -310,7 +310,7 @@ async fn a_delayed_workflow_is_pending_before_its_time_and_done_after() -> anyho
         .workflow(LATER, |ctx: Ctx, x: u32| async move { ctx.call(ECHO, &x).await })
         .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x + 1) })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(LATER, &1).delay("2h").await?;
     stent::testing::run_until_idle(&engine, LIMIT).await?;
     assert_eq!(state(&engine, id), ExecutionState::Pending);
@@ -351,7 +351,7 @@ async fn per_call_options_override_the_function_defaults() -> anyhow::Result<()>
         })
         .retry(stent::RetryPolicy::none())
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(GUARDED, &9).await?;
     assert_eq!(finished(&engine, GUARDED, id).await?, 9);
     assert_eq!(attempts.load(Ordering::SeqCst), 3);
@@ -371,7 +371,7 @@ async fn max_duration_times_out_a_workflow_and_cancels_its_steps() -> anyhow::Re
             Ok(x)
         })
         .open()?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(DEADLINE, &1).max_duration("1h").await?;
     stent::testing::run_until_idle(&engine, LIMIT).await?;
     clock.advance(Duration::from_secs(3600));

@@ -80,7 +80,7 @@ async fn a_workflow_woken_soon_resumes_where_it_stopped_instead_of_replaying() -
             b = b.evict_after(t);
         }
         let engine = engine(b, &entries)?;
-        let pool = engine.serve(options("w"));
+        let pool = engine.serve(options("w"))?;
         let id = engine.dispatch(CHAIN, &20).await?;
         assert_eq!(finished(&engine, CHAIN, id).await?, (0..20).sum::<u32>());
         assert_eq!(entries.of(20), entered, "threshold {threshold:?}: times the workflow ran from the top");
@@ -96,7 +96,7 @@ async fn a_workflow_woken_soon_resumes_where_it_stopped_instead_of_replaying() -
 async fn a_future_waiting_past_the_threshold_is_dropped_and_the_workflow_replays() -> anyhow::Result<()> {
     let (disk, clock, entries) = (MemoryDisk::new(), ManualClock::default(), Entries::default());
     let engine = engine(builder(&disk, &clock).evict_after("1m"), &entries)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let early = engine.dispatch(WAITER, &1).await?;
     suspensions(&engine, 1).await;
     assert_eq!(engine.parked_workflows(), 1);
@@ -124,7 +124,7 @@ async fn a_future_waiting_past_the_threshold_is_dropped_and_the_workflow_replays
 async fn a_timer_due_after_the_threshold_drops_the_future_at_once() -> anyhow::Result<()> {
     let (disk, clock, entries) = (MemoryDisk::new(), ManualClock::default(), Entries::default());
     let engine = engine(builder(&disk, &clock).evict_after("1m"), &entries)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
 
     let short = engine.dispatch(SLEEPER, &10).await?;
     suspensions(&engine, 1).await;
@@ -148,7 +148,7 @@ async fn a_timer_due_after_the_threshold_drops_the_future_at_once() -> anyhow::R
 async fn parked_futures_are_bounded_oldest_dropped_first() -> anyhow::Result<()> {
     let (disk, clock, entries) = (MemoryDisk::new(), ManualClock::default(), Entries::default());
     let engine = engine(builder(&disk, &clock).parked_workflows_max(2), &entries)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let mut ids = Vec::new();
     for key in 1..=5u32 {
         ids.push(engine.dispatch(WAITER, &key).await?);
@@ -173,7 +173,7 @@ async fn parked_futures_are_bounded_oldest_dropped_first() -> anyhow::Result<()>
 async fn ending_an_execution_drops_its_parked_future() -> anyhow::Result<()> {
     let (disk, clock, entries) = (MemoryDisk::new(), ManualClock::default(), Entries::default());
     let engine = engine(builder(&disk, &clock), &entries)?;
-    let pool = engine.serve(options("w"));
+    let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(WAITER, &1).await?;
     suspensions(&engine, 1).await;
     assert_eq!(engine.parked_workflows(), 1);
@@ -207,14 +207,14 @@ async fn a_crash_while_parked_replays_over_the_journal() -> anyhow::Result<()> {
             .open()
     };
     let engine = open(&entries)?;
-    let _pool = engine.serve(options("w"));
+    let _pool = engine.serve(options("w"))?;
     let id = engine.dispatch(WAITER, &5).await?;
     suspensions(&engine, 2).await; // After the first call, waiting for the signal.
     assert_eq!(engine.parked_workflows(), 1);
     engine.close().await?; // Crash: the parked future is gone with the process.
 
     let engine = open(&entries)?;
-    let pool = engine.serve(options("w2"));
+    let pool = engine.serve(options("w2"))?;
     engine.send_signal(id, "go", &10).await?;
     assert_eq!(finished(&engine, WAITER, id).await?, 15);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the first call was not redone");

@@ -328,10 +328,31 @@ pub struct WorkerOptions {
     pub queues: Vec<String>,
     /// A worker with tags takes tasks sharing one of them, plus untagged tasks.
     pub tags: Vec<String>,
-    pub max_concurrency: usize,
+    /// Attempts this pool runs at once; at least 1.
+    pub max_concurrency: u32,
+    /// How long a claim holds a task without a heartbeat; more than zero.
     pub lease_duration: Duration,
+    /// How often leases are renewed; more than zero. Make it well shorter than
+    /// `lease_duration` (`serve` warns otherwise): a lease that lapses between beats lets
+    /// another worker take the task while this one still runs it.
     pub heartbeat_interval: Duration,
     pub shutdown_grace: Duration,
+}
+
+impl WorkerOptions {
+    /// The first reason these options cannot run a pool, if any.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrency == 0 {
+            return Err("max_concurrency must be at least 1".into());
+        }
+        if self.lease_duration.is_zero() {
+            return Err("lease_duration must be more than zero".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err("heartbeat_interval must be more than zero".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for WorkerOptions {

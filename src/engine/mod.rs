@@ -1027,9 +1027,16 @@ impl Engine {
         self.inner.submit(Op::DiscardDeadLetter { id }).await.map(|_| ())
     }
 
-    /// Starts a pool of workers in this process.
-    pub fn serve(&self, options: WorkerOptions) -> WorkerPool {
+    /// Starts a pool of workers in this process. Fails with [`Error::InvalidOptions`] when
+    /// the options cannot work (see [`WorkerOptions::validate`]).
+    pub fn serve(&self, options: WorkerOptions) -> Result<WorkerPool> {
         worker::start(self.inner.clone(), options)
+    }
+
+    /// Claim loops waiting idle now (each may be handed a task by a dispatch).
+    #[doc(hidden)]
+    pub fn idle_workers(&self) -> usize {
+        lock(&self.inner.idle).len()
     }
 
     /// Verifies every record and index; returns the problems found (empty when consistent).

@@ -42,12 +42,21 @@ pub(super) struct Pool {
     status: watch::Sender<WorkerStatus>,
 }
 
-pub(super) fn start(inner: Arc<Inner>, mut options: WorkerOptions) -> WorkerPool {
-    options.max_concurrency = options.max_concurrency.clamp(1, Semaphore::MAX_PERMITS);
+pub(super) fn start(inner: Arc<Inner>, options: WorkerOptions) -> Result<WorkerPool> {
+    options.validate().map_err(|reason| Error::InvalidOptions { what: "WorkerOptions", reason })?;
+    if options.heartbeat_interval >= options.lease_duration {
+        tracing::warn!(
+            worker = %options.worker_id,
+            heartbeat_interval = ?options.heartbeat_interval,
+            lease_duration = ?options.lease_duration,
+            "heartbeat_interval is not shorter than lease_duration: leases will lapse between beats"
+        );
+    }
     let queues = if options.queues.is_empty() { vec!["default".to_string()] } else { options.queues.clone() };
     let shared = Arc::new(Pool {
         id: inner.next_pool.fetch_add(1, Ordering::Relaxed),
-        permits: Arc::new(Semaphore::new(options.max_concurrency)),
+        // u32 permits always fit a semaphore (its bound is usize::MAX >> 3).
+        permits: Arc::new(Semaphore::new(options.max_concurrency as usize)),
         status: watch::Sender::new(WorkerStatus::Starting),
         inner,
         options,
@@ -55,7 +64,7 @@ pub(super) fn start(inner: Arc<Inner>, mut options: WorkerOptions) -> WorkerPool
     });
     tokio::spawn(claim_loop(shared.clone()));
     tokio::spawn(heartbeat_loop(shared.clone()));
-    WorkerPool { shared }
+    Ok(WorkerPool { shared })
 }
 
 impl WorkerPool {
@@ -95,7 +104,7 @@ impl WorkerPool {
             }
             change
         });
-        let all = pool.options.max_concurrency as u32;
+        let all = pool.options.max_concurrency;
         let deadline = pool.inner.clock.now_ms().saturating_add(duration_ms(grace));
         let finished = tokio::select! {
             permits = pool.permits.clone().acquire_many_owned(all) => Some(permits),
@@ -154,10 +163,10 @@ async fn claim_loop(pool: Arc<Pool>) {
     let filter = Filter { queues: &pool.queues, tags: &pool.options.tags };
     loop {
         if stopping(&pool) {
-            return;
+            break;
         }
         let permit = tokio::select! {
-            p = pool.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = pool.permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = status.changed() => continue,
             _ = shutdown.changed() => continue,
         };
@@ -172,26 +181,12 @@ async fn claim_loop(pool: Arc<Pool>) {
                 break Some(Taken::Ready(taken));
             }
             // Idle: a dispatch may hand us its task directly, claimed in its own transaction.
-            let (assign, mut assigned) = oneshot::channel();
+            let (assign, assigned) = oneshot::channel();
             let idle_id = pool.inner.next_attempt.fetch_add(1, Ordering::Relaxed);
             lock(&pool.inner.idle).push(Idle { id: idle_id, pool: pool.clone(), assign });
-            tokio::select! {
-                a = &mut assigned => if let Ok(a) = a { break Some(Taken::Assigned(a)) },
-                _ = &mut notified => {}
-                _ = status.changed() => {}
-                _ = shutdown.changed() => {}
-            }
-            let still_idle = {
-                let mut idle = lock(&pool.inner.idle);
-                let before = idle.len();
-                idle.retain(|i| i.id != idle_id);
-                idle.len() < before
-            };
-            if !still_idle {
-                // Reserved by a dispatch meanwhile: its assignment is on the way.
-                if let Ok(a) = assigned.await {
-                    break Some(Taken::Assigned(a));
-                }
+            match wait_idle(&pool, idle_id, assigned, &mut notified, &mut status, &mut shutdown).await {
+                Some(a) => break Some(Taken::Assigned(a)),
+                None => continue,
             }
         };
         let (item, function) = match taken {
@@ -213,6 +208,43 @@ async fn claim_loop(pool: Arc<Pool>) {
             .insert(serial, Running { task_id: item.task_id, pool: pool.id, token: None, abort: None, aborted: false });
         tokio::spawn(run_attempt(pool.clone(), serial, item, function, permit));
     }
+    // Closing the engine stops the pool as a drain would (a drain sets `Stopped` itself once
+    // its attempts are done).
+    if *pool.inner.shutdown.borrow() {
+        pool.status.send_replace(WorkerStatus::Stopped);
+    }
+}
+
+/// Waits, registered idle as `idle_id`, for an assignment from a dispatch, new ready work, or
+/// a status change. Returns the assignment if one came. The receiver is awaited at most until
+/// it completes once: polling a completed oneshot again panics (which `close` used to trigger
+/// by dropping every idle registration while its loop waited).
+async fn wait_idle(
+    pool: &Pool,
+    idle_id: u64,
+    mut assigned: oneshot::Receiver<Assignment>,
+    notified: &mut Pin<&mut tokio::sync::futures::Notified<'_>>,
+    status: &mut watch::Receiver<WorkerStatus>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Assignment> {
+    tokio::select! {
+        a = &mut assigned => return a.ok(),
+        _ = notified.as_mut() => {}
+        _ = status.changed() => {}
+        _ = shutdown.changed() => {}
+    }
+    let still_idle = {
+        let mut idle = lock(&pool.inner.idle);
+        let before = idle.len();
+        idle.retain(|i| i.id != idle_id);
+        idle.len() < before
+    };
+    if still_idle {
+        return None;
+    }
+    // Taken from the list meanwhile: by a dispatch (its assignment is on the way) or by
+    // `close` (the sender is dropped, and the receiver completes with an error).
+    assigned.await.ok()
 }
 
 async fn run_attempt(

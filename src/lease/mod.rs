@@ -28,6 +28,10 @@ pub enum LeaseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimRefused {
     AlreadyLeased,
+    /// The attempt counter is at `u32::MAX`: a further token could not be larger than every
+    /// earlier one, so the task can never be claimed again (a checked error, never a
+    /// saturating token that would let two holders share one).
+    TokensExhausted,
 }
 
 /// Mutable view of a task's fencing state: its attempt counter and current lease.
@@ -43,7 +47,9 @@ impl Fence<'_> {
         if self.lease.is_some() {
             return Err(ClaimRefused::AlreadyLeased);
         }
-        let token = self.attempt.checked_add(1).unwrap_or(u32::MAX);
+        let Some(token) = self.attempt.checked_add(1) else {
+            return Err(ClaimRefused::TokensExhausted);
+        };
         debug_assert!(token > *self.attempt, "fencing token must strictly increase");
         *self.attempt = token;
         *self.lease = Some(LeaseRecord {
@@ -113,6 +119,18 @@ mod tests {
         assert_eq!(f.renew(t2, 150, 100), Ok(250));
         assert!(f.expire(t2, 200).is_none(), "renewed lease does not expire at the old time");
         assert_eq!(f.release(t2).unwrap().worker, "b");
+    }
+
+    #[test]
+    fn fencing_tokens_never_saturate() {
+        let (mut attempt, mut lease) = (u32::MAX - 1, None);
+        let mut f = Fence { task_id: 1, attempt: &mut attempt, lease: &mut lease };
+        let last = f.claim("a", 0, 100).unwrap();
+        assert_eq!(last, u32::MAX);
+        f.release(last).unwrap();
+        assert_eq!(f.claim("b", 1, 100), Err(ClaimRefused::TokensExhausted));
+        assert!(f.lease.is_none(), "a refused claim takes no lease");
+        assert_eq!(*f.attempt, u32::MAX, "a refused claim leaves the counter alone");
     }
 }
 

@@ -67,7 +67,9 @@ pub struct Continuation {
 
 impl Continuation {
     fn accepts(&self, task: &TaskRecord) -> bool {
-        task.function == self.function
+        // A task out of fencing tokens is left to the normal claim, which refuses it.
+        task.attempt < u32::MAX
+            && task.function == self.function
             && self.queues.contains(&task.queue)
             && (task.tags.is_empty() || task.tags.iter().any(|t| self.tags.contains(t)))
     }

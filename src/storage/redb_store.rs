@@ -681,6 +681,9 @@ impl Batch<'_, '_> {
         if task.lease.is_some() {
             return Ok(Err(Error::TaskNotClaimable { task_id }));
         }
+        if task.attempt == u32::MAX {
+            return Ok(Err(Error::TokensExhausted { task_id }));
+        }
         Ok(Ok(OpOutput::Claimed(self.take_lease(task, exec, worker, lease_ms)?)))
     }
 
