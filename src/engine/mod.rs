@@ -105,7 +105,9 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     ready: ready::ReadyQueue,
     timers: Timers,
-    waiters: Mutex<HashMap<u64, Vec<oneshot::Sender<()>>>>,
+    /// `wait_for` calls by execution, each under its own number so it can remove itself.
+    waiters: Mutex<HashMap<u64, Vec<(u64, oneshot::Sender<()>)>>>,
+    next_waiter: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
     next_attempt: AtomicU64,
     /// Claim loops with nothing to do, which a dispatch may hand its task to directly.
@@ -172,7 +174,7 @@ impl Inner {
                 }
                 Effect::Finished { execution_id } => {
                     drop(self.unpark(execution_id));
-                    for waiter in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
+                    for (_, waiter) in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
                         let _ = waiter.send(());
                     }
                 }
@@ -597,6 +599,7 @@ impl EngineBuilder {
             ready: ready::ReadyQueue::default(),
             timers: Timers::default(),
             waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(0),
             running: Mutex::new(HashMap::new()),
             next_attempt: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
@@ -871,8 +874,10 @@ impl Engine {
     ) -> Result<F::Output> {
         let deadline = timeout.map(|t| self.inner.clock.now_ms().saturating_add(duration_ms(t)));
         loop {
-            let (tx, rx) = oneshot::channel();
-            lock(&self.inner.waiters).entry(id.0).or_default().push(tx);
+            // Registered before reading the state, so a commit in between still wakes us; the
+            // guard removes the registration however this call ends (result, error, timeout,
+            // or the future dropped).
+            let (waiter, woken) = Waiter::register(&self.inner, id.0);
             let (exec, _) = self.load(id)?;
             if let Some(output) = self.outcome(function, &exec)? {
                 return Ok(output);
@@ -882,21 +887,20 @@ impl Engine {
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
-                woke = rx => if woke.is_err() { return Err(Error::Shutdown) },
+                woke = woken => if woke.is_err() { return Err(Error::Shutdown) },
                 _ = sleep => {
-                    let mut waiters = lock(&self.inner.waiters);
-                    if let Some(list) = waiters.get_mut(&id.0) {
-                        list.retain(|w| !w.is_closed());
-                        if list.is_empty() {
-                            waiters.remove(&id.0);
-                        }
-                    }
-                    drop(waiters);
+                    drop(waiter);
                     let (exec, _) = self.load(id)?;
                     return self.outcome(function, &exec)?.ok_or(Error::WaitTimeout(id));
                 }
             }
         }
+    }
+
+    /// `wait_for` registrations held now (each is removed when its call returns).
+    #[doc(hidden)]
+    pub fn waiters(&self) -> usize {
+        lock(&self.inner.waiters).values().map(Vec::len).sum()
     }
 
     /// Everything known about an execution, with the progress of its last steps.
@@ -1128,6 +1132,35 @@ impl Engine {
         }
         self.inner.store.write().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())
+    }
+}
+
+/// One `wait_for` registration; dropping it removes it (a finished execution's wake-up has
+/// removed the whole list already).
+struct Waiter<'a> {
+    inner: &'a Inner,
+    execution_id: u64,
+    id: u64,
+}
+
+impl<'a> Waiter<'a> {
+    fn register(inner: &'a Inner, execution_id: u64) -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let id = inner.next_waiter.fetch_add(1, Ordering::Relaxed);
+        lock(&inner.waiters).entry(execution_id).or_default().push((id, tx));
+        (Waiter { inner, execution_id, id }, rx)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiters = lock(&self.inner.waiters);
+        if let Some(list) = waiters.get_mut(&self.execution_id) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                waiters.remove(&self.execution_id);
+            }
+        }
     }
 }
 
