@@ -134,6 +134,7 @@ fn in_memory(c: &mut Criterion) {
 /// transactions (dispatch, claim, complete) the writer commits for it, on an in-memory store.
 fn store(c: &mut Criterion) {
     let store = RedbStore::open(OpenOptions {
+        init_empty_file: false,
         path: None,
         backend: None,
         verify_on_open: false,

@@ -250,24 +250,47 @@ async fn truncated_file_is_refused_and_left_as_it_is() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// redb's `create` initialises an empty file as a new database, so a file truncated to zero
-/// bytes opens as an empty engine. stent cannot tell it from a freshly created file (as
-/// `tempfile::NamedTempFile` makes), so this is the sensible outcome, but it means all data is
-/// gone without an error.
+/// An existing file of zero bytes is what a truncation, a failed copy or a full disk leaves.
+/// redb's `create` would initialise it as a new database, so all data would be gone without an
+/// error: it is refused and left as it is, unless the builder allows initialising it
+/// (`init_empty_file`, for files made empty on purpose, as `tempfile::NamedTempFile` does).
 #[tokio::test]
-async fn zero_byte_file_opens_as_a_new_empty_database() -> anyhow::Result<()> {
+async fn zero_byte_file_is_refused_unless_allowed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("stent.db");
     database_with(&path, &[1, 2, 3]).await?;
     std::fs::write(&path, b"")?;
 
-    let engine = open(&path)?;
+    match open(&path) {
+        Err(Error::Storage(StorageError::EmptyFile(p))) => assert_eq!(p, path.display().to_string()),
+        Err(other) => panic!("expected EmptyFile, got {other:?}"),
+        Ok(_) => panic!("an empty file opened as a database"),
+    }
+    assert_eq!(std::fs::metadata(&path)?.len(), 0, "the refused file is left as it is");
+
+    let engine = Engine::builder()
+        .path(&path)
+        .init_empty_file(true)
+        .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) })
+        .open()?;
     assert_eq!(total(&engine)?, 0);
-    assert_eq!(engine.check()?, Vec::<String>::new());
-    assert!(matches!(engine.state_of(ExecutionId(1)), Err(Error::UnknownExecution(ExecutionId(1)))));
     assert_eq!(engine.dispatch(ECHO, &7).await?, ExecutionId(1));
     engine.close().await?;
     assert_eq!(read_schema_version(&path)?, Some(SUPPORTED_SCHEMA));
+    // Once it is a database, it opens without the flag.
+    open(&path)?.close().await?;
+    Ok(())
+}
+
+/// A missing file is created: the usual first run.
+#[tokio::test]
+async fn missing_file_is_created() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("new.db");
+    let engine = open(&path)?;
+    assert_eq!(engine.dispatch(ECHO, &1).await?, ExecutionId(1));
+    engine.close().await?;
+    assert!(std::fs::metadata(&path)?.len() > 0);
     Ok(())
 }
 

@@ -90,6 +90,7 @@ async fn idempotency_key_returns_the_first_id_and_creates_nothing() -> anyhow::R
 async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
     use stent::storage::{NewExecution, Op, OpenOptions, RedbStore, Store};
     let store = RedbStore::open(OpenOptions {
+        init_empty_file: false,
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
         verify_on_open: true,

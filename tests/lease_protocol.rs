@@ -121,6 +121,7 @@ fn one(store: &RedbStore, now: u64, op: Op) -> stent::Result<OpOutput> {
 #[tokio::test]
 async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow::Result<()> {
     let store = RedbStore::open(OpenOptions {
+        init_empty_file: false,
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
         verify_on_open: true,

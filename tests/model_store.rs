@@ -971,6 +971,7 @@ struct Sut {
 
 fn open(disk: &MemoryDisk, faults: &Arc<Faults>) -> RedbStore {
     RedbStore::open(OpenOptions {
+        init_empty_file: false,
         path: None,
         backend: Some(Box::new(disk.clone())),
         verify_on_open: true,

@@ -342,13 +342,26 @@ pub struct EngineBuilder {
     evict_after: Duration,
     parked_workflows_max: usize,
     retention: Option<Duration>,
+    init_empty_file: bool,
     faults: Arc<Faults>,
 }
 
 impl EngineBuilder {
-    /// The database file; created if missing.
+    /// The database file: opened if it is a stent database, created if missing. An existing
+    /// empty file is refused ([`StorageError::EmptyFile`](crate::storage::StorageError)) unless
+    /// [`init_empty_file`](Self::init_empty_file) allows it; a file of another kind is
+    /// refused and left untouched.
     pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// Lets an existing file of zero bytes become a new database (a file made by
+    /// `tempfile::NamedTempFile`, say). Off by default: an empty file is also what a
+    /// truncation or a failed copy leaves, and opening it as new would hide that the data is
+    /// gone.
+    pub fn init_empty_file(mut self, allow: bool) -> Self {
+        self.init_empty_file = allow;
         self
     }
 
@@ -581,6 +594,7 @@ impl EngineBuilder {
             faults: self.faults.clone(),
             cache_entries_max: self.cache_entries_max,
             page_cache_bytes: self.page_cache_bytes,
+            init_empty_file: self.init_empty_file,
         })?;
         let store: Arc<dyn Store> = Arc::new(store);
         let effects = store.recover(self.clock.now_ms())?;
@@ -779,6 +793,7 @@ impl Engine {
             evict_after: EVICT_AFTER_DEFAULT,
             parked_workflows_max: PARKED_WORKFLOWS_MAX_DEFAULT,
             retention: None,
+            init_empty_file: false,
             faults: Arc::new(Faults::default()),
         }
     }

@@ -14,6 +14,13 @@ pub enum StorageError {
     /// redb found the file itself damaged (truncated, bad page checksums).
     #[error("database file is corrupt or truncated: {0}")]
     CorruptFile(String),
+    /// The file exists but holds nothing: what a truncation, a failed copy or a full disk
+    /// leaves. Refused rather than initialised, unless `EngineBuilder::init_empty_file`.
+    #[error(
+        "database file {0} exists but is empty (0 bytes); refusing to treat it as a new database. \
+         Remove it, or allow it with EngineBuilder::init_empty_file(true)"
+    )]
+    EmptyFile(String),
     #[error("database file is already open (by this or another process)")]
     InUse,
     #[error("I/O error: {0}")]

@@ -37,6 +37,9 @@ pub struct OpenOptions {
     pub cache_entries_max: u64,
     /// redb's page cache; resident memory grows with the file up to this.
     pub page_cache_bytes: usize,
+    /// Whether an existing file of zero bytes may become a new database. Off by default: an
+    /// empty file is also what a failed copy, a full disk or a truncation leaves.
+    pub init_empty_file: bool,
 }
 
 /// Lets a boxed backend be handed to redb, which takes backends by value.
@@ -118,7 +121,19 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> 
 
 impl RedbStore {
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
-        let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max, page_cache_bytes } = options;
+        let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max, page_cache_bytes, init_empty_file } =
+            options;
+        if let (Some(path), None) = (&path, &backend) {
+            // A missing file is created; an existing one must be a database already, unless
+            // the application said an empty one is its to initialise. (redb's `create` would
+            // silently initialise any empty file.)
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.len() == 0 && !init_empty_file => {
+                    return Err(StorageError::EmptyFile(path.display().to_string()))
+                }
+                _ => {}
+            }
+        }
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(verify_on_open);
         builder.set_cache_size(page_cache_bytes);
