@@ -106,7 +106,7 @@ pub(crate) struct Inner {
     ready: ready::ReadyQueue,
     timers: Timers,
     /// `wait_for` calls by execution, each under its own number so it can remove itself.
-    waiters: Mutex<HashMap<u64, Vec<(u64, oneshot::Sender<()>)>>>,
+    waiters: Mutex<HashMap<u64, Vec<WaiterEntry>>>,
     next_waiter: AtomicU64,
     running: Mutex<HashMap<u64, Running>>,
     next_attempt: AtomicU64,
@@ -1149,6 +1149,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// A registered `wait_for` call: its number and its wake-up.
+type WaiterEntry = (u64, oneshot::Sender<()>);
 
 /// One `wait_for` registration; dropping it removes it (a finished execution's wake-up has
 /// removed the whole list already).
