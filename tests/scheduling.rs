@@ -167,3 +167,95 @@ async fn higher_priority_runs_first() -> anyhow::Result<()> {
     engine.close().await?;
     Ok(())
 }
+
+/// Captures formatted tracing output for one test (the subscriber is the thread's default,
+/// and a current-thread runtime runs the engine's tasks on that thread).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Tags stay routing constraints, but work no pool of this process accepts is visible: counted
+/// per queue and tags by `unserved_work`, and a warning once it has waited longer than
+/// `unserved_warn_after` on the engine clock.
+#[tokio::test]
+async fn tagged_work_no_pool_serves_is_visible() -> anyhow::Result<()> {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let engine = builder(&disk, &clock)
+        .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) })
+        .unserved_warn_after("1m")
+        .open()?;
+    let gpu = engine.serve(WorkerOptions { tags: vec!["gpu".into()], ..options("gpu") })?;
+    let cpu_task = engine.dispatch(ECHO, &1).tag("cpu").await?;
+    let billing = engine.dispatch(ECHO, &2).queue("billing").await?;
+    let gpu_task = engine.dispatch(ECHO, &3).tag("gpu").await?;
+    finished(&engine, ECHO, gpu_task).await?;
+    prove_workers_idle(&engine).await?;
+
+    let start = stent::Clock::now_ms(&clock);
+    let unserved = engine.unserved_work();
+    assert_eq!(
+        unserved,
+        vec![
+            stent::UnservedWork { queue: "billing".into(), tags: vec![], pending: 1, oldest_ready_ms: start },
+            stent::UnservedWork {
+                queue: "default".into(),
+                tags: vec!["cpu".into()],
+                pending: 1,
+                oldest_ready_ms: start
+            },
+        ]
+    );
+    assert_eq!(state(&engine, cpu_task), ExecutionState::Pending);
+
+    // Not yet past the threshold: no warning.
+    clock.advance(Duration::from_secs(30));
+    tokio::task::yield_now().await;
+    assert_eq!(stent::engine::Stats::get(&engine.stats().unserved_warnings), 0);
+    assert!(!captured.text().contains("no worker pool"), "{}", captured.text());
+
+    // Past it: one warning per group, naming queue and tags.
+    clock.advance(Duration::from_secs(31));
+    stent::testing::wait_until(LIMIT, "both groups are warned about", || {
+        stent::engine::Stats::get(&engine.stats().unserved_warnings) >= 2
+    })
+    .await;
+    let log = captured.text();
+    assert!(log.contains("WARN"), "{log}");
+    assert!(log.contains("no worker pool in this process serves"), "{log}");
+    assert!(log.contains("queue=billing"), "{log}");
+    assert!(log.contains("tags=[\"cpu\"]"), "{log}");
+
+    // A pool that accepts them runs them; nothing is left unserved.
+    let cpu = engine.serve(WorkerOptions {
+        queues: vec!["default".into(), "billing".into()],
+        tags: vec!["cpu".into()],
+        ..options("cpu")
+    })?;
+    for id in [cpu_task, billing] {
+        assert!(finished(&engine, ECHO, id).await? > 0);
+    }
+    assert_eq!(engine.unserved_work(), vec![]);
+    gpu.drain().await?;
+    cpu.drain().await?;
+    engine.close().await?;
+    Ok(())
+}

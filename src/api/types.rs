@@ -310,6 +310,18 @@ pub struct DeadLetter {
     pub failed_ms: u64,
 }
 
+/// Ready work that no worker pool of this process can take (see `Engine::unserved_work`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnservedWork {
+    pub queue: String,
+    /// The work's tags, sorted (empty: untagged work whose queue no pool serves).
+    pub tags: Vec<String>,
+    /// Tasks ready now in this group.
+    pub pending: u64,
+    /// When the longest-waiting of them became ready (ms since the epoch, engine clock).
+    pub oldest_ready_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunningTask {
     pub task_id: u64,

@@ -15,6 +15,7 @@ mod parked;
 mod ready;
 mod registry;
 mod timers;
+mod unserved;
 mod worker;
 mod writer;
 
@@ -36,7 +37,7 @@ pub use worker::WorkerPool;
 
 use crate::api::{
     ActivityError, CleanupReport, DeadLetter, DurationArg, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState,
-    FunctionHandle, Page, RetryPolicy, RunningTask, WorkerOptions,
+    FunctionHandle, Page, RetryPolicy, RunningTask, UnservedWork, WorkerOptions,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
@@ -74,6 +75,8 @@ pub struct Stats {
     pub resumes: AtomicU64,
     pub lease_renewals: AtomicU64,
     pub leases_lost: AtomicU64,
+    /// Warnings logged about ready work no pool of this process serves.
+    pub unserved_warnings: AtomicU64,
 }
 
 impl Stats {
@@ -120,6 +123,10 @@ pub(crate) struct Inner {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     faults: Arc<Faults>,
     next_pool: AtomicU64,
+    /// Every pool started on this engine (dropped ones are pruned as new ones start).
+    pools: Mutex<Vec<std::sync::Weak<worker::Pool>>>,
+    unserved_warn_after_ms: u64,
+    unserved_check_armed: std::sync::atomic::AtomicBool,
     stats: Stats,
     /// Blocked workflow futures kept in memory (see `EngineBuilder::evict_after`).
     parked: parked::ParkedSet,
@@ -157,8 +164,8 @@ impl Inner {
         let now = self.clock.now_ms();
         for effect in effects {
             match effect {
-                Effect::Ready(item) => self.ready.push(item),
-                Effect::Timer { due_ms, item } if due_ms <= now => self.ready.push(item),
+                Effect::Ready(item) => self.push_ready(item),
+                Effect::Timer { due_ms, item } if due_ms <= now => self.push_ready(item),
                 Effect::Timer { due_ms, item } => {
                     self.timers.add(due_ms, Due::Task(item));
                 }
@@ -292,7 +299,8 @@ impl Inner {
             let (due, next) = self.timers.pop_due(self.clock.now_ms());
             for what in due {
                 match what {
-                    Due::Task(item) => self.ready.push(item),
+                    Due::Task(item) => self.push_ready(item),
+                    Due::UnservedCheck => self.check_unserved(),
                     Due::Lease { task_id, token } => {
                         let inner = self.clone();
                         tokio::spawn(async move {
@@ -342,6 +350,7 @@ pub struct EngineBuilder {
     evict_after: Duration,
     parked_workflows_max: usize,
     retention: Option<Duration>,
+    unserved_warn_after: Duration,
     init_empty_file: bool,
     faults: Arc<Faults>,
 }
@@ -353,6 +362,18 @@ impl EngineBuilder {
     /// refused and left untouched.
     pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
         self.path = Some(path.into());
+        self
+    }
+
+    /// How long ready work may wait with no pool of this process able to take it (queue not
+    /// served, no pool with one of its tags, function not registered) before a warning is
+    /// logged; default 60 s, on the engine's clock. Zero turns the warning off;
+    /// [`Engine::unserved_work`] counts such work either way.
+    pub fn unserved_warn_after(mut self, after: impl Into<DurationArg>) -> Self {
+        match after.into().get() {
+            Ok(d) => self.unserved_warn_after = d,
+            Err(e) => self.errors.push(e.to_string()),
+        }
         self
     }
 
@@ -625,6 +646,9 @@ impl EngineBuilder {
             writer_thread: Mutex::new(None),
             faults: self.faults,
             next_pool: AtomicU64::new(1),
+            pools: Mutex::new(Vec::new()),
+            unserved_warn_after_ms: duration_ms(self.unserved_warn_after),
+            unserved_check_armed: std::sync::atomic::AtomicBool::new(false),
             stats: Stats::default(),
             parked: parked::ParkedSet::new(self.parked_workflows_max),
             evict_after_ms: duration_ms(self.evict_after),
@@ -793,6 +817,7 @@ impl Engine {
             evict_after: EVICT_AFTER_DEFAULT,
             parked_workflows_max: PARKED_WORKFLOWS_MAX_DEFAULT,
             retention: None,
+            unserved_warn_after: Duration::from_secs(60),
             init_empty_file: false,
             faults: Arc::new(Faults::default()),
         }
@@ -910,6 +935,14 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Ready work that no worker pool of this process can take, per queue and tags: the
+    /// queue is not served, no pool has one of the work's tags, or its function is not
+    /// registered here. Such work waits (tags are routing constraints) until a pool that
+    /// accepts it starts; see [`EngineBuilder::unserved_warn_after`].
+    pub fn unserved_work(&self) -> Vec<UnservedWork> {
+        self.inner.unserved_work()
     }
 
     /// `wait_for` registrations held now (each is removed when its call returns).

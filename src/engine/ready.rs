@@ -56,6 +56,20 @@ impl ReadyQueue {
         self.notify.notify_waiters();
     }
 
+    /// Visits every ready task (in no particular order across queues).
+    pub fn for_each(&self, mut f: impl FnMut(&ReadyItem)) {
+        let maps: Vec<_> = self.queues.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for map in maps {
+            for entry in map.iter() {
+                f(entry.value());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queues.read().unwrap_or_else(|p| p.into_inner()).values().all(|m| m.is_empty())
+    }
+
     /// Takes the best task the filter accepts whose function has a free concurrency slot.
     /// On success the slot is held by the caller.
     pub fn take(&self, filter: &Filter<'_>, registry: &Registry) -> Option<(ReadyItem, Arc<Function>)> {

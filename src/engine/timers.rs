@@ -20,6 +20,8 @@ pub enum Due {
     Deadline {
         execution_id: u64,
     },
+    /// Look for ready work no pool of this process serves (`unserved_warn_after`).
+    UnservedCheck,
     /// A parked workflow future has waited `evict_after`.
     Evict {
         execution_id: u64,

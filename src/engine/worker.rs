@@ -62,6 +62,11 @@ pub(super) fn start(inner: Arc<Inner>, options: WorkerOptions) -> Result<WorkerP
         options,
         queues,
     });
+    {
+        let mut pools = lock(&shared.inner.pools);
+        super::unserved::prune(&mut pools);
+        pools.push(Arc::downgrade(&shared));
+    }
     tokio::spawn(claim_loop(shared.clone()));
     tokio::spawn(heartbeat_loop(shared.clone()));
     Ok(WorkerPool { shared })
@@ -144,6 +149,19 @@ impl WorkerPool {
         pool.status.send_replace(WorkerStatus::Stopped);
         Ok(given_back)
     }
+}
+
+/// Pools of this engine that still exist.
+pub(super) fn live_pools(inner: &Inner) -> Vec<Arc<Pool>> {
+    lock(&inner.pools).iter().filter_map(std::sync::Weak::upgrade).collect()
+}
+
+/// Whether `pool` takes work of `queue` with `tags` (the routing rule): it serves the queue,
+/// is not stopping, and the work is untagged or shares one of the pool's tags.
+pub(super) fn serves(pool: &Pool, queue: &str, tags: &[String]) -> bool {
+    !stopping(pool)
+        && pool.queues.iter().any(|q| q == queue)
+        && (tags.is_empty() || tags.iter().any(|t| pool.options.tags.contains(t)))
 }
 
 fn stopping(pool: &Pool) -> bool {
@@ -542,12 +560,7 @@ pub(super) fn reserve_idle(
 ) -> Option<Reservation> {
     let idle = {
         let mut idle = lock(&inner.idle);
-        let at = idle.iter().position(|i| {
-            let pool = &i.pool;
-            !stopping(pool)
-                && pool.queues.iter().any(|q| q == queue)
-                && (tags.is_empty() || tags.iter().any(|t| pool.options.tags.contains(t)))
-        })?;
+        let at = idle.iter().position(|i| serves(&i.pool, queue, tags))?;
         if !function.limiter.try_acquire() {
             return None;
         }
