@@ -42,7 +42,7 @@ use crate::api::{
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
 use crate::storage::{
-    CleanupCursor, EagerClaim, Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store,
+    CleanupCursor, EagerClaim, Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, StorageError, Store,
 };
 use registry::{Bound, Function, Registry};
 use timers::{Due, Timers};
@@ -955,14 +955,26 @@ impl Engine {
     pub fn state_of(&self, id: ExecutionId) -> Result<ExecutionInfo> {
         let (exec, task) = self.load(id)?;
         let store = self.inner.store()?;
-        let journal = store.journal(id.0)?;
-        let (counters, state) = store.context(id.0)?;
         let mut info = info(exec, &task);
-        info.counters = counters.into_iter().collect();
-        info.custom_state = state.into_iter().map(|(k, v)| (k, json_value(&v))).collect();
-        info.steps = u32::try_from(journal.len()).unwrap_or(u32::MAX);
-        let skip = journal.len().saturating_sub(crate::api::PROGRESS_LINES_MAX);
-        info.progress = journal.iter().skip(skip).map(progress_line).collect();
+        // A damaged journal or context record does not hide the execution's state (which says
+        // why it failed): the progress names the damage instead.
+        match store.context(id.0) {
+            Ok((counters, state)) => {
+                info.counters = counters.into_iter().collect();
+                info.custom_state = state.into_iter().map(|(k, v)| (k, json_value(&v))).collect();
+            }
+            Err(e @ StorageError::Corrupted { .. }) => info.progress.push(format!("counters or state unreadable: {e}")),
+            Err(e) => return Err(e.into()),
+        }
+        match store.journal(id.0) {
+            Ok(journal) => {
+                info.steps = u32::try_from(journal.len()).unwrap_or(u32::MAX);
+                let skip = journal.len().saturating_sub(crate::api::PROGRESS_LINES_MAX);
+                info.progress.extend(journal.iter().skip(skip).map(progress_line));
+            }
+            Err(e @ StorageError::Corrupted { .. }) => info.progress.push(format!("journal unreadable: {e}")),
+            Err(e) => return Err(e.into()),
+        }
         Ok(info)
     }
 

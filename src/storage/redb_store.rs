@@ -11,6 +11,8 @@ use super::records::{
     StepKind, StepOutcome, TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::*;
+
+mod quarantine;
 use super::{
     ClaimedTask, CleanupCursor, Continuation, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult,
     ReadyItem, StepBody, StepTask, StorageError, Store, TERMINAL_STATES,
@@ -69,6 +71,31 @@ impl redb::StorageBackend for Boxed {
 
 /// Results of one transaction's ops, by position in the caller's batch, and its effects.
 type TxnOutcome = (Vec<(usize, OpResult)>, Vec<Effect>);
+
+/// An op of a transaction refused because it met a corrupted record (at `table`, `key`).
+struct Refusal {
+    /// Position in the transaction's ops.
+    at: usize,
+    table: &'static str,
+    key: String,
+    /// Whether to stop the op's execution in the redo (false once that itself met damage).
+    quarantine: bool,
+}
+
+/// How one pass over a transaction's ops ended.
+enum Pass {
+    Committed(TxnOutcome),
+    /// Op `at` met a corrupted record: drop the transaction and run it again without the op.
+    Tainted {
+        at: usize,
+        table: &'static str,
+        key: String,
+    },
+    /// Stopping the execution of refused op `at` met damage too: run again without that.
+    QuarantineTainted {
+        at: usize,
+    },
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Counters {
@@ -204,10 +231,40 @@ impl RedbStore {
     /// One transaction over `ops` (tagged with their position in the caller's batch). A
     /// rejected op leaves neither writes nor effects; `LocalStepFailed` rejects the whole
     /// transaction (its ops were run alone for that reason).
+    ///
+    /// A record that fails to decode rejects the op that read it, by construction: the
+    /// transaction is dropped (with whatever that op wrote before it met the record) and run
+    /// again without it, so nothing it did can be committed, whatever the transition's code.
+    /// The redo also takes the op's execution out of the way (`quarantine`), so a damaged
+    /// record cannot make the same work run and fail forever. Each redo removes one op, so
+    /// this ends; corruption is rare, so the redo costs nothing in the steady state.
     fn run_txn(&self, now_ms: u64, ops: Vec<(usize, Op)>) -> Result<TxnOutcome, StorageError> {
         if ops.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
+        let mut refused: Vec<Refusal> = Vec::new();
+        loop {
+            match self.try_txn(now_ms, &ops, &refused)? {
+                Pass::Committed(outcome) => return Ok(outcome),
+                Pass::Tainted { at, table, key } => {
+                    tracing::error!(
+                        table,
+                        key = %key,
+                        "corrupted record: the operation that read it is rejected and its execution stopped"
+                    );
+                    refused.push(Refusal { at, table, key, quarantine: true });
+                }
+                Pass::QuarantineTainted { at } => {
+                    if let Some(r) = refused.iter_mut().find(|r| r.at == at) {
+                        r.quarantine = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass of `run_txn`: commits unless an op (or a quarantine) met a corrupted record.
+    fn try_txn(&self, now_ms: u64, ops: &[(usize, Op)], refused: &[Refusal]) -> Result<Pass, StorageError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let mut counters = self.lock_counters();
@@ -216,20 +273,36 @@ impl RedbStore {
         let effects;
         {
             let mut batch = self.batch(&txn, &mut working, now_ms)?;
-            for (i, op) in ops {
+            for (at, (i, op)) in ops.iter().enumerate() {
+                if let Some(r) = refused.iter().find(|r| r.at == at) {
+                    results.push((*i, Err(Error::Storage(corrupted(r.table, &r.key)))));
+                    continue;
+                }
                 let before = batch.effects.len();
-                let result = batch.apply(op)?;
+                let result = match batch.apply(op.clone()) {
+                    Err(StorageError::Corrupted { table, key })
+                    | Ok(Err(Error::Storage(StorageError::Corrupted { table, key }))) => {
+                        return Ok(Pass::Tainted { at, table, key })
+                    }
+                    other => other?,
+                };
                 if let Err(Error::LocalStepFailed { .. }) = &result {
                     drop(batch);
                     drop(txn); // Abort: the closure's writes go with it.
-                    return Ok((vec![(i, result)], Vec::new()));
+                    return Ok(Pass::Committed((vec![(*i, result)], Vec::new())));
                 }
                 // A rejected op wrote nothing, so it must not leave effects behind either.
                 if result.is_err() {
                     debug_assert_eq!(batch.effects.len(), before);
                     batch.effects.truncate(before);
                 }
-                results.push((i, result));
+                results.push((*i, result));
+            }
+            for r in refused.iter().filter(|r| r.quarantine) {
+                match batch.quarantine(&ops[r.at].1, r.table, &r.key) {
+                    Err(StorageError::Corrupted { .. }) => return Ok(Pass::QuarantineTainted { at: r.at }),
+                    other => other?,
+                }
             }
             batch.save_counters()?;
             effects = batch.effects;
@@ -239,7 +312,7 @@ impl RedbStore {
         }
         txn.commit()?;
         *counters = working;
-        Ok((results, effects))
+        Ok(Pass::Committed((results, effects)))
     }
 
     fn batch<'a, 't>(
@@ -2038,7 +2111,8 @@ impl Store for RedbStore {
                 }
             }
             if task.state == TaskState::Waiting {
-                let steps = journal_of(&journal, task.execution_id)?;
+                // A damaged entry is reported by the journal scan below.
+                let Ok(steps) = journal_of(&journal, task.execution_id) else { continue };
                 let waits_on_something = steps.iter().any(|e| match e.outcome {
                     StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => true,
                     StepOutcome::Scheduled { task_id } => tasks_by_id.get(&task_id).is_some_and(|t| {
@@ -2049,6 +2123,22 @@ impl Store for RedbStore {
                 if !waits_on_something {
                     problems.push(format!("workflow task {} waits with no live step to wake it", task.id));
                 }
+            }
+        }
+        // Every journal entry and cache record decodes (their checksums hold).
+        for entry in journal.iter()? {
+            let (k, v) = entry?;
+            let (execution_id, step) = k.value();
+            if let Err(e) = decode::<JournalEntry>(JOURNAL_NAME, &format_args!("({execution_id}, {step})"), v.value()) {
+                problems.push(e.to_string());
+            }
+        }
+        for entry in read.open_table(CACHE)?.iter()? {
+            let (k, v) = entry?;
+            let (function, version, _) = k.value();
+            if let Err(e) = decode::<CacheRecord>(CACHE_NAME, &format_args!("({function:?}, {version}, ..)"), v.value())
+            {
+                problems.push(e.to_string());
             }
         }
         let mut found = BTreeSet::new();
