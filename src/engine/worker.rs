@@ -430,15 +430,33 @@ async fn run_one(
             }
         },
     };
-    let join = tokio::spawn(tracing::Instrument::instrument(attempt, span));
+    // The spawned task waits for `start` before its first poll of the user's future: a
+    // runtime thread may poll a new task at once, and user code must not run before the check
+    // under the `running` lock below (an attempt aborted by `close` or a cancel meanwhile
+    // never starts, so it can take nothing, such as a semaphore permit, from its successor).
+    let (start, started) = oneshot::channel::<()>();
+    let gated = async move {
+        if started.await.is_err() {
+            // Aborted before it started: wait for the abort, which is already on its way.
+            std::future::pending::<()>().await;
+        }
+        attempt.await
+    };
+    let join = tokio::spawn(tracing::Instrument::instrument(gated, span));
     {
         let mut running = lock(&inner.running);
-        if let Some(r) = running.get_mut(&serial) {
-            r.token = Some(token);
-            r.abort = Some(join.abort_handle());
-            if r.aborted || *inner.shutdown.borrow() {
-                join.abort();
+        let go = match running.get_mut(&serial) {
+            Some(r) => {
+                r.token = Some(token);
+                r.abort = Some(join.abort_handle());
+                !(r.aborted || *inner.shutdown.borrow())
             }
+            None => !*inner.shutdown.borrow(),
+        };
+        if go {
+            let _ = start.send(());
+        } else {
+            join.abort();
         }
     }
     let outcome = join.await;
