@@ -1,0 +1,386 @@
+//! `EngineBuilder`: where the file is, which functions run, limits and clocks; `open`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch};
+
+use super::clock::{Clock, SystemClock};
+use super::ctx::Ctx;
+
+use super::registry::{self, Bound, Function, Registry};
+use super::timers::Timers;
+use super::{
+    ctx, lock, parked, ready, writer, Engine, Inner, Stats, BATCH_OPS_MAX_DEFAULT, COMMAND_QUEUE_MAX,
+    EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
+};
+use crate::api::{ActivityError, DurationArg, FunctionHandle, RetryPolicy};
+use crate::error::{Error, Result};
+use crate::storage::records::duration_ms;
+use crate::storage::{Faults, OpenOptions, RedbStore, Store};
+
+/// Builds an [`Engine`]: where its file is, which functions it runs, its clock.
+pub struct EngineBuilder {
+    path: Option<PathBuf>,
+    backend: Option<Box<dyn redb::StorageBackend>>,
+    registry: Registry,
+    last: Option<Function>,
+    errors: Vec<String>,
+    clock: Arc<dyn Clock>,
+    seed: Option<u64>,
+    verify_on_open: bool,
+    payload_bytes_max: u64,
+    batch_ops_max: usize,
+    cache_entries_max: u64,
+    page_cache_bytes: usize,
+    evict_after: Duration,
+    parked_workflows_max: usize,
+    retention: Option<Duration>,
+    unserved_warn_after: Duration,
+    init_empty_file: bool,
+    faults: Arc<Faults>,
+}
+
+impl EngineBuilder {
+    /// The database file: opened if it is a stent database, created if missing. An existing
+    /// empty file is refused ([`StorageError::EmptyFile`](crate::storage::StorageError)) unless
+    /// [`init_empty_file`](Self::init_empty_file) allows it; a file of another kind is
+    /// refused and left untouched.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// How long ready work may wait with no pool of this process able to take it (queue not
+    /// served, no pool with one of its tags, function not registered) before a warning is
+    /// logged; default 60 s, on the engine's clock. Zero turns the warning off;
+    /// [`Engine::unserved_work`] counts such work either way.
+    pub fn unserved_warn_after(mut self, after: impl Into<DurationArg>) -> Self {
+        match after.into().get() {
+            Ok(d) => self.unserved_warn_after = d,
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Lets an existing file of zero bytes become a new database (a file made by
+    /// `tempfile::NamedTempFile`, say). Off by default: an empty file is also what a
+    /// truncation or a failed copy leaves, and opening it as new would hide that the data is
+    /// gone.
+    pub fn init_empty_file(mut self, allow: bool) -> Self {
+        self.init_empty_file = allow;
+        self
+    }
+
+    /// Keep everything in memory (tests). Nothing survives the engine.
+    pub fn in_memory(mut self) -> Self {
+        self.path = None;
+        self.backend = None;
+        self
+    }
+
+    /// A custom redb storage backend (fault injection, `stent::testing::MemoryDisk`).
+    pub fn backend(mut self, backend: impl redb::StorageBackend) -> Self {
+        self.backend = Some(Box::new(backend));
+        self
+    }
+
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Seed of the RNG behind retry jitter (logged at open when not given).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    pub fn verify_on_open(mut self, verify: bool) -> Self {
+        self.verify_on_open = verify;
+        self
+    }
+
+    pub fn payload_bytes_max(mut self, bytes: u64) -> Self {
+        self.payload_bytes_max = bytes;
+        self
+    }
+
+    pub fn batch_ops_max(mut self, ops: usize) -> Self {
+        self.batch_ops_max = ops.max(1);
+        self
+    }
+
+    #[doc(hidden)]
+    pub fn faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    fn flush_last(&mut self) {
+        if let Some(f) = self.last.take() {
+            if f.name.starts_with("stent.") {
+                self.errors.push(format!("function name {:?}: names starting with \"stent.\" are reserved", f.name));
+                return;
+            }
+            if let Err(e) = self.registry.insert(f) {
+                self.errors.push(e.to_string());
+            }
+        }
+    }
+
+    /// Registers an activity: `async fn(Input) -> Result<Output, ActivityError>`. Options that
+    /// follow (`retry`, `max_concurrent`, `queue`, `priority`, `timeout`) apply to it.
+    pub fn activity<H, F, Fut>(mut self, handle: H, f: F) -> Self
+    where
+        H: FunctionHandle,
+        F: Fn(H::Input) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<H::Output, ActivityError>> + Send + 'static,
+    {
+        self.flush_last();
+        self.last = Some(Function::new(
+            handle.name(),
+            registry::handler(handle, Bound::<H, F>::new(f)),
+            RetryPolicy::default(),
+        ));
+        self
+    }
+
+    /// Registers a workflow: `async fn(Ctx, Input) -> stent::Result<Output>`. It must be
+    /// deterministic in the durable operations it performs, and await only `Ctx` operations.
+    /// A workflow's own error fails its execution (into the dead-letter queue) at once; an
+    /// attempt lost to a crash or an expired lease is retried up to 3 times in a row.
+    pub fn workflow<H, F, Fut>(mut self, handle: H, f: F) -> Self
+    where
+        H: FunctionHandle,
+        F: Fn(Ctx, H::Input) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<H::Output>> + Send + 'static,
+    {
+        self.flush_last();
+        // Errors a workflow returns are permanent (re-running it gives the same answer); the
+        // attempts guard against an attempt that keeps dying with its process.
+        self.last = Some(Function::new(
+            handle.name(),
+            registry::workflow_handler(handle, f),
+            RetryPolicy::exponential(3, Duration::from_secs(1)),
+        ));
+        self
+    }
+
+    fn with_last(mut self, what: &str, f: impl FnOnce(&mut Function)) -> Self {
+        match self.last.as_mut() {
+            Some(last) => f(last),
+            None => self.errors.push(format!("{what}() given before any function was registered")),
+        }
+        self
+    }
+
+    pub fn retry(self, policy: RetryPolicy) -> Self {
+        self.with_last("retry", |f| f.retry = policy)
+    }
+
+    /// At most `n` attempts of this function run at once across all workers (`0`: no limit).
+    pub fn max_concurrent(self, n: u32) -> Self {
+        self.with_last("max_concurrent", |f| f.limiter = crate::lease::Limiter::new(n))
+    }
+
+    pub fn queue(self, queue: &str) -> Self {
+        self.with_last("queue", |f| f.queue = queue.to_string())
+    }
+
+    pub fn priority(self, priority: i32) -> Self {
+        self.with_last("priority", |f| f.priority = priority)
+    }
+
+    /// Reuses this function's result across executions for `ttl`: a call or dispatch with the
+    /// same input (and `version`) gets the stored result without running. Bounded by
+    /// `cache_entries_max`; expired entries are removed as new ones come in.
+    pub fn cached(self, ttl: impl Into<DurationArg>) -> Self {
+        match ttl.into().get() {
+            Ok(ttl) => self.with_last("cached", |f| {
+                let version = f.cache.map_or(1, |c| c.version);
+                f.cache = Some(crate::storage::records::CachePolicy { version, ttl_ms: duration_ms(ttl) });
+            }),
+            Err(e) => {
+                let mut s = self;
+                s.errors.push(e.to_string());
+                s
+            }
+        }
+    }
+
+    /// The version of this function's code in cache keys: bump it when results change.
+    pub fn version(self, version: u32) -> Self {
+        self.with_last("version", |f| {
+            if let Some(c) = f.cache.as_mut() {
+                c.version = version;
+            } else {
+                f.cache = Some(crate::storage::records::CachePolicy { version, ttl_ms: 0 });
+            }
+        })
+    }
+
+    /// Bytes of file pages kept in memory (default 64 MiB). Resident memory follows the file's
+    /// size up to this; more helps large files, less suits small devices.
+    pub fn page_cache_bytes(mut self, bytes: usize) -> Self {
+        self.page_cache_bytes = bytes;
+        self
+    }
+
+    /// How long a blocked workflow's future may wait in memory (default 10 s, on the engine's
+    /// clock). Every suspension is committed first, so this trades memory for speed only: a
+    /// workflow woken while its future is kept resumes it where it stopped; one woken later
+    /// (or after a restart) is re-run from the top over its journal, which costs time in
+    /// proportion to the steps it has done. A wait known to be longer (a timer due later)
+    /// drops the future at once. `Duration::ZERO` always drops it. See also
+    /// [`EngineBuilder::parked_workflows_max`].
+    pub fn evict_after(mut self, threshold: impl Into<DurationArg>) -> Self {
+        match threshold.into().get() {
+            Ok(d) => self.evict_after = d,
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Blocked workflow futures kept in memory at most (default 1,000); beyond it the
+    /// longest-parked is dropped (its workflow replays when woken). `0` keeps none.
+    pub fn parked_workflows_max(mut self, max: usize) -> Self {
+        self.parked_workflows_max = max;
+        self
+    }
+
+    /// Keeps finished executions and dead letters for `period`, then removes them with all
+    /// their records (see [`Engine::cleanup`]); expired cache entries go too. Runs at open and
+    /// then every `period` (at most every hour) on the engine's clock. Default: keep
+    /// everything until `Engine::cleanup` is called.
+    pub fn retention(mut self, period: impl Into<DurationArg>) -> Self {
+        match period.into().get() {
+            Ok(d) => self.retention = Some(d),
+            Err(e) => self.errors.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Entries the function result cache keeps at most (default 10,000).
+    pub fn cache_entries_max(mut self, entries: u64) -> Self {
+        self.cache_entries_max = entries.max(1);
+        self
+    }
+
+    /// Limit on one attempt; an attempt that takes longer fails with code `"timeout"`.
+    pub fn timeout(self, timeout: impl Into<DurationArg>) -> Self {
+        match timeout.into().get() {
+            Ok(d) => self.with_last("timeout", |f| f.timeout = Some(d)),
+            Err(e) => {
+                let mut s = self;
+                s.errors.push(e.to_string());
+                s
+            }
+        }
+    }
+
+    /// Opens (or creates) the database, re-queues work left running by a previous process,
+    /// and starts the writer and timers. Must be called inside a tokio runtime.
+    pub fn open(mut self) -> Result<Engine> {
+        self.flush_last();
+        if !self.errors.is_empty() {
+            return Err(Error::Config(self.errors.join("; ")));
+        }
+        // The timer behind `Ctx::sleep`: due at the wake-up time, done as soon as it runs.
+        self.registry.insert(Function::new(
+            ctx::SLEEP_FUNCTION,
+            registry::Handler::Activity(Arc::new(|_| Box::pin(async { Ok(b"null".to_vec()) }))),
+            RetryPolicy::default(),
+        ))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("Engine::open must be called inside a tokio runtime".into()))?;
+        let store = RedbStore::open(OpenOptions {
+            path: self.path.clone(),
+            backend: self.backend.take(),
+            verify_on_open: self.verify_on_open,
+            faults: self.faults.clone(),
+            cache_entries_max: self.cache_entries_max,
+            page_cache_bytes: self.page_cache_bytes,
+            init_empty_file: self.init_empty_file,
+        })?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let effects = store.recover(self.clock.now_ms())?;
+        let seed = self.seed.unwrap_or_else(|| {
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            nanos ^ (u64::from(std::process::id()) << 32)
+        });
+        tracing::info!(seed, path = ?self.path, "stent engine open");
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let inner = Arc::new(Inner {
+            store: RwLock::new(Some(store.clone())),
+            tx: Mutex::new(Some(tx)),
+            registry: self.registry,
+            clock: self.clock,
+            ready: ready::ReadyQueue::default(),
+            timers: Timers::default(),
+            waiters: Mutex::new(HashMap::new()),
+            next_waiter: AtomicU64::new(0),
+            running: Mutex::new(HashMap::new()),
+            next_attempt: AtomicU64::new(1),
+            idle: Mutex::new(Vec::new()),
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+            seed,
+            payload_bytes_max: self.payload_bytes_max,
+            poisoned: Mutex::new(None),
+            shutdown: watch::Sender::new(false),
+            writer_thread: Mutex::new(None),
+            faults: self.faults,
+            next_pool: AtomicU64::new(1),
+            pools: Mutex::new(Vec::new()),
+            unserved_warn_after_ms: duration_ms(self.unserved_warn_after),
+            unserved_check_armed: std::sync::atomic::AtomicBool::new(false),
+            stats: Stats::default(),
+            parked: parked::ParkedSet::new(self.parked_workflows_max),
+            evict_after_ms: duration_ms(self.evict_after),
+        });
+        inner.apply_effects(effects);
+        let batch_ops_max = self.batch_ops_max;
+        let writer_inner = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("stent-writer".into())
+            .spawn(move || writer::run(writer_inner, store, rx, batch_ops_max))
+            .map_err(|e| Error::Config(format!("cannot start the writer thread: {e}")))?;
+        *lock(&inner.writer_thread) = Some(thread);
+        runtime.spawn(inner.clone().drive_timers());
+        if let Some(period) = self.retention {
+            runtime.spawn(inner.clone().retain(period, inner.clock.now_ms()));
+        }
+        Ok(Engine { inner })
+    }
+}
+
+impl EngineBuilder {
+    pub(super) fn new() -> Self {
+        EngineBuilder {
+            path: None,
+            backend: None,
+            registry: Registry::default(),
+            last: None,
+            errors: Vec::new(),
+            clock: Arc::new(SystemClock),
+            seed: None,
+            verify_on_open: true,
+            payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
+            batch_ops_max: BATCH_OPS_MAX_DEFAULT,
+            cache_entries_max: 10_000,
+            page_cache_bytes: 64 * 1024 * 1024,
+            evict_after: EVICT_AFTER_DEFAULT,
+            parked_workflows_max: PARKED_WORKFLOWS_MAX_DEFAULT,
+            retention: None,
+            unserved_warn_after: Duration::from_secs(60),
+            init_empty_file: false,
+            faults: Arc::new(Faults::default()),
+        }
+    }
+}

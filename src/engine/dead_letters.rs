@@ -1,0 +1,78 @@
+//! The dead-letter queue: list, inspect, replay (optionally with a new input), discard.
+
+use serde::Serialize;
+
+use super::{json_value, unexpected, Engine};
+use crate::api::{DeadLetter, ExecutionId};
+use crate::error::{Error, Result};
+use crate::storage::records::DeadLetterRecord;
+use crate::storage::{Op, OpOutput};
+
+impl Engine {
+    /// Dead letters, newest first.
+    pub fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        Ok(self.inner.store()?.dead_letters(limit)?.into_iter().map(dead_letter_view).collect())
+    }
+
+    pub fn dead_letter(&self, id: u64) -> Result<DeadLetter> {
+        self.inner.store()?.dead_letter(id)?.map(dead_letter_view).ok_or(Error::UnknownDeadLetter(id))
+    }
+
+    /// Re-opens the failed execution with a fresh retry budget and removes the dead letter.
+    pub async fn replay_dead_letter(&self, id: u64) -> Result<ExecutionId> {
+        self.replay(id, None).await
+    }
+
+    /// Like `replay_dead_letter`, with an operator-edited input.
+    pub async fn replay_dead_letter_with_input<I: Serialize>(&self, id: u64, input: &I) -> Result<ExecutionId> {
+        let letter = self.dead_letter(id)?;
+        let bytes = serde_json::to_vec(input)
+            .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
+        self.check_payload(&bytes)?;
+        self.replay(id, Some(bytes)).await
+    }
+
+    /// Replays a failed workflow execution, running its failed call at `step` again with an
+    /// operator-edited `input` (completed steps are kept and not redone).
+    pub async fn replay_dead_letter_with_step_input<I: Serialize>(
+        &self,
+        id: u64,
+        step: u32,
+        input: &I,
+    ) -> Result<ExecutionId> {
+        let letter = self.dead_letter(id)?;
+        let input = serde_json::to_vec(input)
+            .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
+        self.check_payload(&input)?;
+        match self.inner.submit(Op::ReplayDeadLetterStep { id, step, input }).await? {
+            OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) async fn replay(&self, id: u64, input: Option<Vec<u8>>) -> Result<ExecutionId> {
+        match self.inner.submit(Op::ReplayDeadLetter { id, input }).await? {
+            OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn discard_dead_letter(&self, id: u64) -> Result<()> {
+        self.inner.submit(Op::DiscardDeadLetter { id }).await.map(|_| ())
+    }
+}
+
+fn dead_letter_view(r: DeadLetterRecord) -> DeadLetter {
+    DeadLetter {
+        id: r.id,
+        execution_id: ExecutionId(r.execution_id),
+        task_id: r.task_id,
+        function: r.function,
+        queue: r.queue,
+        input: json_value(&r.input),
+        error: r.error,
+        attempts: r.attempts,
+        history: r.history,
+        failed_ms: r.failed_ms,
+    }
+}

@@ -1,0 +1,166 @@
+//! Starting executions: `Engine::dispatch` and `schedule`, and the `DispatchBuilder`.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use super::worker::{self};
+
+use super::{unexpected, Engine};
+use crate::api::{DurationArg, ExecutionId, FunctionHandle};
+use crate::error::{Error, Result};
+use crate::storage::records::{duration_ms, RetryRecord};
+use crate::storage::{EagerClaim, NewExecution, Op, OpOutput};
+
+/// A dispatch being prepared; `.await` it to commit.
+#[must_use = "a dispatch does nothing until awaited"]
+pub struct DispatchBuilder<'e, F: FunctionHandle> {
+    engine: &'e Engine,
+    function: F,
+    input: Result<Vec<u8>>,
+    delay: Option<DurationArg>,
+    max_duration: Option<DurationArg>,
+    queue: Option<String>,
+    priority: Option<i32>,
+    tags: Vec<String>,
+    idempotency_key: Option<String>,
+}
+
+impl<F: FunctionHandle> DispatchBuilder<'_, F> {
+    /// Start no earlier than this from now.
+    pub fn delay(mut self, delay: impl Into<DurationArg>) -> Self {
+        self.delay = Some(delay.into());
+        self
+    }
+
+    /// The execution times out this long after it is due to start (dispatch time plus delay).
+    pub fn max_duration(mut self, d: impl Into<DurationArg>) -> Self {
+        self.max_duration = Some(d.into());
+        self
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// A second dispatch with the same key returns the first execution's id and creates
+    /// nothing.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    pub(super) async fn run(self) -> Result<ExecutionId> {
+        let inner = &self.engine.inner;
+        let function = inner.registry.require(self.function.name())?;
+        let input = self.input?;
+        self.engine.check_payload(&input)?;
+        let delay_ms = self.delay.map(|d| d.get()).transpose()?.map_or(0, duration_ms);
+        let max_duration_ms = self.max_duration.map(|d| d.get()).transpose()?.map(duration_ms);
+        let queue = self.queue.unwrap_or_else(|| function.queue.clone());
+        // An idle worker may take the task in the dispatch's own transaction.
+        let reservation = if delay_ms == 0 { worker::reserve_idle(inner, function, &queue, &self.tags) } else { None };
+        let new = NewExecution {
+            function: function.name.to_string(),
+            kind: function.handler.kind(),
+            claim: reservation.as_ref().map(|r| EagerClaim {
+                worker: r.worker.clone(),
+                lease_ms: r.lease_ms,
+                serial: r.serial,
+            }),
+            queue,
+            priority: self.priority.unwrap_or(function.priority),
+            tags: self.tags,
+            input,
+            delay_ms,
+            max_duration_ms,
+            idempotency_key: self.idempotency_key,
+            retry: RetryRecord::from(&function.retry),
+            timeout_ms: function.timeout.map(duration_ms),
+            cache: function.cache.filter(|c| c.ttl_ms > 0),
+        };
+        let result = inner.submit(Op::Dispatch(new)).await;
+        match result {
+            Ok(OpOutput::Dispatched { execution_id, claimed, .. }) => {
+                if let Some(r) = reservation {
+                    r.finish(claimed);
+                }
+                Ok(ExecutionId(execution_id))
+            }
+            other => {
+                if let Some(r) = reservation {
+                    r.finish(None);
+                }
+                match other {
+                    Ok(output) => Err(unexpected(output)),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+}
+
+impl<'e, F: FunctionHandle> IntoFuture for DispatchBuilder<'e, F> {
+    type Output = Result<ExecutionId>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<ExecutionId>> + Send + 'e>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+impl Engine {
+    pub(super) fn check_payload(&self, bytes: &[u8]) -> Result<()> {
+        let len = bytes.len() as u64;
+        if len > self.inner.payload_bytes_max {
+            return Err(Error::PayloadTooLarge { bytes: len, limit: self.inner.payload_bytes_max });
+        }
+        Ok(())
+    }
+
+    /// Starts an execution of `function`; `.await` the returned builder.
+    ///
+    /// The handle's input type is checked at compile time:
+    ///
+    /// ```compile_fail
+    /// # async fn demo(engine: stent::Engine) {
+    /// const CHARGE: stent::Activity<u64, String> = stent::Activity::new("charge_card");
+    /// engine.dispatch(CHARGE, &"forty-two").await; // a &str is not a u64
+    /// # }
+    /// ```
+    pub fn dispatch<F: FunctionHandle>(&self, function: F, input: &F::Input) -> DispatchBuilder<'_, F> {
+        let input = serde_json::to_vec(input)
+            .map_err(|e| Error::Payload { function: function.name().to_string(), reason: e.to_string() });
+        DispatchBuilder {
+            engine: self,
+            function,
+            input,
+            delay: None,
+            max_duration: None,
+            queue: None,
+            priority: None,
+            tags: Vec::new(),
+            idempotency_key: None,
+        }
+    }
+
+    /// `dispatch` with a delay.
+    pub fn schedule<F: FunctionHandle>(
+        &self,
+        function: F,
+        input: &F::Input,
+        delay: impl Into<DurationArg>,
+    ) -> DispatchBuilder<'_, F> {
+        self.dispatch(function, input).delay(delay)
+    }
+}

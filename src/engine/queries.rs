@@ -1,0 +1,242 @@
+//! Reading what executions did: state, results, waiting for a result, listings, counts.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::clock::Sleep;
+
+use super::{json_value, lock, Engine, Inner};
+use crate::api::{
+    ActivityError, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, Page, RunningTask,
+    UnservedWork,
+};
+use crate::error::{Error, Result};
+use crate::storage::records::{duration_ms, ExecutionRecord, TaskRecord};
+use crate::storage::StorageError;
+
+impl Engine {
+    pub(super) fn load(&self, id: ExecutionId) -> Result<(ExecutionRecord, TaskRecord)> {
+        self.inner.store()?.execution(id.0)?.ok_or(Error::UnknownExecution(id))
+    }
+
+    pub(super) fn outcome<F: FunctionHandle>(&self, function: F, exec: &ExecutionRecord) -> Result<Option<F::Output>> {
+        if exec.function != function.name() {
+            return Err(Error::Payload {
+                function: function.name().to_string(),
+                reason: format!("execution {} runs {:?}, not {:?}", exec.id, exec.function, function.name()),
+            });
+        }
+        let id = ExecutionId(exec.id);
+        match exec.state {
+            ExecutionState::Pending | ExecutionState::Running => Ok(None),
+            ExecutionState::Completed => {
+                let bytes = exec.output.as_deref().unwrap_or(b"null");
+                serde_json::from_slice(bytes).map(Some).map_err(|e| Error::Payload {
+                    function: exec.function.clone(),
+                    reason: format!("result does not decode: {e}"),
+                })
+            }
+            ExecutionState::Failed => Err(Error::ExecutionFailed {
+                id,
+                error: exec.error.clone().unwrap_or_else(|| ActivityError::permanent("failed")),
+            }),
+            ExecutionState::Cancelled => Err(Error::Cancelled(id)),
+            ExecutionState::TimedOut => Err(Error::TimedOut(id)),
+        }
+    }
+
+    /// The result if finished (`Ok(None)` while pending or running); the failure, cancellation
+    /// or timeout as an error.
+    pub fn result_of<F: FunctionHandle>(&self, function: F, id: ExecutionId) -> Result<Option<F::Output>> {
+        let (exec, _) = self.load(id)?;
+        self.outcome(function, &exec)
+    }
+
+    /// Waits until the execution finishes (woken by its commit, no polling) and returns its
+    /// result, or `WaitTimeout` after `timeout` (measured on the engine's clock).
+    pub async fn wait_for<F: FunctionHandle>(
+        &self,
+        function: F,
+        id: ExecutionId,
+        timeout: Option<Duration>,
+    ) -> Result<F::Output> {
+        let deadline = timeout.map(|t| self.inner.clock.now_ms().saturating_add(duration_ms(t)));
+        loop {
+            // Registered before reading the state, so a commit in between still wakes us; the
+            // guard removes the registration however this call ends (result, error, timeout,
+            // or the future dropped).
+            let (waiter, woken) = Waiter::register(&self.inner, id.0);
+            let (exec, _) = self.load(id)?;
+            if let Some(output) = self.outcome(function, &exec)? {
+                return Ok(output);
+            }
+            let sleep: Sleep = match deadline {
+                Some(at) => self.inner.clock.sleep_until(at),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                woke = woken => if woke.is_err() { return Err(Error::Shutdown) },
+                _ = sleep => {
+                    drop(waiter);
+                    let (exec, _) = self.load(id)?;
+                    return self.outcome(function, &exec)?.ok_or(Error::WaitTimeout(id));
+                }
+            }
+        }
+    }
+
+    /// Ready work that no worker pool of this process can take, per queue and tags: the
+    /// queue is not served, no pool has one of the work's tags, or its function is not
+    /// registered here. Such work waits (tags are routing constraints) until a pool that
+    /// accepts it starts; see [`EngineBuilder::unserved_warn_after`].
+    pub fn unserved_work(&self) -> Vec<UnservedWork> {
+        self.inner.unserved_work()
+    }
+
+    /// `wait_for` registrations held now (each is removed when its call returns).
+    #[doc(hidden)]
+    pub fn waiters(&self) -> usize {
+        lock(&self.inner.waiters).values().map(Vec::len).sum()
+    }
+
+    /// Everything known about an execution, with the progress of its last steps.
+    pub fn state_of(&self, id: ExecutionId) -> Result<ExecutionInfo> {
+        let (exec, task) = self.load(id)?;
+        let store = self.inner.store()?;
+        let mut info = info(exec, &task);
+        // A damaged journal or context record does not hide the execution's state (which says
+        // why it failed): the progress names the damage instead.
+        match store.context(id.0) {
+            Ok((counters, state)) => {
+                info.counters = counters.into_iter().collect();
+                info.custom_state = state.into_iter().map(|(k, v)| (k, json_value(&v))).collect();
+            }
+            Err(e @ StorageError::Corrupted { .. }) => info.progress.push(format!("counters or state unreadable: {e}")),
+            Err(e) => return Err(e.into()),
+        }
+        match store.journal(id.0) {
+            Ok(journal) => {
+                info.steps = u32::try_from(journal.len()).unwrap_or(u32::MAX);
+                let skip = journal.len().saturating_sub(crate::api::PROGRESS_LINES_MAX);
+                info.progress.extend(journal.iter().skip(skip).map(progress_line));
+            }
+            Err(e @ StorageError::Corrupted { .. }) => info.progress.push(format!("journal unreadable: {e}")),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(info)
+    }
+
+    /// Executions matching `filter`, newest first.
+    pub fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionInfo>> {
+        let store = self.inner.store()?;
+        let records = store.list_executions(filter, page)?;
+        let mut out = Vec::with_capacity(records.len());
+        for exec in records {
+            let Some((exec, task)) = store.execution(exec.id)? else {
+                continue;
+            };
+            out.push(info(exec, &task));
+        }
+        Ok(out)
+    }
+
+    pub fn counts_by_state(&self) -> Result<Vec<(ExecutionState, u64)>> {
+        Ok(self.inner.store()?.count_by_state()?)
+    }
+
+    /// Tasks due now and waiting for a worker in `queue`.
+    pub fn queue_depth(&self, queue: &str) -> Result<u64> {
+        Ok(self.inner.store()?.queue_depth(queue)?)
+    }
+
+    pub fn running_tasks(&self) -> Result<Vec<RunningTask>> {
+        let tasks = self.inner.store()?.running_tasks()?;
+        Ok(tasks
+            .into_iter()
+            .filter_map(|t| {
+                let lease = t.lease?;
+                Some(RunningTask {
+                    task_id: t.id,
+                    execution_id: ExecutionId(t.execution_id),
+                    function: t.function,
+                    worker: lease.worker,
+                    attempt: lease.token,
+                    lease_expires_ms: lease.expires_ms,
+                })
+            })
+            .collect())
+    }
+}
+
+/// A registered `wait_for` call: its number and its wake-up.
+pub(super) type WaiterEntry = (u64, oneshot::Sender<()>);
+
+/// One `wait_for` registration; dropping it removes it (a finished execution's wake-up has
+/// removed the whole list already).
+struct Waiter<'a> {
+    inner: &'a Inner,
+    execution_id: u64,
+    id: u64,
+}
+
+impl<'a> Waiter<'a> {
+    pub(super) fn register(inner: &'a Inner, execution_id: u64) -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let id = inner.next_waiter.fetch_add(1, Ordering::Relaxed);
+        lock(&inner.waiters).entry(execution_id).or_default().push((id, tx));
+        (Waiter { inner, execution_id, id }, rx)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiters = lock(&self.inner.waiters);
+        if let Some(list) = waiters.get_mut(&self.execution_id) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                waiters.remove(&self.execution_id);
+            }
+        }
+    }
+}
+
+pub(super) fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
+    ExecutionInfo {
+        id: ExecutionId(exec.id),
+        function: exec.function,
+        state: exec.state,
+        queue: exec.queue,
+        priority: exec.priority,
+        tags: exec.tags,
+        input: json_value(&task.input),
+        output: exec.output.as_deref().map(json_value),
+        error: exec.error,
+        created_ms: exec.created_ms,
+        scheduled_ms: exec.scheduled_ms,
+        started_ms: exec.started_ms,
+        finished_ms: exec.finished_ms,
+        deadline_ms: exec.deadline_ms,
+        attempts: task.attempt,
+        history: task.history.clone(),
+        idempotency_key: exec.idempotency_key,
+        parent: exec.parent.map(|p| ExecutionId(p.execution_id)),
+        counters: Default::default(),
+        custom_state: Default::default(),
+        steps: 0,
+        progress: Vec::new(),
+    }
+}
+
+pub(super) fn progress_line(entry: &crate::storage::records::JournalEntry) -> String {
+    use crate::storage::records::StepOutcome;
+    let outcome = match &entry.outcome {
+        StepOutcome::Scheduled { task_id } => format!("running (task {task_id})"),
+        StepOutcome::AwaitingSignal { .. } => "waiting".to_string(),
+        StepOutcome::Child { execution_id } => format!("running (execution {execution_id})"),
+        StepOutcome::Completed { .. } => "completed".to_string(),
+        StepOutcome::Failed { error } => format!("failed: {error}"),
+    };
+    format!("step {}: {} {outcome}", entry.step, entry.kind)
+}

@@ -1,0 +1,214 @@
+//! The state every handle, worker and the writer share (`Inner`), and how memory follows
+//! each committed batch: effects, the timer driver, parked futures.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::clock::{Clock, Sleep};
+use super::worker;
+
+use super::registry::Registry;
+use super::timers::{Due, Timers};
+use crate::error::{Error, Result};
+use crate::storage::{Effect, Faults, Op, OpOutput, Store};
+
+use super::queries::WaiterEntry;
+use super::{parked, ready, writer, Stats};
+
+/// An attempt running in this process, keyed by a serial number of its own: the same task
+/// may briefly have two (a stale attempt being aborted and its replacement).
+pub(super) struct Running {
+    pub(super) task_id: u64,
+    pub(super) pool: u64,
+    pub(super) token: Option<u32>,
+    pub(super) abort: Option<tokio::task::AbortHandle>,
+    /// Set when an abort arrived before the attempt's future started.
+    pub(super) aborted: bool,
+}
+
+pub(crate) struct Inner {
+    pub(super) store: RwLock<Option<Arc<dyn Store>>>,
+    pub(super) tx: Mutex<Option<mpsc::Sender<writer::Command>>>,
+    pub(super) registry: Registry,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) ready: ready::ReadyQueue,
+    pub(super) timers: Timers,
+    /// `wait_for` calls by execution, each under its own number so it can remove itself.
+    pub(super) waiters: Mutex<HashMap<u64, Vec<WaiterEntry>>>,
+    pub(super) next_waiter: AtomicU64,
+    pub(super) running: Mutex<HashMap<u64, Running>>,
+    pub(super) next_attempt: AtomicU64,
+    /// Claim loops with nothing to do, which a dispatch may hand its task to directly.
+    pub(super) idle: Mutex<Vec<worker::Idle>>,
+    pub(super) rng: Mutex<rand::rngs::StdRng>,
+    pub(super) seed: u64,
+    pub(super) payload_bytes_max: u64,
+    pub(super) poisoned: Mutex<Option<String>>,
+    pub(super) shutdown: watch::Sender<bool>,
+    pub(super) writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(super) faults: Arc<Faults>,
+    pub(super) next_pool: AtomicU64,
+    /// Every pool started on this engine (dropped ones are pruned as new ones start).
+    pub(super) pools: Mutex<Vec<std::sync::Weak<worker::Pool>>>,
+    pub(super) unserved_warn_after_ms: u64,
+    pub(super) unserved_check_armed: std::sync::atomic::AtomicBool,
+    pub(super) stats: Stats,
+    /// Blocked workflow futures kept in memory (see `EngineBuilder::evict_after`).
+    pub(super) parked: parked::ParkedSet,
+    pub(super) evict_after_ms: u64,
+}
+
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain maps behind; carry on with them.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    pub(super) fn store(&self) -> Result<Arc<dyn Store>> {
+        self.store.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Shutdown)
+    }
+
+    pub(super) async fn submit(&self, op: Op) -> Result<OpOutput> {
+        let tx = lock(&self.tx).clone().ok_or(Error::Shutdown)?;
+        let (reply, rx) = oneshot::channel();
+        tx.send(writer::Command { op, reply }).await.map_err(|_| Error::Shutdown)?;
+        rx.await.map_err(|_| Error::Shutdown)?
+    }
+
+    pub(super) fn jitter_unit(&self) -> f64 {
+        lock(&self.rng).random::<f64>()
+    }
+
+    pub(super) fn next_random(&self) -> u64 {
+        lock(&self.rng).random::<u64>()
+    }
+
+    /// Brings memory in line with a committed batch. Runs on the writer thread, before any
+    /// caller of that batch is answered.
+    pub(super) fn apply_effects(&self, effects: Vec<Effect>) {
+        let now = self.clock.now_ms();
+        for effect in effects {
+            match effect {
+                Effect::Ready(item) => self.push_ready(item),
+                Effect::Timer { due_ms, item } if due_ms <= now => self.push_ready(item),
+                Effect::Timer { due_ms, item } => {
+                    self.timers.add(due_ms, Due::Task(item));
+                }
+                Effect::Lease { task_id, token, expires_ms } => self.timers.set_lease(task_id, token, expires_ms),
+                Effect::Claimed { serial, task_id, token } => {
+                    if let Some(running) = lock(&self.running).get_mut(&serial) {
+                        running.task_id = task_id;
+                        running.token = Some(token);
+                    }
+                }
+                Effect::Deadline { execution_id, deadline_ms } => {
+                    self.timers.add(deadline_ms, Due::Deadline { execution_id });
+                }
+                Effect::Finished { execution_id } => {
+                    drop(self.unpark(execution_id));
+                    for (_, waiter) in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
+                        let _ = waiter.send(());
+                    }
+                }
+                Effect::Abort { task_id, token } => {
+                    self.timers.clear_lease(task_id);
+                    self.abort_local(task_id, token);
+                }
+            }
+        }
+    }
+
+    /// Stops the in-process futures of a task's attempts: the one holding `token`, or all.
+    /// An entry whose claim has not returned yet (no token) matches too: effects that abort
+    /// come before the effects that re-queue, so such an entry is the attempt being aborted.
+    pub(super) fn abort_local(&self, task_id: u64, token: Option<u32>) {
+        for running in lock(&self.running).values_mut() {
+            let matches =
+                running.task_id == task_id && (token.is_none() || running.token.is_none() || running.token == token);
+            if matches {
+                running.aborted = true;
+                if let Some(abort) = &running.abort {
+                    abort.abort();
+                }
+            }
+        }
+    }
+
+    /// Keeps a blocked workflow's future (its suspension committed) for the attempt its next
+    /// outcome wakes, unless the wait is known to outlast `evict_after` (a timer due later).
+    pub(super) fn park(&self, execution_id: u64, parked: parked::Parked, earliest_wake_ms: u64) {
+        let evict_at = self.clock.now_ms().saturating_add(self.evict_after_ms);
+        if self.evict_after_ms == 0 || earliest_wake_ms > evict_at || *self.shutdown.borrow() {
+            return;
+        }
+        let token = parked.token;
+        let (dropped, kept) = self.parked.park(execution_id, parked);
+        for d in &dropped {
+            if let Some(key) = d.timer {
+                self.timers.remove(key);
+            }
+        }
+        drop(dropped);
+        if kept {
+            let key = self.timers.add(evict_at, Due::Evict { execution_id, token });
+            if !self.parked.set_timer(execution_id, token, key) {
+                self.timers.remove(key); // Taken meanwhile.
+            }
+        }
+    }
+
+    pub(super) fn unpark(&self, execution_id: u64) -> Option<parked::Parked> {
+        let parked = self.parked.take(execution_id)?;
+        if let Some(key) = parked.timer {
+            self.timers.remove(key);
+        }
+        Some(parked)
+    }
+
+    /// The timer driver: sleeps until the earliest entry or until an earlier one is added.
+    pub(super) async fn drive_timers(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            let notified = self.timers.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (due, next) = self.timers.pop_due(self.clock.now_ms());
+            for what in due {
+                match what {
+                    Due::Task(item) => self.push_ready(item),
+                    Due::UnservedCheck => self.check_unserved(),
+                    Due::Lease { task_id, token } => {
+                        let inner = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = inner.submit(Op::Expire { task_id, token }).await {
+                                tracing::debug!(task_id, error = %e, "lease expiry not applied");
+                            }
+                        });
+                    }
+                    Due::Evict { execution_id, token } => drop(self.parked.take_if(execution_id, token)),
+                    Due::Deadline { execution_id } => {
+                        let inner = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = inner.submit(Op::TimeOut { execution_id }).await {
+                                tracing::debug!(execution_id, error = %e, "deadline not applied");
+                            }
+                        });
+                    }
+                }
+            }
+            let sleep: Sleep = match next {
+                Some(at) => self.clock.sleep_until(at),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = &mut notified => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
