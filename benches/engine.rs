@@ -70,8 +70,11 @@ fn in_memory_engine(rt: &tokio::runtime::Runtime) -> Engine {
     let _guard = rt.enter();
     Engine::builder()
         .in_memory()
-        .activity(ECHO, |x: u64| async move { Ok::<_, ActivityError>(x) })
-        .retry(RetryPolicy::none())
+        .activity_with(
+            ECHO,
+            |x: u64| async move { Ok::<_, ActivityError>(x) },
+            stent::FunctionOptions::new().retry(RetryPolicy::none()),
+        )
         .open()
         .expect("the in-memory engine opens")
 }

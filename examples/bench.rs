@@ -167,8 +167,11 @@ struct Figure {
 fn open_engine(path: &Path) -> stent::Result<Engine> {
     Engine::builder()
         .path(path)
-        .activity(ECHO, |x: u64| async move { Ok::<_, ActivityError>(x) })
-        .retry(RetryPolicy::none())
+        .activity_with(
+            ECHO,
+            |x: u64| async move { Ok::<_, ActivityError>(x) },
+            stent::FunctionOptions::new().retry(RetryPolicy::none()),
+        )
         .open()
 }
 
@@ -180,8 +183,11 @@ fn open_workflow_engine(path: &Path, steps: u64, evict_after: Option<Duration>) 
     }
     builder
         .path(path)
-        .activity(ECHO, |x: u64| async move { Ok::<_, ActivityError>(x) })
-        .retry(RetryPolicy::none())
+        .activity_with(
+            ECHO,
+            |x: u64| async move { Ok::<_, ActivityError>(x) },
+            stent::FunctionOptions::new().retry(RetryPolicy::none()),
+        )
         .workflow(STEPS, move |ctx: Ctx, x: u64| async move {
             let mut x = x;
             for _ in 0..steps {

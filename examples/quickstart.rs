@@ -34,16 +34,19 @@ async fn main() -> anyhow::Result<()> {
     let attempts = charge_attempts.clone();
     let engine = Engine::builder()
         .path(&db)
-        .activity(CHARGE, move |order: Order| {
-            let n = attempts.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n == 0 {
-                    return Err(ActivityError::retryable("card processor timed out").with_code("timeout"));
+        .activity_with(
+            CHARGE,
+            move |order: Order| {
+                let n = attempts.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        return Err(ActivityError::retryable("card processor timed out").with_code("timeout"));
+                    }
+                    Ok(format!("charged {} cents for order {}", order.cents, order.id))
                 }
-                Ok(format!("charged {} cents for order {}", order.cents, order.id))
-            }
-        })
-        .retry(RetryPolicy::exponential(3, Duration::from_millis(200)))
+            },
+            stent::FunctionOptions::new().retry(RetryPolicy::exponential(3, Duration::from_millis(200))),
+        )
         .activity(SHIP, |order: Order| async move {
             if order.address.trim().is_empty() {
                 return Err(ActivityError::permanent("no shipping address").with_code("bad_address"));

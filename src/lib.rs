@@ -21,10 +21,15 @@ pub mod testing;
 
 pub use api::{
     Activity, ActivityError, CleanupReport, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId,
-    ExecutionInfo, ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, UnservedWork,
-    WorkerOptions, WorkerStatus, Workflow,
+    ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy, RunningTask, TaskState,
+    UnservedWork, WorkerOptions, WorkerStatus, Workflow,
 };
 pub use engine::{
     CallOptions, Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,
 };
 pub use error::{Error, Result};
+
+/// The README's code blocks, compiled as doctests so the first thing a user copies works.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -27,12 +27,14 @@ fn open(
     let runs = runs.clone();
     builder(disk, clock)
         .workflow(QUOTE, |ctx: Ctx, pair: String| async move { ctx.call(RATE, &pair).await })
-        .activity(RATE, move |pair: String| {
-            let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, ActivityError>(pair.len() as u64 * 1000 + n) }
-        })
-        .cached("1h")
-        .version(version)
+        .activity_with(
+            RATE,
+            move |pair: String| {
+                let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                async move { Ok::<_, ActivityError>(pair.len() as u64 * 1000 + n) }
+            },
+            stent::FunctionOptions::new().cached("1h").version(version),
+        )
         .cache_entries_max(max)
         .open()
 }

@@ -71,26 +71,29 @@ async fn max_concurrent_is_never_exceeded() -> anyhow::Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let (i, p, d) = (inside.clone(), peak.clone(), done.clone());
     let engine = builder(&disk, &clock)
-        .activity(LIMITED, move |x: u32| {
-            let (i, p, d) = (i.clone(), p.clone(), d.clone());
-            async move {
-                let now = i.fetch_add(1, Ordering::SeqCst) + 1;
-                p.fetch_max(now, Ordering::SeqCst);
-                // The first wave holds until three are inside at once (bounded in real time),
-                // so that the limit allowing three does not depend on scheduling luck.
-                let start = std::time::Instant::now();
-                while d.load(Ordering::SeqCst) == 0 && p.load(Ordering::SeqCst) < 3 && start.elapsed() < LIMIT {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        .activity_with(
+            LIMITED,
+            move |x: u32| {
+                let (i, p, d) = (i.clone(), p.clone(), d.clone());
+                async move {
+                    let now = i.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    // The first wave holds until three are inside at once (bounded in real time),
+                    // so that the limit allowing three does not depend on scheduling luck.
+                    let start = std::time::Instant::now();
+                    while d.load(Ordering::SeqCst) == 0 && p.load(Ordering::SeqCst) < 3 && start.elapsed() < LIMIT {
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                    for _ in 0..20 {
+                        tokio::task::yield_now().await;
+                    }
+                    i.fetch_sub(1, Ordering::SeqCst);
+                    d.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, ActivityError>(x)
                 }
-                for _ in 0..20 {
-                    tokio::task::yield_now().await;
-                }
-                i.fetch_sub(1, Ordering::SeqCst);
-                d.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, ActivityError>(x)
-            }
-        })
-        .max_concurrent(3)
+            },
+            stent::FunctionOptions::new().max_concurrent(3),
+        )
         .open()?;
     const N: u64 = 300;
     for x in 0..N as u32 {

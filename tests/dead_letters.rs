@@ -28,8 +28,11 @@ async fn ship(address: String) -> Result<String, ActivityError> {
 async fn dlq_round_trip() -> anyhow::Result<()> {
     let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
     let engine = builder(&disk, &clock)
-        .activity(SHIP, ship)
-        .retry(RetryPolicy::exponential(2, Duration::from_secs(1)))
+        .activity_with(
+            SHIP,
+            ship,
+            stent::FunctionOptions::new().retry(RetryPolicy::exponential(2, Duration::from_secs(1))),
+        )
         .open()?;
     let pool = engine.serve(options("w"))?;
 
@@ -80,8 +83,11 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
     pool.drain().await?;
     engine.close().await?;
     let engine = builder(&disk, &clock)
-        .activity(SHIP, ship)
-        .retry(RetryPolicy::exponential(2, Duration::from_secs(1)))
+        .activity_with(
+            SHIP,
+            ship,
+            stent::FunctionOptions::new().retry(RetryPolicy::exponential(2, Duration::from_secs(1))),
+        )
         .open()?;
     let letter = engine.dead_letters(10)?.into_iter().next().expect("survives restart");
     assert_eq!(letter.execution_id, again);

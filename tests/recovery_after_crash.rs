@@ -20,16 +20,19 @@ const WORK: Activity<u32, u32> = Activity::new("work");
 /// An engine whose `work` activity hangs (the process will "die" while it runs) or succeeds.
 fn open(disk: &MemoryDisk, clock: &ManualClock, hang: bool, started: Arc<AtomicU64>) -> stent::Result<Engine> {
     builder(disk, clock)
-        .activity(WORK, move |x: u32| {
-            started.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if hang {
-                    std::future::pending::<()>().await;
+        .activity_with(
+            WORK,
+            move |x: u32| {
+                started.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, ActivityError>(x + 1)
                 }
-                Ok::<_, ActivityError>(x + 1)
-            }
-        })
-        .retry(RetryPolicy::exponential(3, Duration::from_secs(1)))
+            },
+            stent::FunctionOptions::new().retry(RetryPolicy::exponential(3, Duration::from_secs(1))),
+        )
         .open()
 }
 

@@ -37,10 +37,16 @@ fn builder_at(path: &Path, clock: &ManualClock) -> EngineBuilder {
             ctx.call(ECHO, &(squared + bonus)).await
         })
         .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) })
-        .activity(SQUARE, |x: u32| async move { Ok::<_, ActivityError>(x * x) })
-        .cached("1h")
-        .activity(BROKEN, |_: u32| async move { Err::<u32, _>(ActivityError::permanent("always broken")) })
-        .retry(RetryPolicy::none())
+        .activity_with(
+            SQUARE,
+            |x: u32| async move { Ok::<_, ActivityError>(x * x) },
+            stent::FunctionOptions::new().cached("1h"),
+        )
+        .activity_with(
+            BROKEN,
+            |_: u32| async move { Err::<u32, _>(ActivityError::permanent("always broken")) },
+            stent::FunctionOptions::new().retry(RetryPolicy::none()),
+        )
 }
 
 /// Runs one `ORDER` to completion with idempotency key `key`, leaving one unconsumed signal in

@@ -53,21 +53,24 @@ async fn retry_backoff_schedules_the_next_attempt() -> anyhow::Result<()> {
     let (a, c) = (attempts_at.clone(), clock.clone());
     let engine = builder(&disk, &clock)
         .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) })
-        .activity(FLAKY, move |_: u32| {
-            let now = stent::Clock::now_ms(&c);
-            let n = {
-                let mut a = a.lock().unwrap();
-                a.push(now);
-                a.len()
-            };
-            async move {
-                if n < 3 {
-                    return Err(ActivityError::retryable(format!("attempt {n} failed")));
+        .activity_with(
+            FLAKY,
+            move |_: u32| {
+                let now = stent::Clock::now_ms(&c);
+                let n = {
+                    let mut a = a.lock().unwrap();
+                    a.push(now);
+                    a.len()
+                };
+                async move {
+                    if n < 3 {
+                        return Err(ActivityError::retryable(format!("attempt {n} failed")));
+                    }
+                    Ok(now)
                 }
-                Ok(now)
-            }
-        })
-        .retry(RetryPolicy::exponential(5, Duration::from_secs(10)))
+            },
+            stent::FunctionOptions::new().retry(RetryPolicy::exponential(5, Duration::from_secs(10))),
+        )
         .open()?;
     let pool = engine.serve(options("w"))?;
     let t0 = stent::Clock::now_ms(&clock);

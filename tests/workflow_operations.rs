@@ -138,20 +138,23 @@ async fn fan_out_overlaps_and_keeps_input_order() -> anyhow::Result<()> {
     let (i, p, c) = (inside.clone(), peak.clone(), clock.clone());
     let engine = builder(&disk, &clock)
         .workflow(FAN, |ctx: Ctx, items: Vec<u32>| async move { ctx.map(HALF_SECOND, items).await })
-        .activity(HALF_SECOND, move |x: u32| {
-            let (i, p, c) = (i.clone(), p.clone(), c.clone());
-            async move {
-                let n = i.fetch_add(1, Ordering::SeqCst) + 1;
-                p.fetch_max(n, Ordering::SeqCst);
-                c.sleep_until(c.now_ms() + 500).await;
-                i.fetch_sub(1, Ordering::SeqCst);
-                if x == 13 {
-                    return Err(ActivityError::permanent("unlucky"));
+        .activity_with(
+            HALF_SECOND,
+            move |x: u32| {
+                let (i, p, c) = (i.clone(), p.clone(), c.clone());
+                async move {
+                    let n = i.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(n, Ordering::SeqCst);
+                    c.sleep_until(c.now_ms() + 500).await;
+                    i.fetch_sub(1, Ordering::SeqCst);
+                    if x == 13 {
+                        return Err(ActivityError::permanent("unlucky"));
+                    }
+                    Ok::<_, ActivityError>(x * 2)
                 }
-                Ok::<_, ActivityError>(x * 2)
-            }
-        })
-        .retry(stent::RetryPolicy::none())
+            },
+            stent::FunctionOptions::new().retry(stent::RetryPolicy::none()),
+        )
         .open()?;
     let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(FAN, &vec![4, 3, 2, 1]).await?;
@@ -340,16 +343,19 @@ async fn per_call_options_override_the_function_defaults() -> anyhow::Result<()>
             let retry = stent::RetryPolicy::exponential(3, Duration::ZERO);
             ctx.call_with(FLAKY, &x, stent::CallOptions { retry: Some(retry), ..Default::default() }).await
         })
-        .activity(FLAKY, move |x: u32| {
-            let n = a.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                if n < 3 {
-                    return Err(ActivityError::retryable(format!("attempt {n}")));
+        .activity_with(
+            FLAKY,
+            move |x: u32| {
+                let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if n < 3 {
+                        return Err(ActivityError::retryable(format!("attempt {n}")));
+                    }
+                    Ok::<_, ActivityError>(x)
                 }
-                Ok::<_, ActivityError>(x)
-            }
-        })
-        .retry(stent::RetryPolicy::none())
+            },
+            stent::FunctionOptions::new().retry(stent::RetryPolicy::none()),
+        )
         .open()?;
     let pool = engine.serve(options("w"))?;
     let id = engine.dispatch(GUARDED, &9).await?;

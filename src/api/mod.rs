@@ -5,9 +5,11 @@
 //! evolve without changing the file format.
 
 mod duration;
+mod function_options;
 mod retry;
 mod types;
 
 pub use duration::DurationArg;
+pub use function_options::FunctionOptions;
 pub use retry::RetryPolicy;
 pub use types::*;

@@ -19,7 +19,7 @@ use super::{
     ctx, lock, parked, ready, writer, Engine, Inner, Stats, BATCH_OPS_MAX_DEFAULT, COMMAND_QUEUE_MAX,
     EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
 };
-use crate::api::{ActivityError, DurationArg, FunctionHandle, RetryPolicy};
+use crate::api::{ActivityError, DurationArg, FunctionHandle, FunctionOptions, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::storage::records::duration_ms;
 use crate::storage::{Faults, OpenOptions, RedbStore, Store};
@@ -29,7 +29,6 @@ pub struct EngineBuilder {
     path: Option<PathBuf>,
     backend: Option<Box<dyn redb::StorageBackend>>,
     registry: Registry,
-    last: Option<Function>,
     errors: Vec<String>,
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
@@ -122,107 +121,88 @@ impl EngineBuilder {
         self
     }
 
-    fn flush_last(&mut self) {
-        if let Some(f) = self.last.take() {
-            if f.name.starts_with("stent.") {
-                self.errors.push(format!("function name {:?}: names starting with \"stent.\" are reserved", f.name));
-                return;
-            }
-            if let Err(e) = self.registry.insert(f) {
-                self.errors.push(e.to_string());
-            }
-        }
-    }
-
-    /// Registers an activity: `async fn(Input) -> Result<Output, ActivityError>`. Options that
-    /// follow (`retry`, `max_concurrent`, `queue`, `priority`, `timeout`) apply to it.
-    pub fn activity<H, F, Fut>(mut self, handle: H, f: F) -> Self
+    /// Registers an activity, `async fn(Input) -> Result<Output, ActivityError>`, with the
+    /// default [`FunctionOptions`].
+    pub fn activity<H, F, Fut>(self, handle: H, f: F) -> Self
     where
         H: FunctionHandle,
         F: Fn(H::Input) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<H::Output, ActivityError>> + Send + 'static,
     {
-        self.flush_last();
-        self.last = Some(Function::new(
-            handle.name(),
-            registry::handler(handle, Bound::<H, F>::new(f)),
-            RetryPolicy::default(),
-        ));
+        self.activity_with(handle, f, FunctionOptions::default())
+    }
+
+    /// Registers an activity with its options (retry, concurrency limit, queue, priority,
+    /// attempt timeout, caching).
+    pub fn activity_with<H, F, Fut>(mut self, handle: H, f: F, options: FunctionOptions) -> Self
+    where
+        H: FunctionHandle,
+        F: Fn(H::Input) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<H::Output, ActivityError>> + Send + 'static,
+    {
+        let handler = registry::handler(handle, Bound::<H, F>::new(f));
+        self.register(handle.name(), handler, RetryPolicy::default(), options);
         self
     }
 
-    /// Registers a workflow: `async fn(Ctx, Input) -> stent::Result<Output>`. It must be
-    /// deterministic in the durable operations it performs, and await only `Ctx` operations.
-    /// A workflow's own error fails its execution (into the dead-letter queue) at once; an
-    /// attempt lost to a crash or an expired lease is retried up to 3 times in a row.
-    pub fn workflow<H, F, Fut>(mut self, handle: H, f: F) -> Self
+    /// Registers a workflow, `async fn(Ctx, Input) -> stent::Result<Output>`, with the default
+    /// [`FunctionOptions`]. It must be deterministic in the durable operations it performs,
+    /// and await only `Ctx` operations. A workflow's own error fails its execution (into the
+    /// dead-letter queue) at once; an attempt lost to a crash or an expired lease is retried
+    /// up to 3 times in a row.
+    pub fn workflow<H, F, Fut>(self, handle: H, f: F) -> Self
     where
         H: FunctionHandle,
         F: Fn(Ctx, H::Input) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<H::Output>> + Send + 'static,
     {
-        self.flush_last();
+        self.workflow_with(handle, f, FunctionOptions::default())
+    }
+
+    /// Registers a workflow with its options.
+    pub fn workflow_with<H, F, Fut>(mut self, handle: H, f: F, options: FunctionOptions) -> Self
+    where
+        H: FunctionHandle,
+        F: Fn(Ctx, H::Input) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<H::Output>> + Send + 'static,
+    {
         // Errors a workflow returns are permanent (re-running it gives the same answer); the
         // attempts guard against an attempt that keeps dying with its process.
-        self.last = Some(Function::new(
-            handle.name(),
-            registry::workflow_handler(handle, f),
-            RetryPolicy::exponential(3, Duration::from_secs(1)),
-        ));
+        let retry = RetryPolicy::exponential(3, Duration::from_secs(1));
+        self.register(handle.name(), registry::workflow_handler(handle, f), retry, options);
         self
     }
 
-    fn with_last(mut self, what: &str, f: impl FnOnce(&mut Function)) -> Self {
-        match self.last.as_mut() {
-            Some(last) => f(last),
-            None => self.errors.push(format!("{what}() given before any function was registered")),
+    fn register(&mut self, name: &'static str, handler: registry::Handler, retry: RetryPolicy, o: FunctionOptions) {
+        if name.starts_with("stent.") {
+            self.errors.push(format!("function name {name:?}: names starting with \"stent.\" are reserved"));
+            return;
         }
-        self
-    }
-
-    pub fn retry(self, policy: RetryPolicy) -> Self {
-        self.with_last("retry", |f| f.retry = policy)
-    }
-
-    /// At most `n` attempts of this function run at once across all workers (`0`: no limit).
-    pub fn max_concurrent(self, n: u32) -> Self {
-        self.with_last("max_concurrent", |f| f.limiter = crate::lease::Limiter::new(n))
-    }
-
-    pub fn queue(self, queue: &str) -> Self {
-        self.with_last("queue", |f| f.queue = queue.to_string())
-    }
-
-    pub fn priority(self, priority: i32) -> Self {
-        self.with_last("priority", |f| f.priority = priority)
-    }
-
-    /// Reuses this function's result across executions for `ttl`: a call or dispatch with the
-    /// same input (and `version`) gets the stored result without running. Bounded by
-    /// `cache_entries_max`; expired entries are removed as new ones come in.
-    pub fn cached(self, ttl: impl Into<DurationArg>) -> Self {
-        match ttl.into().get() {
-            Ok(ttl) => self.with_last("cached", |f| {
-                let version = f.cache.map_or(1, |c| c.version);
-                f.cache = Some(crate::storage::records::CachePolicy { version, ttl_ms: duration_ms(ttl) });
-            }),
+        let mut function = Function::new(name, handler, o.retry.unwrap_or(retry));
+        function.limiter = crate::lease::Limiter::new(o.max_concurrent);
+        if let Some(queue) = o.queue {
+            function.queue = queue;
+        }
+        function.priority = o.priority;
+        let mut durations = |what: &str, d: Option<DurationArg>| match d.map(|d| d.get()).transpose() {
+            Ok(d) => d,
             Err(e) => {
-                let mut s = self;
-                s.errors.push(e.to_string());
-                s
+                self.errors.push(format!("{name}: {what}: {e}"));
+                None
             }
+        };
+        function.timeout = durations("timeout", o.timeout);
+        let ttl = durations("cached", o.cached);
+        function.cache = match (ttl, o.version) {
+            (None, None) => None,
+            (ttl, version) => Some(crate::storage::records::CachePolicy {
+                version: version.unwrap_or(1),
+                ttl_ms: ttl.map_or(0, duration_ms),
+            }),
+        };
+        if let Err(e) = self.registry.insert(function) {
+            self.errors.push(e.to_string());
         }
-    }
-
-    /// The version of this function's code in cache keys: bump it when results change.
-    pub fn version(self, version: u32) -> Self {
-        self.with_last("version", |f| {
-            if let Some(c) = f.cache.as_mut() {
-                c.version = version;
-            } else {
-                f.cache = Some(crate::storage::records::CachePolicy { version, ttl_ms: 0 });
-            }
-        })
     }
 
     /// Bytes of file pages kept in memory (default 64 MiB). Resident memory follows the file's
@@ -272,22 +252,9 @@ impl EngineBuilder {
         self
     }
 
-    /// Limit on one attempt; an attempt that takes longer fails with code `"timeout"`.
-    pub fn timeout(self, timeout: impl Into<DurationArg>) -> Self {
-        match timeout.into().get() {
-            Ok(d) => self.with_last("timeout", |f| f.timeout = Some(d)),
-            Err(e) => {
-                let mut s = self;
-                s.errors.push(e.to_string());
-                s
-            }
-        }
-    }
-
     /// Opens (or creates) the database, re-queues work left running by a previous process,
     /// and starts the writer and timers. Must be called inside a tokio runtime.
     pub fn open(mut self) -> Result<Engine> {
-        self.flush_last();
         if !self.errors.is_empty() {
             return Err(Error::Config(self.errors.join("; ")));
         }
@@ -366,7 +333,6 @@ impl EngineBuilder {
             path: None,
             backend: None,
             registry: Registry::default(),
-            last: None,
             errors: Vec::new(),
             clock: Arc::new(SystemClock),
             seed: None,

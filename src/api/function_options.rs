@@ -1,0 +1,82 @@
+//! Options of one registered function, given as a value with its registration
+//! (`EngineBuilder::activity_with`, `workflow_with`): the twin of `CallOptions`, which
+//! overrides some of them for one call.
+
+use super::{DurationArg, RetryPolicy};
+
+/// How a function runs by default. Every option has a default; set only what differs.
+///
+/// ```
+/// use stent::{FunctionOptions, RetryPolicy};
+/// use std::time::Duration;
+///
+/// let options = FunctionOptions::new()
+///     .retry(RetryPolicy::exponential(5, Duration::from_secs(1)))
+///     .max_concurrent(5)
+///     .timeout("30s");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FunctionOptions {
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) max_concurrent: u32,
+    pub(crate) queue: Option<String>,
+    pub(crate) priority: i32,
+    pub(crate) timeout: Option<DurationArg>,
+    pub(crate) cached: Option<DurationArg>,
+    pub(crate) version: Option<u32>,
+}
+
+impl FunctionOptions {
+    pub fn new() -> Self {
+        FunctionOptions::default()
+    }
+
+    /// Retry policy of failed attempts. Default: an activity's is `RetryPolicy::default()`; a
+    /// workflow's retries only attempts lost to a crash or an expired lease (3 in a row),
+    /// since the errors it returns itself are permanent.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// At most `n` attempts of this function run at once across all workers (`0`, the
+    /// default: no limit).
+    pub fn max_concurrent(mut self, n: u32) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+
+    /// Queue its tasks go to (default `"default"`).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Higher runs first (default 0).
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Each attempt may run this long before it fails as retryable (code `timeout`). Default:
+    /// no limit.
+    pub fn timeout(mut self, timeout: impl Into<DurationArg>) -> Self {
+        self.timeout = Some(timeout.into());
+        self
+    }
+
+    /// Reuses this function's result across executions for `ttl`: a call or dispatch with the
+    /// same input (and `version`) gets the stored result without running. Bounded by
+    /// `EngineBuilder::cache_entries_max`; expired entries are removed as new ones come in.
+    pub fn cached(mut self, ttl: impl Into<DurationArg>) -> Self {
+        self.cached = Some(ttl.into());
+        self
+    }
+
+    /// The version of this function's code in cache keys (default 1): bump it when its
+    /// results change.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+}
