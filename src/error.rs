@@ -1,7 +1,7 @@
 //! The one public error type. Each layer has its own enum (`storage::StorageError`,
 //! `lease::LeaseError`); they convert into [`Error`] at the API boundary.
 
-use crate::api::{ActivityError, ExecutionId};
+use crate::api::{ActivityError, DeadLetterId, ExecutionId, TaskId};
 use crate::lease::LeaseError;
 use crate::storage::StorageError;
 
@@ -22,9 +22,9 @@ pub enum Error {
     #[error("execution {0} does not exist")]
     UnknownExecution(ExecutionId),
     #[error("task {task_id} does not exist")]
-    UnknownTask { task_id: u64 },
+    UnknownTask { task_id: TaskId },
     #[error("dead letter {0} does not exist")]
-    UnknownDeadLetter(u64),
+    UnknownDeadLetter(DeadLetterId),
     /// A payload could not be turned into JSON, or JSON into the declared type.
     #[error("payload for {function:?}: {reason}")]
     Payload { function: String, reason: String },
@@ -59,10 +59,10 @@ pub enum Error {
     /// The task's attempt counter (its fencing token) reached `u32::MAX`: it cannot be
     /// claimed again without weakening fencing.
     #[error("task {task_id} has used every fencing token (u32::MAX attempts)")]
-    TokensExhausted { task_id: u64 },
+    TokensExhausted { task_id: TaskId },
     /// A claim lost a race (the task was cancelled, re-queued or already taken).
     #[error("task {task_id} is not claimable")]
-    TaskNotClaimable { task_id: u64 },
+    TaskNotClaimable { task_id: TaskId },
     #[error(transparent)]
     Lease(#[from] LeaseError),
     #[error(transparent)]

@@ -20,9 +20,9 @@ mod sync;
 pub mod testing;
 
 pub use api::{
-    Activity, ActivityError, CleanupReport, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId,
-    ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy, RunningTask, TaskState,
-    UnservedWork, WorkerOptions, WorkerStatus, Workflow,
+    Activity, ActivityError, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind, ExecutionFilter,
+    ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy, RunningTask,
+    TaskId, TaskState, UnservedWork, WorkerOptions, WorkerStatus, Workflow,
 };
 pub use engine::{
     CallOptions, Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,

@@ -1044,9 +1044,9 @@ fn to_op(op: &COp) -> Op {
 fn rej(e: &Error) -> Rej {
     match e {
         Error::Lease(LeaseError::LeaseLost { task_id, token }) => Rej::LeaseLost { task: *task_id, token: *token },
-        Error::TaskNotClaimable { task_id } => Rej::NotClaimable(*task_id),
+        Error::TaskNotClaimable { task_id } => Rej::NotClaimable(task_id.0),
         Error::UnknownExecution(ExecutionId(id)) => Rej::UnknownExecution(*id),
-        Error::UnknownDeadLetter(id) => Rej::UnknownDeadLetter(*id),
+        Error::UnknownDeadLetter(id) => Rej::UnknownDeadLetter(id.0),
         Error::UnknownTask { .. } => Rej::MissingRecord,
         Error::Config(_) => Rej::Config,
         other => Rej::Other(format!("{other:?}")),

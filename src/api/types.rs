@@ -86,6 +86,26 @@ impl fmt::Display for ExecutionId {
     }
 }
 
+/// Identifies a task (a unit of claimable work inside an execution); never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId(pub u64);
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Identifies a dead letter; never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeadLetterId(pub u64);
+
+impl fmt::Display for DeadLetterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Whether an activity's error may be retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -298,9 +318,9 @@ impl Default for Page {
 /// or replay it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    pub id: u64,
+    pub id: DeadLetterId,
     pub execution_id: ExecutionId,
-    pub task_id: u64,
+    pub task_id: TaskId,
     pub function: String,
     pub queue: String,
     pub input: serde_json::Value,
@@ -324,7 +344,7 @@ pub struct UnservedWork {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunningTask {
-    pub task_id: u64,
+    pub task_id: TaskId,
     pub execution_id: ExecutionId,
     pub function: String,
     pub worker: String,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{json_value, unexpected, Engine};
-use crate::api::{DeadLetter, ExecutionId};
+use crate::api::{DeadLetter, DeadLetterId, ExecutionId, TaskId};
 use crate::error::{Error, Result};
 use crate::storage::records::DeadLetterRecord;
 use crate::storage::{Op, OpOutput};
@@ -14,17 +14,21 @@ impl Engine {
         Ok(self.inner.store()?.dead_letters(limit)?.into_iter().map(dead_letter_view).collect())
     }
 
-    pub fn dead_letter(&self, id: u64) -> Result<DeadLetter> {
-        self.inner.store()?.dead_letter(id)?.map(dead_letter_view).ok_or(Error::UnknownDeadLetter(id))
+    pub fn dead_letter(&self, id: DeadLetterId) -> Result<DeadLetter> {
+        self.inner.store()?.dead_letter(id.0)?.map(dead_letter_view).ok_or(Error::UnknownDeadLetter(id))
     }
 
     /// Re-opens the failed execution with a fresh retry budget and removes the dead letter.
-    pub async fn replay_dead_letter(&self, id: u64) -> Result<ExecutionId> {
+    pub async fn replay_dead_letter(&self, id: DeadLetterId) -> Result<ExecutionId> {
         self.replay(id, None).await
     }
 
     /// Like `replay_dead_letter`, with an operator-edited input.
-    pub async fn replay_dead_letter_with_input<I: Serialize>(&self, id: u64, input: &I) -> Result<ExecutionId> {
+    pub async fn replay_dead_letter_with_input<I: Serialize>(
+        &self,
+        id: DeadLetterId,
+        input: &I,
+    ) -> Result<ExecutionId> {
         let letter = self.dead_letter(id)?;
         let bytes = serde_json::to_vec(input)
             .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
@@ -36,7 +40,7 @@ impl Engine {
     /// operator-edited `input` (completed steps are kept and not redone).
     pub async fn replay_dead_letter_with_step_input<I: Serialize>(
         &self,
-        id: u64,
+        id: DeadLetterId,
         step: u32,
         input: &I,
     ) -> Result<ExecutionId> {
@@ -44,29 +48,29 @@ impl Engine {
         let input = serde_json::to_vec(input)
             .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
         self.check_payload(&input)?;
-        match self.inner.submit(Op::ReplayDeadLetterStep { id, step, input }).await? {
+        match self.inner.submit(Op::ReplayDeadLetterStep { id: id.0, step, input }).await? {
             OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),
             other => Err(unexpected(other)),
         }
     }
 
-    pub(super) async fn replay(&self, id: u64, input: Option<Vec<u8>>) -> Result<ExecutionId> {
-        match self.inner.submit(Op::ReplayDeadLetter { id, input }).await? {
+    pub(super) async fn replay(&self, id: DeadLetterId, input: Option<Vec<u8>>) -> Result<ExecutionId> {
+        match self.inner.submit(Op::ReplayDeadLetter { id: id.0, input }).await? {
             OpOutput::Replayed { execution_id } => Ok(ExecutionId(execution_id)),
             other => Err(unexpected(other)),
         }
     }
 
-    pub async fn discard_dead_letter(&self, id: u64) -> Result<()> {
-        self.inner.submit(Op::DiscardDeadLetter { id }).await.map(|_| ())
+    pub async fn discard_dead_letter(&self, id: DeadLetterId) -> Result<()> {
+        self.inner.submit(Op::DiscardDeadLetter { id: id.0 }).await.map(|_| ())
     }
 }
 
 fn dead_letter_view(r: DeadLetterRecord) -> DeadLetter {
     DeadLetter {
-        id: r.id,
+        id: DeadLetterId(r.id),
         execution_id: ExecutionId(r.execution_id),
-        task_id: r.task_id,
+        task_id: TaskId(r.task_id),
         function: r.function,
         queue: r.queue,
         input: json_value(&r.input),

@@ -10,7 +10,7 @@ use super::clock::Sleep;
 use super::{json_value, lock, Engine, Inner};
 use crate::api::{
     ActivityError, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, Page, RunningTask,
-    UnservedWork,
+    TaskId, UnservedWork,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, ExecutionRecord, TaskRecord};
@@ -158,7 +158,7 @@ impl Engine {
             .filter_map(|t| {
                 let lease = t.lease?;
                 Some(RunningTask {
-                    task_id: t.id,
+                    task_id: TaskId(t.id),
                     execution_id: ExecutionId(t.execution_id),
                     function: t.function,
                     worker: lease.worker,

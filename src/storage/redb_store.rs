@@ -18,7 +18,8 @@ use super::{
     ReadyItem, StepBody, StepTask, StorageError, Store, TERMINAL_STATES,
 };
 use crate::api::{
-    ActivityError, AttemptRecord, CleanupReport, ExecutionFilter, ExecutionState, Page, RetryPolicy, TaskState,
+    ActivityError, AttemptRecord, CleanupReport, DeadLetterId, ExecutionFilter, ExecutionState, Page, RetryPolicy,
+    TaskId, TaskState,
 };
 use crate::error::Error;
 use crate::lease::Fence;
@@ -603,7 +604,7 @@ fn soft<T>(r: Result<T, StorageError>) -> OpRes<T> {
 /// Reads a task and its execution for a transition; a missing or corrupt one rejects the op.
 fn load_pair(t: &Tables<'_>, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord)> {
     let Some(task) = reject!(soft(get_task(t, task_id))?) else {
-        return Ok(Err(Error::UnknownTask { task_id }));
+        return Ok(Err(Error::UnknownTask { task_id: TaskId(task_id) }));
     };
     let Some(exec) = reject!(soft(get_execution(t, task.execution_id))?) else {
         return Ok(Err(Error::Storage(corrupted(EXECUTIONS_NAME, format!("{} (missing)", task.execution_id)))));
@@ -764,13 +765,13 @@ impl Batch<'_, '_> {
         let (task, exec) = reject!(load_pair(&self.t, task_id)?);
         let due = task.due_ms.is_none_or(|d| d <= self.now);
         if task.state != TaskState::Pending || !due || exec.state.is_terminal() {
-            return Ok(Err(Error::TaskNotClaimable { task_id }));
+            return Ok(Err(Error::TaskNotClaimable { task_id: TaskId(task_id) }));
         }
         if task.lease.is_some() {
-            return Ok(Err(Error::TaskNotClaimable { task_id }));
+            return Ok(Err(Error::TaskNotClaimable { task_id: TaskId(task_id) }));
         }
         if task.attempt == u32::MAX {
-            return Ok(Err(Error::TokensExhausted { task_id }));
+            return Ok(Err(Error::TokensExhausted { task_id: TaskId(task_id) }));
         }
         Ok(Ok(OpOutput::Claimed(self.take_lease(task, exec, worker, lease_ms)?)))
     }
@@ -956,7 +957,7 @@ impl Batch<'_, '_> {
     ) -> OpRes<OpOutput> {
         let (mut task, exec) = reject!(load_pair(&self.t, task_id)?);
         if task.kind != TaskKind::Workflow || task.step.is_some() || exec.state.is_terminal() {
-            return Ok(Err(Error::TaskNotClaimable { task_id }));
+            return Ok(Err(Error::TaskNotClaimable { task_id: TaskId(task_id) }));
         }
         reject!(Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease }.check(token));
         // Validate everything before the first write.
@@ -1503,7 +1504,7 @@ impl Batch<'_, '_> {
     fn replay(&mut self, id: u64, input: Option<Vec<u8>>) -> OpRes<OpOutput> {
         let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
             Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
-            None => return Ok(Err(Error::UnknownDeadLetter(id))),
+            None => return Ok(Err(Error::UnknownDeadLetter(DeadLetterId(id)))),
         };
         let (mut task, mut exec) = reject!(load_pair(&self.t, letter.task_id)?);
         if exec.state != ExecutionState::Failed || task.state != TaskState::Failed {
@@ -1558,7 +1559,7 @@ impl Batch<'_, '_> {
     fn replay_step(&mut self, id: u64, step: u32, input: Vec<u8>) -> OpRes<OpOutput> {
         let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
             Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
-            None => return Ok(Err(Error::UnknownDeadLetter(id))),
+            None => return Ok(Err(Error::UnknownDeadLetter(DeadLetterId(id)))),
         };
         let entry = reject!(soft(get_step(&self.t, letter.execution_id, step))?);
         if !matches!(
@@ -1701,7 +1702,7 @@ impl Batch<'_, '_> {
     fn discard(&mut self, id: u64) -> OpRes<OpOutput> {
         let letter: DeadLetterRecord = match self.t.dead_letters.get(id)? {
             Some(v) => reject!(soft(decode(DEAD_LETTERS_NAME, &id, v.value()))?),
-            None => return Ok(Err(Error::UnknownDeadLetter(id))),
+            None => return Ok(Err(Error::UnknownDeadLetter(DeadLetterId(id)))),
         };
         self.t.dead_letters.remove(id)?;
         self.t.dlq_by_time.remove((letter.failed_ms, id))?;
