@@ -13,9 +13,23 @@ pub enum Error {
     /// A name was dispatched or called that this engine does not have registered.
     #[error("function {name:?} is not registered; registered: [{}]", registered.join(", "))]
     UnknownFunction { name: String, registered: Vec<String> },
-    /// The same name was registered twice, or a builder option was given before any function.
+    /// The engine's configuration cannot work: a name registered twice, a reserved name, a
+    /// bad duration among the builder's options, no tokio runtime.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A workflow asked for more steps than one journal holds (`JOURNAL_STEPS_MAX`).
+    #[error("execution {execution_id}: the journal is full ({steps_max} steps)")]
+    JournalFull { execution_id: ExecutionId, steps_max: u32 },
+    /// A dead letter cannot be replayed as asked (its execution is no longer failed, or the
+    /// step named is not a failed call).
+    #[error("dead letter {id} cannot be replayed: {reason}")]
+    NotReplayable { id: DeadLetterId, reason: String },
+    /// `stent::testing::run_until_idle` gave up: the engine was still busy.
+    #[error("the engine is still busy after {0:?}")]
+    NotIdle(std::time::Duration),
+    /// A bug in stent (an invariant did not hold); the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Options that cannot work, such as a worker pool with `max_concurrency: 0`.
     #[error("invalid {what}: {reason}")]
     InvalidOptions { what: &'static str, reason: String },

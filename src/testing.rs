@@ -64,7 +64,7 @@ pub async fn run_until_idle(engine: &crate::Engine, limit: Duration) -> crate::R
             return Ok(());
         }
         if start.elapsed() >= limit {
-            return Err(crate::Error::Config(format!("the engine is still busy after {limit:?}")));
+            return Err(crate::Error::NotIdle(limit));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

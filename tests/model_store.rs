@@ -1048,7 +1048,7 @@ fn rej(e: &Error) -> Rej {
         Error::UnknownExecution(ExecutionId(id)) => Rej::UnknownExecution(*id),
         Error::UnknownDeadLetter(id) => Rej::UnknownDeadLetter(id.0),
         Error::UnknownTask { .. } => Rej::MissingRecord,
-        Error::Config(_) => Rej::Config,
+        Error::NotReplayable { .. } | Error::JournalFull { .. } => Rej::Config,
         other => Rej::Other(format!("{other:?}")),
     }
 }

@@ -233,7 +233,7 @@ async fn a_replay_can_edit_the_failed_steps_input() -> anyhow::Result<()> {
     assert!(matches!(finished(&engine, ORDER, id).await, Err(Error::ExecutionFailed { .. })));
     let letter = engine.dead_letters(10)?.into_iter().find(|l| l.execution_id == id).expect("dead letter");
     assert!(
-        matches!(engine.replay_dead_letter_with_step_input(letter.id, 0, &"x").await, Err(Error::Config(_))),
+        matches!(engine.replay_dead_letter_with_step_input(letter.id, 0, &"x").await, Err(Error::NotReplayable { .. })),
         "step 0 completed: not editable"
     );
     engine.replay_dead_letter_with_step_input(letter.id, 1, &"widget to 1 Main St").await?;

@@ -317,7 +317,7 @@ impl EngineBuilder {
         let thread = std::thread::Builder::new()
             .name("stent-writer".into())
             .spawn(move || writer::run(writer_inner, store, rx, batch_ops_max))
-            .map_err(|e| Error::Config(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot start the writer thread: {e}")))?;
         *lock(&inner.writer_thread) = Some(thread);
         runtime.spawn(inner.clone().drive_timers());
         if let Some(period) = self.retention {

@@ -115,7 +115,7 @@ impl Engine {
             tokio::task::spawn_blocking(move || thread.join())
                 .await
                 .map_err(|_| Error::Shutdown)?
-                .map_err(|_| Error::Config("the writer thread panicked".into()))?;
+                .map_err(|_| Error::Internal("the writer thread panicked".into()))?;
         }
         self.inner.store.write().unwrap_or_else(|p| p.into_inner()).take();
         Ok(())

@@ -79,7 +79,7 @@ impl Engine {
 fn unexpected(output: OpOutput) -> Error {
     // The writer answers each op with its own output kind; anything else is a bug.
     debug_assert!(false, "unexpected op output {output:?}");
-    Error::Config(format!("internal error: unexpected op output {output:?}"))
+    Error::Internal(format!("unexpected op output {output:?}"))
 }
 
 fn json_value(bytes: &[u8]) -> serde_json::Value {

@@ -39,7 +39,7 @@ impl Inner {
                     total += removed;
                     from = next;
                 }
-                other => return Err(Error::Config(format!("unexpected answer to a cleanup: {other:?}"))),
+                other => return Err(Error::Internal(format!("unexpected answer to a cleanup: {other:?}"))),
             }
         }
         Ok(total)

@@ -963,10 +963,10 @@ impl Batch<'_, '_> {
         // Validate everything before the first write.
         for s in &steps {
             if s.step >= JOURNAL_STEPS_MAX {
-                return Ok(Err(Error::Config(format!(
-                    "execution {}: more than {JOURNAL_STEPS_MAX} journal steps",
-                    exec.id
-                ))));
+                return Ok(Err(Error::JournalFull {
+                    execution_id: crate::api::ExecutionId(exec.id),
+                    steps_max: JOURNAL_STEPS_MAX,
+                }));
             }
             if let Some(existing) = reject!(soft(get_step(&self.t, exec.id, s.step))?) {
                 // Recorded before (a step this attempt did not know of): never overwrite.
@@ -1000,7 +1000,7 @@ impl Batch<'_, '_> {
                 },
                 StepBody::Local(f) => {
                     let Some(f) = f.take() else {
-                        return Ok(Err(Error::Config(format!("local step {} ran twice", s.step))));
+                        return Ok(Err(Error::Internal(format!("local step {} ran twice", s.step))));
                     };
                     let txn = self.txn;
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(txn)));
@@ -1508,10 +1508,10 @@ impl Batch<'_, '_> {
         };
         let (mut task, mut exec) = reject!(load_pair(&self.t, letter.task_id)?);
         if exec.state != ExecutionState::Failed || task.state != TaskState::Failed {
-            return Ok(Err(Error::Config(format!(
-                "dead letter {id}: execution {} is {}, not failed",
-                exec.id, exec.state
-            ))));
+            return Ok(Err(Error::NotReplayable {
+                id: DeadLetterId(id),
+                reason: format!("execution {} is {}, not failed", exec.id, exec.state),
+            }));
         }
         let journal = match task.kind {
             TaskKind::Workflow => reject!(soft(journal_of(&self.t.journal, exec.id))?),
@@ -1566,10 +1566,10 @@ impl Batch<'_, '_> {
             &entry,
             Some(JournalEntry { kind: StepKind::Call { .. }, outcome: StepOutcome::Failed { .. }, .. })
         ) {
-            return Ok(Err(Error::Config(format!(
-                "dead letter {id}: step {step} of execution {} is not a failed call",
-                letter.execution_id
-            ))));
+            return Ok(Err(Error::NotReplayable {
+                id: DeadLetterId(id),
+                reason: format!("step {step} of execution {} is not a failed call", letter.execution_id),
+            }));
         }
         let replayed = reject!(self.replay(id, None)?);
         self.t.step_inputs.insert((letter.execution_id, step), input.as_slice())?;
