@@ -37,7 +37,6 @@
 //!   at every step would cost (`--evict-after 0s`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -206,25 +205,7 @@ fn worker_options() -> WorkerOptions {
     WorkerOptions { worker_id: "bench".into(), max_concurrency: POOL_CONCURRENCY, ..WorkerOptions::default() }
 }
 
-struct StatsSnapshot {
-    batches: u64,
-    ops: u64,
-    claims: u64,
-    completions: u64,
-    failures: u64,
-}
-
-fn snapshot(stats: &Stats) -> StatsSnapshot {
-    StatsSnapshot {
-        batches: stats.batches.load(Ordering::Relaxed),
-        ops: stats.ops.load(Ordering::Relaxed),
-        claims: stats.claims.load(Ordering::Relaxed),
-        completions: stats.completions.load(Ordering::Relaxed),
-        failures: stats.failures.load(Ordering::Relaxed),
-    }
-}
-
-fn report_batches(label: &str, before: &StatsSnapshot, after: &StatsSnapshot) {
+fn report_batches(label: &str, before: &Stats, after: &Stats) {
     let batches = after.batches - before.batches;
     let ops = after.ops - before.ops;
     eprintln!(
@@ -239,7 +220,7 @@ async fn throughput(dir: &Path, n: usize) -> anyhow::Result<f64> {
     let engine = open_engine(&path)?;
     let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
-    let before = snapshot(engine.stats());
+    let before = engine.stats();
 
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -259,7 +240,7 @@ async fn throughput(dir: &Path, n: usize) -> anyhow::Result<f64> {
     }
     let elapsed = start.elapsed();
 
-    let after = snapshot(engine.stats());
+    let after = engine.stats();
     let completed =
         engine.counts_by_state()?.into_iter().find(|(s, _)| *s == ExecutionState::Completed).map_or(0, |(_, c)| c);
     if completed != n as u64 {
@@ -280,10 +261,10 @@ async fn latency(dir: &Path, warmup: usize, samples: usize) -> anyhow::Result<(f
     let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     let mut micros = Vec::with_capacity(samples);
-    let mut before = snapshot(engine.stats());
+    let mut before = engine.stats();
     for i in 0..(warmup + samples) as u64 {
         if i == warmup as u64 {
-            before = snapshot(engine.stats());
+            before = engine.stats();
         }
         let start = Instant::now();
         let id = engine.dispatch(ECHO, &i).await?;
@@ -296,7 +277,7 @@ async fn latency(dir: &Path, warmup: usize, samples: usize) -> anyhow::Result<(f
             micros.push(took.as_secs_f64() * 1e6);
         }
     }
-    let after = snapshot(engine.stats());
+    let after = engine.stats();
     micros.sort_by(f64::total_cmp);
     let p50 = percentile(&micros, 50.0);
     let p99 = percentile(&micros, 99.0);
@@ -352,7 +333,7 @@ async fn workflow_throughput(
     let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     steps_round(&engine, count, steps, 0).await?;
-    let before = snapshot(engine.stats());
+    let before = engine.stats();
     let mut rates = Vec::with_capacity(rounds);
     for r in 0..rounds {
         let took = steps_round(&engine, count, steps, (r as u64 + 1) * 1_000_000_000).await?;
@@ -364,7 +345,7 @@ async fn workflow_throughput(
         );
         rates.push(rate);
     }
-    let after = snapshot(engine.stats());
+    let after = engine.stats();
     let done = completed(&engine)?;
     let expected = (count * (rounds + 1)) as u64; // Steps are tasks of their workflow's execution.
     if done != expected {
@@ -397,10 +378,10 @@ async fn workflow_latency(
     let workers = engine.serve(worker_options())?;
     workers.wait_until_ready().await;
     let mut per_step = Vec::with_capacity(samples);
-    let mut before = snapshot(engine.stats());
+    let mut before = engine.stats();
     for i in 0..(warmup + samples) as u64 {
         if i == warmup as u64 {
-            before = snapshot(engine.stats());
+            before = engine.stats();
         }
         let input = i * 1_000;
         let start = Instant::now();
@@ -414,7 +395,7 @@ async fn workflow_latency(
             per_step.push(took.as_secs_f64() * 1e6 / steps as f64);
         }
     }
-    let after = snapshot(engine.stats());
+    let after = engine.stats();
     per_step.sort_by(f64::total_cmp);
     let p50 = percentile(&per_step, 50.0);
     let p99 = percentile(&per_step, 99.0);
@@ -449,12 +430,12 @@ async fn fanout(dir: &Path, children: u64, runs: usize, evict_after: Option<Dura
         let engine = open_workflow_engine(&path, 1, evict_after)?;
         let workers = engine.serve(worker_options())?;
         workers.wait_until_ready().await;
-        let before = snapshot(engine.stats());
+        let before = engine.stats();
         let start = Instant::now();
         let id = engine.dispatch(FANOUT, &children).await?;
         let sum = engine.wait_for(FANOUT, id, Some(WAIT_LIMIT)).await?;
         let took = start.elapsed();
-        let after = snapshot(engine.stats());
+        let after = engine.stats();
         if sum != children * (children - 1) / 2 {
             bail!("fan-out returned {sum}, expected {}", children * (children - 1) / 2);
         }
@@ -478,7 +459,7 @@ async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<
         let engine = open_workflow_engine(&path, steps, evict_after)?;
         let workers = engine.serve(worker_options())?;
         workers.wait_until_ready().await;
-        let before = snapshot(engine.stats());
+        let before = engine.stats();
         let start = Instant::now();
         let id = engine.dispatch(STEPS, &0).await?;
         let out = engine.wait_for(STEPS, id, Some(WAIT_LIMIT)).await?;
@@ -486,13 +467,13 @@ async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<
         if out != steps {
             bail!("long workflow returned {out}, expected {steps}");
         }
-        let after = snapshot(engine.stats());
+        let after = engine.stats();
         let rate = steps as f64 / took.as_secs_f64();
         eprintln!(
             "long workflow run {}: {steps} steps in {:.1} ms = {rate:.0} steps/s ({} parked resumes)",
             r + 1,
             took.as_secs_f64() * 1e3,
-            engine.stats().resumes.load(Ordering::Relaxed)
+            engine.stats().resumes
         );
         report_batches("long workflow", &before, &after);
         rates.push(rate);

@@ -95,7 +95,7 @@ async fn cancel_a_running_execution_aborts_it_and_nothing_completes_after() -> a
     assert_eq!(info.state, ExecutionState::Cancelled);
     assert!(info.output.is_none());
     assert!(engine.running_tasks()?.is_empty());
-    assert_eq!(engine.stats().completions.load(Ordering::SeqCst), 0);
+    assert_eq!(engine.stats().completions, 0);
     pool.drain().await?;
     assert_consistent(&engine);
     engine.close().await?;

@@ -232,15 +232,12 @@ async fn tagged_work_no_pool_serves_is_visible() -> anyhow::Result<()> {
     // Not yet past the threshold: no warning.
     clock.advance(Duration::from_secs(30));
     tokio::task::yield_now().await;
-    assert_eq!(stent::engine::Stats::get(&engine.stats().unserved_warnings), 0);
+    assert_eq!(engine.stats().unserved_warnings, 0);
     assert!(!captured.text().contains("no worker pool"), "{}", captured.text());
 
     // Past it: one warning per group, naming queue and tags.
     clock.advance(Duration::from_secs(31));
-    stent::testing::wait_until(LIMIT, "both groups are warned about", || {
-        stent::engine::Stats::get(&engine.stats().unserved_warnings) >= 2
-    })
-    .await;
+    stent::testing::wait_until(LIMIT, "both groups are warned about", || engine.stats().unserved_warnings >= 2).await;
     let log = captured.text();
     assert!(log.contains("WARN"), "{log}");
     assert!(log.contains("no worker pool in this process serves"), "{log}");

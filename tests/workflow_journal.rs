@@ -77,8 +77,8 @@ async fn a_crash_at_every_step_boundary_redoes_nothing() -> anyhow::Result<()> {
         }
         let _pool = engine.serve(options(&format!("run-{k}")))?;
         gate.add_permits(1); // Let exactly one more step through.
-        let completions = &engine.stats().completions;
-        until(completions, 1, "the step's completion is committed").await;
+        stent::testing::wait_until(LIMIT, "the step's completion is committed", || engine.stats().completions >= 1)
+            .await;
         if k < 5 {
             engine.close().await?; // Crash right after step k is durable.
         } else {

@@ -66,9 +66,7 @@ fn engine(builder: EngineBuilder, entries: &Entries) -> stent::Result<Engine> {
 }
 
 async fn suspensions(engine: &Engine, at_least: u64) {
-    let stats = engine.stats();
-    wait_until(LIMIT, &format!("{at_least} suspensions"), || stats.suspensions.load(Ordering::SeqCst) >= at_least)
-        .await;
+    wait_until(LIMIT, &format!("{at_least} suspensions"), || engine.stats().suspensions >= at_least).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

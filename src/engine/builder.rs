@@ -16,7 +16,7 @@ use super::ctx::Ctx;
 use super::registry::{self, Bound, Function, Registry};
 use super::timers::Timers;
 use super::{
-    ctx, lock, parked, ready, writer, Engine, Inner, Stats, BATCH_OPS_MAX_DEFAULT, COMMAND_QUEUE_MAX,
+    ctx, lock, parked, ready, writer, Counters, Engine, Inner, BATCH_OPS_MAX_DEFAULT, COMMAND_QUEUE_MAX,
     EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
 };
 use crate::api::{ActivityError, DurationArg, FunctionHandle, FunctionOptions, RetryPolicy};
@@ -307,7 +307,7 @@ impl EngineBuilder {
             pools: Mutex::new(Vec::new()),
             unserved_warn_after_ms: duration_ms(self.unserved_warn_after),
             unserved_check_armed: std::sync::atomic::AtomicBool::new(false),
-            stats: Stats::default(),
+            stats: Counters::default(),
             parked: parked::ParkedSet::new(self.parked_workflows_max),
             evict_after_ms: duration_ms(self.evict_after),
         });

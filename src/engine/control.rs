@@ -68,8 +68,9 @@ impl Engine {
         lock(&self.inner.poisoned).clone()
     }
 
-    pub fn stats(&self) -> &Stats {
-        &self.inner.stats
+    /// What the engine did since it was opened (a snapshot).
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
     }
 
     /// Blocked workflow futures kept in memory now (see [`EngineBuilder::evict_after`]).

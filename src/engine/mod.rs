@@ -35,6 +35,7 @@ pub use builder::EngineBuilder;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use ctx::{CallOptions, CounterRef, Ctx, StateRef, Step};
 pub use dispatch::DispatchBuilder;
+use stats::Counters;
 pub use stats::Stats;
 pub use worker::WorkerPool;
 

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::storage::{Effect, Faults, Op, OpOutput, Store};
 
 use super::queries::WaiterEntry;
-use super::{parked, ready, writer, Stats};
+use super::{parked, ready, writer, Counters};
 
 /// An attempt running in this process, keyed by a serial number of its own: the same task
 /// may briefly have two (a stale attempt being aborted and its replacement).
@@ -56,7 +56,7 @@ pub(crate) struct Inner {
     pub(super) pools: Mutex<Vec<std::sync::Weak<worker::Pool>>>,
     pub(super) unserved_warn_after_ms: u64,
     pub(super) unserved_check_armed: std::sync::atomic::AtomicBool,
-    pub(super) stats: Stats,
+    pub(super) stats: Counters,
     /// Blocked workflow futures kept in memory (see `EngineBuilder::evict_after`).
     pub(super) parked: parked::ParkedSet,
     pub(super) evict_after_ms: u64,
