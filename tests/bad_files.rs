@@ -118,9 +118,8 @@ fn assert_refused(err: &Error, expected: Refusal, case: &str) {
             assert!(msg.contains("fill whole buffer"), "{case}: {msg}");
         }
         // redb reports "not a redb database" as an I/O error of kind InvalidData, which
-        // src/storage/error.rs maps to `Io` rather than `CorruptFile`. Accept both so the test
-        // keeps passing once that mapping is fixed; the message is what the user reads.
-        (Refusal::NotADatabase, Error::Storage(StorageError::CorruptFile(msg) | StorageError::Io(msg))) => {
+        // src/storage/error.rs maps to `CorruptFile`; the message is what the user reads.
+        (Refusal::NotADatabase, Error::Storage(StorageError::CorruptFile(msg))) => {
             assert!(msg.contains("Not a redb database"), "{case}: {msg}");
         }
         (expected, other) => panic!("{case}: expected {expected:?}, got {other:?}"),

@@ -23,8 +23,9 @@ pub enum StorageError {
     EmptyFile(String),
     #[error("database file is already open (by this or another process)")]
     InUse,
+    /// The disk failed a read, write or sync (the source is kept: kind, OS error code).
     #[error("I/O error: {0}")]
-    Io(String),
+    Io(#[source] std::io::Error),
     #[error("storage error: {0}")]
     Other(String),
     /// A commit failed earlier; nothing more is written until the database is reopened.
@@ -53,7 +54,7 @@ impl From<redb::Error> for StorageError {
             redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
                 StorageError::CorruptFile(io.to_string())
             }
-            redb::Error::Io(io) => StorageError::Io(io.to_string()),
+            redb::Error::Io(io) => StorageError::Io(io),
             other => StorageError::Other(other.to_string()),
         }
     }
