@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use redb::{Database, Durability, TableDefinition};
-use stent::engine::Stats;
+use stent::Stats;
 use stent::{Activity, ActivityError, Ctx, Engine, ExecutionState, RetryPolicy, WorkerOptions, Workflow};
 
 const ECHO: Activity<u64, u64> = Activity::new("echo");

@@ -10,24 +10,40 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-pub mod api;
-pub use engine::activity;
-pub mod engine;
+mod api;
+mod engine;
 mod error;
-pub mod lease;
-pub mod storage;
+mod lease;
 mod sync;
 pub mod testing;
 
+// Internals reached by stent's own integration tests, benches and fuzzers (the store, its
+// records and codec). Not part of the API: hidden from the docs, and free to change.
+#[doc(hidden)]
+pub mod storage;
+#[doc(hidden)]
+pub mod __internal {
+    pub use crate::lease::{ClaimRefused, Fence, Limiter};
+}
+
+/// redb, whose types appear in the API (`EngineBuilder::backend`, `Ctx::local`,
+/// `Engine::read`): use this one, and versions never disagree.
+pub use redb;
+
 pub use api::{
-    Activity, ActivityError, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind, ExecutionFilter,
-    ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy, RunningTask,
-    TaskId, TaskState, UnservedWork, WorkerOptions, WorkerStatus, Workflow,
+    Activity, ActivityError, AttemptRecord, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind,
+    ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy,
+    RunningTask, TaskId, TaskState, UnservedWork, WorkerOptions, WorkerStatus, Workflow, PROGRESS_LINES_MAX,
 };
+pub use engine::activity;
 pub use engine::{
-    CallOptions, Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,
+    CallOptions, Clock, CounterRef, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, Sleep, StateRef, Stats,
+    Step, SystemClock, WorkerPool, BATCH_OPS_MAX_DEFAULT, EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT,
+    PAYLOAD_BYTES_MAX_DEFAULT,
 };
 pub use error::{Error, Result};
+pub use lease::LeaseError;
+pub use storage::StorageError;
 
 /// The README's code blocks, compiled as doctests so the first thing a user copies works.
 #[cfg(doctest)]

@@ -149,7 +149,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
         Op::Renew { leases: vec![(task_id, old)], lease_ms: 100 },
     ] {
         match one(&store, 160, op) {
-            Err(Error::Lease(stent::lease::LeaseError::LeaseLost { token, .. })) => assert_eq!(token, old),
+            Err(Error::Lease(stent::LeaseError::LeaseLost { token, .. })) => assert_eq!(token, old),
             Ok(OpOutput::Renewed(r)) => assert!(matches!(r[0], Err(Error::Lease(_)))),
             other => panic!("stale outcome accepted: {other:?}"),
         }

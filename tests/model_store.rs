@@ -28,12 +28,12 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
-use stent::lease::LeaseError;
 use stent::storage::records::{RetryRecord, HISTORY_ENTRIES_MAX};
 use stent::storage::{
     CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, OpenOptions, RedbStore, StorageError, Store,
 };
 use stent::testing::MemoryDisk;
+use stent::LeaseError;
 use stent::{ActivityError, CleanupReport, Error, ExecutionId, ExecutionState, TaskState};
 
 const START_MS: u64 = 1_000;
