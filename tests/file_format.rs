@@ -1,0 +1,206 @@
+//! The file format holds still: records written by this format (committed as bytes in
+//! `tests/fixtures/records_v1.hex`) decode to exactly the values they were made from, and
+//! encoding those values gives exactly those bytes. A change to a stored type (a field added
+//! to a record, or to an API type a record embeds) fails here, instead of silently changing
+//! what is on users' disks; such a change needs a new format or schema version and a
+//! migration (docs/design.md).
+//!
+//! Method: one sample of every record kind, with every optional field set and every enum
+//! variant that a record can hold. `STENT_WRITE_FIXTURE=1 cargo test --test file_format`
+//! rewrites the fixture (only when the format is changed on purpose).
+
+use stent::storage::codec::{decode, encode};
+use stent::storage::records::{
+    CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, LeaseRecord, ParentStep, RetryRecord,
+    StepKind, StepOutcome, TaskKind, TaskRecord,
+};
+use stent::{ActivityError, AttemptRecord, ExecutionState, TaskState};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/records_v1.hex");
+
+fn error() -> ActivityError {
+    ActivityError::permanent("card declined")
+        .with_code("declined")
+        .with_details(&serde_json::json!({ "card": "visa", "retry": false }))
+}
+
+fn attempt() -> AttemptRecord {
+    AttemptRecord { attempt: 2, worker: "w-1".into(), started_ms: 1_000, ended_ms: 1_250, error: error() }
+}
+
+fn retry() -> RetryRecord {
+    RetryRecord {
+        max_attempts: 5,
+        initial_delay_ms: 1_000,
+        backoff_factor: 2.0,
+        max_delay_ms: 60_000,
+        jitter: 0.25,
+        retry_codes: vec!["timeout".into()],
+        permanent_codes: vec!["declined".into()],
+    }
+}
+
+fn execution() -> ExecutionRecord {
+    ExecutionRecord {
+        id: 42,
+        function: "checkout".into(),
+        queue: "orders".into(),
+        priority: -3,
+        tags: vec!["eu".into(), "gpu".into()],
+        state: ExecutionState::Failed,
+        root_task: 7,
+        created_ms: 1_700_000_000_000,
+        scheduled_ms: 1_700_000_000_500,
+        started_ms: Some(1_700_000_000_600),
+        finished_ms: Some(1_700_000_009_000),
+        max_duration_ms: Some(3_600_000),
+        deadline_ms: Some(1_700_003_600_500),
+        output: Some(b"\"ok\"".to_vec()),
+        error: Some(error()),
+        idempotency_key: Some("order-42".into()),
+        parent: Some(ParentStep { execution_id: 41, step: 3 }),
+    }
+}
+
+fn task() -> TaskRecord {
+    TaskRecord {
+        id: 7,
+        execution_id: 42,
+        kind: TaskKind::Workflow,
+        step: Some(2),
+        function: "charge".into(),
+        queue: "orders".into(),
+        priority: 5,
+        tags: vec!["eu".into()],
+        input: b"{\"cents\":4200}".to_vec(),
+        state: TaskState::Running,
+        due_ms: Some(1_700_000_001_000),
+        ready_ms: 1_700_000_000_900,
+        attempt: 3,
+        round_start: 1,
+        lease: Some(LeaseRecord { worker: "w-2".into(), token: 3, started_ms: 2_000, expires_ms: 32_000 }),
+        retry: retry(),
+        timeout_ms: Some(30_000),
+        cache: Some(CachePolicy { version: 2, ttl_ms: 3_600_000 }),
+        history: vec![attempt()],
+        created_ms: 1_700_000_000_000,
+    }
+}
+
+fn journal() -> Vec<JournalEntry> {
+    let kinds = [
+        StepKind::Call { function: "charge".into() },
+        StepKind::Sleep { until_ms: 99 },
+        StepKind::Now,
+        StepKind::Random,
+        StepKind::Signal { name: "approval".into(), timed: true },
+        StepKind::Child { function: "ship".into() },
+        StepKind::Counter { name: "items".into() },
+        StepKind::SetState { key: "stage".into() },
+        StepKind::GetState { key: "stage".into() },
+        StepKind::Local { name: "ledger".into() },
+    ];
+    let outcomes = [
+        StepOutcome::Scheduled { task_id: 8 },
+        StepOutcome::AwaitingSignal { timer: Some(9) },
+        StepOutcome::AwaitingSignal { timer: None },
+        StepOutcome::Child { execution_id: 43 },
+        StepOutcome::Completed { output: b"12".to_vec() },
+        StepOutcome::Failed { error: error() },
+    ];
+    let mut entries = Vec::new();
+    for (step, kind) in kinds.iter().enumerate() {
+        let outcome = outcomes[step % outcomes.len()].clone();
+        entries.push(JournalEntry {
+            step: step as u32,
+            kind: kind.clone(),
+            outcome,
+            recorded_ms: 1_700_000_000_000 + step as u64,
+        });
+    }
+    entries
+}
+
+fn dead_letter() -> DeadLetterRecord {
+    DeadLetterRecord {
+        id: 3,
+        execution_id: 42,
+        task_id: 7,
+        function: "charge".into(),
+        queue: "orders".into(),
+        input: b"{\"cents\":4200}".to_vec(),
+        error: error(),
+        attempts: 3,
+        history: vec![attempt()],
+        failed_ms: 1_700_000_009_000,
+    }
+}
+
+fn cache() -> CacheRecord {
+    CacheRecord { output: b"\"cached\"".to_vec(), expires_ms: 1_700_003_600_000 }
+}
+
+/// Every sample, by name, encoded.
+fn samples() -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![
+        ("execution".to_string(), encode(&execution())),
+        ("task".to_string(), encode(&task())),
+        ("dead_letter".to_string(), encode(&dead_letter())),
+        ("cache".to_string(), encode(&cache())),
+    ];
+    for entry in journal() {
+        out.push((format!("journal_{}", entry.step), encode(&entry)));
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
+}
+
+fn fixture() -> Vec<(String, Vec<u8>)> {
+    let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/records_v1.hex is committed");
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (name, bytes) = l.split_once(' ').expect("`name hex` per line");
+            (name.to_string(), unhex(bytes))
+        })
+        .collect()
+}
+
+#[test]
+fn records_written_by_the_current_format_decode_unchanged() {
+    if std::env::var_os("STENT_WRITE_FIXTURE").is_some() {
+        let mut text = String::from("# Records in stent's file format v1 (see tests/file_format.rs). Do not edit.\n");
+        for (name, bytes) in samples() {
+            text.push_str(&format!("{name} {}\n", hex(&bytes)));
+        }
+        std::fs::write(FIXTURE, text).expect("write fixture");
+    }
+    let fixture = fixture();
+    let names: Vec<_> = fixture.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, samples().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), "fixture lists every sample");
+
+    for (name, bytes) in &fixture {
+        let key = &name.as_str();
+        match name.as_str() {
+            "execution" => assert_eq!(decode::<ExecutionRecord>("executions", key, bytes).unwrap(), execution()),
+            "task" => assert_eq!(decode::<TaskRecord>("tasks", key, bytes).unwrap(), task()),
+            "dead_letter" => assert_eq!(decode::<DeadLetterRecord>("dead_letters", key, bytes).unwrap(), dead_letter()),
+            "cache" => assert_eq!(decode::<CacheRecord>("cache", key, bytes).unwrap(), cache()),
+            other => {
+                let step: usize = other.trim_start_matches("journal_").parse().expect("journal_N");
+                assert_eq!(decode::<JournalEntry>("journal", key, bytes).unwrap(), journal()[step]);
+            }
+        }
+    }
+    // And the other way: today's encoder writes exactly the committed bytes.
+    for ((name, committed), (_, now)) in fixture.iter().zip(samples()) {
+        assert_eq!(hex(committed), hex(&now), "{name}: the encoding changed");
+    }
+}
