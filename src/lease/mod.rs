@@ -6,15 +6,24 @@
 //! refused with [`LeaseError::LeaseLost`] and nothing is written.
 //!
 //! Invariant: this module is plain synchronous code over `crate::sync`; it never awaits, never
-//! reads the clock (time is an argument) and never names a storage type other than the record it
-//! mutates. That is what lets loom explore it (`RUSTFLAGS="--cfg loom" cargo test --release --lib
-//! lease`).
+//! reads the clock (time is an argument) and imports nothing from storage (the lease record
+//! it mutates is defined here). That is what lets loom explore it
+//! (`RUSTFLAGS="--cfg loom" cargo test --release --lib lease`).
 
 mod limiter;
 
 pub use limiter::Limiter;
 
-use crate::storage::records::LeaseRecord;
+/// Who holds a running task, with which token, until when. Stored inside the task's record
+/// (so its layout is part of the file format; `tests/file_format.rs` holds it still), but
+/// defined here so the lease protocol imports nothing from storage.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseRecord {
+    pub worker: String,
+    pub token: u32,
+    pub started_ms: u64,
+    pub expires_ms: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -34,13 +34,10 @@ pub struct ParentStep {
     pub step: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeaseRecord {
-    pub worker: String,
-    pub token: u32,
-    pub started_ms: u64,
-    pub expires_ms: u64,
-}
+/// A running task's lease, stored in its `TaskRecord`. Defined by the lease protocol, which
+/// imports nothing from storage; its layout is part of the file format all the same
+/// (`tests/file_format.rs`).
+pub use crate::lease::LeaseRecord;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryRecord {
