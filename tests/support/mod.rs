@@ -1,6 +1,8 @@
 //! Shared helpers for the engine integration tests.
 #![allow(dead_code)]
 
+pub mod power_loss_disk;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
