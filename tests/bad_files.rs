@@ -477,3 +477,21 @@ async fn unparsable_duration_is_quoted_and_creates_nothing() -> anyhow::Result<(
     engine.close().await?;
     Ok(())
 }
+
+/// A file whose creation never finished (no magic number yet) is created anew, but only when
+/// it provably held nothing: a real database whose first bytes were damaged the same way has
+/// tables, so it is refused and left exactly as it is. (The unfinished creation itself is
+/// covered by `tests/power_loss.rs`.)
+#[tokio::test]
+async fn database_with_a_zeroed_magic_number_is_refused_and_left_as_it_is() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("stent.db");
+    database_with(&path, &[1, 2, 3]).await?;
+    let mut bytes = std::fs::read(&path)?;
+    bytes[..9].fill(0);
+    std::fs::write(&path, &bytes)?;
+    let err = open(&path).expect_err("a damaged database opened");
+    assert_refused(&err, Refusal::NotADatabase, "zeroed magic number");
+    assert_eq!(std::fs::read(&path)?, bytes, "the damaged file was changed");
+    Ok(())
+}

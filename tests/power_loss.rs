@@ -40,8 +40,8 @@
 //!
 //! Coverage: the reference run has 140 to 210 sync points (the count varies between runs with
 //! group-commit batching; a point past the end of a shorter run loses power after close).
-//! The first two are redb creating the file, where a power cut leaves a file that never opens
-//! again: those are covered only by the failing
+//! The first two are redb creating the file, where a power cut used to leave a file that never
+//! opened again: those are covered by
 //! `a_power_loss_or_full_disk_while_the_file_is_created_leaves_a_file_that_opens`, and the
 //! sweeps start at sync 3. By default each image kind is swept over 14 points spread evenly
 //! from sync 3 to the last, both ends included, the interior points shifted per kind so that
@@ -948,8 +948,9 @@ fn running_out_of_space_poisons_the_engine_and_damages_nothing() -> anyhow::Resu
 
 /// A crash or a full disk in the first moments of the first start, while redb creates the
 /// file, must not leave a file that can never be opened: nothing was committed, so the next
-/// start should open it (as new). FAILS with redb 4.6: the file is left without its magic
-/// number, and every later open is refused as "Not a redb database".
+/// start should open it (as new). redb 4.6 leaves such a file without its magic number and
+/// refuses every later open ("Not a redb database"); stent recognises exactly that state
+/// (`storage/redb_store/creation.rs`) and creates the file anew.
 #[test]
 fn a_power_loss_or_full_disk_while_the_file_is_created_leaves_a_file_that_opens() -> anyhow::Result<()> {
     const LABEL: &str = "power-creation";

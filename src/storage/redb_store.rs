@@ -12,6 +12,7 @@ use super::records::{
 };
 use super::tables::*;
 
+mod creation;
 mod quarantine;
 use super::{
     ClaimedTask, CleanupCursor, Continuation, Effect, Faults, Local, NewExecution, NewStep, Op, OpOutput, OpResult,
@@ -161,6 +162,11 @@ impl RedbStore {
                 }
                 _ => {}
             }
+        }
+        match (&path, &backend) {
+            (_, Some(backend)) => creation::reset_unfinished(creation::Target::Backend(backend.as_ref()))?,
+            (Some(path), None) => creation::reset_unfinished(creation::Target::Path(path))?,
+            (None, None) => {}
         }
         let mut builder = Database::builder();
         builder.set_check_integrity_on_open(verify_on_open);
