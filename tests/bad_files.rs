@@ -31,7 +31,7 @@ const EXECUTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("executions
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The schema version this build of stent writes.
-const SUPPORTED_SCHEMA: u64 = 2;
+const SUPPORTED_SCHEMA: u64 = 3;
 
 fn open(path: &Path) -> stent::Result<Engine> {
     Engine::builder().path(path).activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) }).open()

@@ -250,23 +250,26 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     pool.drain().await?;
     engine.close().await?;
 
-    // Make it a version 1 file: no index of tasks by execution.
+    // Make it a version 1 file: no index of tasks by execution, no counts by state (version 3).
     {
         let db = redb::Database::open(&path)?;
         let txn = db.begin_write()?;
         txn.delete_table(TableDefinition::<(u64, u64), ()>::new("idx_exec_tasks"))?;
+        txn.delete_table(TableDefinition::<u8, u64>::new("exec_counts"))?;
         txn.open_table(TableDefinition::<&str, u64>::new("meta"))?.insert("schema_version", 1)?;
         txn.commit()?;
     }
 
     let engine = builder_at(&path, &clock).open()?;
-    assert_consistent(&engine); // The index was rebuilt from the tasks.
+    assert_consistent(&engine); // The index was rebuilt from the tasks, the counts from the states.
+    let completed = engine.counts_by_state()?.into_iter().find(|(s, _)| *s == ExecutionState::Completed);
+    assert_eq!(completed, Some((ExecutionState::Completed, 1)));
     clock.advance(Duration::from_secs(3_600));
     assert_eq!(engine.cleanup("1m").await?.executions, 1);
     engine.close().await?;
     assert_eq!(records_of(&path, old.0)?, vec![]);
     let db = redb::Database::open(&path)?;
     let version = db.begin_read()?.open_table(TableDefinition::<&str, u64>::new("meta"))?.get("schema_version")?;
-    assert_eq!(version.map(|v| v.value()), Some(2));
+    assert_eq!(version.map(|v| v.value()), Some(3), "migrated through version 2 to 3");
     Ok(())
 }

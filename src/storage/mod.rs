@@ -395,6 +395,8 @@ pub trait Store: Send + Sync + 'static {
     fn recover(&self, now_ms: u64) -> Result<Vec<Effect>, StorageError>;
     fn execution(&self, id: u64) -> Result<Option<(ExecutionRecord, TaskRecord)>, StorageError>;
     fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionRecord>, StorageError>;
+    /// Executions in each state, every state listed; reads the counts kept with each state
+    /// change, so it costs O(states), not O(executions).
     fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError>;
     fn queue_depth(&self, queue: &str) -> Result<u64, StorageError>;
     fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError>;

@@ -22,8 +22,9 @@ use crate::error::Error;
 use crate::lease::Fence;
 
 /// Schema version this build writes. Files with a larger one are refused.
-/// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file).
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file), version 3
+/// `exec_counts` (counted from `idx_exec_state` on open of an older file).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Where the store lives and how it is opened.
 pub struct OpenOptions {
@@ -113,6 +114,20 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> 
             }
         }
     }
+    if from < 3 {
+        // Version 3: `exec_counts`, counted once from the state index (which holds an entry
+        // for every execution, readable or not, as `move_count` counts them from here on).
+        let by_state = txn.open_table(EXEC_BY_STATE)?;
+        let mut counts = txn.open_table(EXEC_COUNTS)?;
+        counts.retain(|_, _| false)?;
+        for state in ExecutionState::ALL {
+            let code = state_code(state);
+            let n = by_state.range((code, 0)..=(code, u64::MAX))?.count() as u64;
+            if n > 0 {
+                counts.insert(code, n)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -181,6 +196,7 @@ impl RedbStore {
             txn.open_table(CACHE_BY_EXPIRY)?;
             txn.open_table(STEP_INPUTS)?;
             txn.open_table(EXEC_TASKS)?;
+            txn.open_table(EXEC_COUNTS)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -272,6 +288,7 @@ struct Tables<'t> {
     cache_by_expiry: Table<'t, (u64, &'static str, u32, &'static [u8]), ()>,
     step_inputs: Table<'t, (u64, u32), &'static [u8]>,
     exec_tasks: Table<'t, (u64, u64), ()>,
+    exec_counts: Table<'t, u8, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -296,6 +313,7 @@ impl<'t> Tables<'t> {
             cache_by_expiry: txn.open_table(CACHE_BY_EXPIRY)?,
             step_inputs: txn.open_table(STEP_INPUTS)?,
             exec_tasks: txn.open_table(EXEC_TASKS)?,
+            exec_counts: txn.open_table(EXEC_COUNTS)?,
         })
     }
 }
@@ -477,6 +495,7 @@ fn put_execution(
             t.by_state.remove((s, exec.id))?;
         }
         t.by_state.insert((state, exec.id), ())?;
+        move_count(t, old_state, Some(state))?;
     }
     if old_deadline != deadline {
         if let Some(d) = old_deadline {
@@ -487,6 +506,26 @@ fn put_execution(
         }
     }
     t.executions.insert(exec.id, encode_checked(EXECUTIONS_NAME, exec).as_slice())?;
+    Ok(())
+}
+
+/// Moves one execution between the per-state counts (`None`: created, or removed). The only
+/// writer of `exec_counts`, called by `put_execution` and `remove_execution` beside the state
+/// index entry they move, so the counts change in the same transaction as the states they count.
+fn move_count(t: &mut Tables<'_>, from: Option<u8>, to: Option<u8>) -> Result<(), StorageError> {
+    if let Some(code) = from {
+        let n = t.exec_counts.get(code)?.map_or(0, |v| v.value());
+        // Zero here means the stored count is already wrong (damaged, or a bug); failing the
+        // write would stop unrelated work, so keep going and leave the mismatch to `check`.
+        if n == 0 {
+            tracing::error!(state = code, "execution count would go below zero; `check` reports the mismatch");
+        }
+        t.exec_counts.insert(code, n.saturating_sub(1))?;
+    }
+    if let Some(code) = to {
+        let n = t.exec_counts.get(code)?.map_or(0, |v| v.value());
+        t.exec_counts.insert(code, n.saturating_add(1))?;
+    }
     Ok(())
 }
 
@@ -1600,6 +1639,7 @@ impl Batch<'_, '_> {
         }
         let (state, deadline) = execution_index(exec);
         self.t.by_state.remove((state, id))?;
+        move_count(&mut self.t, Some(state), None)?;
         if let Some(d) = deadline {
             self.t.deadlines.remove((d, id))?;
         }
@@ -1792,16 +1832,10 @@ impl Store for RedbStore {
 
     fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError> {
         let read = self.db.begin_read()?;
-        let by_state = read.open_table(EXEC_BY_STATE)?;
-        let mut out = Vec::new();
+        let counts = read.open_table(EXEC_COUNTS)?;
+        let mut out = Vec::with_capacity(ExecutionState::ALL.len());
         for state in ExecutionState::ALL {
-            let code = state_code(state);
-            let mut n = 0u64;
-            for entry in by_state.range((code, 0)..=(code, u64::MAX))? {
-                entry?;
-                n += 1;
-            }
-            out.push((state, n));
+            out.push((state, counts.get(state_code(state))?.map_or(0, |v| v.value())));
         }
         Ok(out)
     }
@@ -2048,6 +2082,25 @@ impl Store for RedbStore {
             states.insert(entry?.0.value());
         }
         diff(&mut problems, "idx_exec_state", &expect_state, &states);
+        // The counts against the state index (itself checked against the records just above),
+        // so one damaged record is reported once, not again as a count that disagrees with it.
+        let mut indexed = std::collections::BTreeMap::new();
+        for &(code, _) in &states {
+            *indexed.entry(code).or_insert(0u64) += 1;
+        }
+        let mut stored = std::collections::BTreeMap::new();
+        for entry in read.open_table(EXEC_COUNTS)?.iter()? {
+            let (k, v) = entry?;
+            stored.insert(k.value(), v.value());
+        }
+        for code in indexed.keys().chain(stored.keys()).copied().collect::<BTreeSet<u8>>() {
+            let (want, got) = (indexed.get(&code).copied().unwrap_or(0), stored.get(&code).copied().unwrap_or(0));
+            if want != got {
+                let state = ExecutionState::ALL.into_iter().find(|&s| state_code(s) == code);
+                let name = state.map_or_else(|| format!("unknown state code {code}"), |s| s.to_string());
+                problems.push(format!("exec_counts: {name} counts {got} executions, idx_exec_state holds {want}"));
+            }
+        }
         let mut expect_dlq = BTreeSet::new();
         for entry in read.open_table(DEAD_LETTERS)?.iter()? {
             let (k, v) = entry?;
