@@ -233,9 +233,12 @@ async fn space_freed_by_cleanup_is_reused() -> anyhow::Result<()> {
     pool.drain().await?;
     engine.close().await?;
     eprintln!("file sizes after each round: {sizes:?}");
-    // Every round writes as much; without reuse the file would grow by that much each round.
+    // Every round writes as much; without reuse the file would grow by that much each round
+    // (to about 4x the first round's size over these rounds; 1,658,880 bytes was measured). redb
+    // grows a file in steps, and one step taken while reuse works was seen to be +51 % (417,792
+    // to 630,784 bytes), so the bound allows one step: the old bound of +50 % sat on it.
     let (first, last) = (sizes[0], sizes[ROUNDS - 1]);
-    assert!(last <= first + first / 2, "file grew from {first} to {last} bytes over {ROUNDS} rounds: {sizes:?}");
+    assert!(last < 2 * first, "file grew from {first} to {last} bytes over {ROUNDS} rounds: {sizes:?}");
     Ok(())
 }
 
