@@ -41,7 +41,7 @@ use crate::api::{
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
 use crate::storage::{
-    CleanupCursor, EagerClaim, Effect, Faults, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store,
+    CleanupCursor, EagerClaim, Effect, Faults, Guarded, NewExecution, Op, OpOutput, OpenOptions, RedbStore, Store,
 };
 use registry::{Bound, Function, Registry};
 use timers::{Due, Timers};
@@ -580,7 +580,9 @@ impl EngineBuilder {
             cache_entries_max: self.cache_entries_max,
             page_cache_bytes: self.page_cache_bytes,
         })?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        // Every call from here on runs under `unpanic` (storage/guard.rs): a damaged page that
+        // the open did not read must not take the process down when it is read later.
+        let store: Arc<dyn Store> = Arc::new(Guarded(store));
         let effects = store.recover(self.clock.now_ms())?;
         let seed = self.seed.unwrap_or_else(|| {
             let nanos =

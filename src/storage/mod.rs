@@ -13,6 +13,7 @@
 
 pub mod codec;
 mod error;
+mod guard;
 pub mod records;
 mod redb_store;
 pub mod tables;
@@ -20,6 +21,7 @@ pub mod tables;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use error::StorageError;
+pub use guard::Guarded;
 pub use redb_store::{OpenOptions, RedbStore};
 
 use crate::api::{ActivityError, ExecutionFilter, ExecutionState, Page};
