@@ -135,7 +135,7 @@ fn store(c: &mut Criterion) {
     let store = RedbStore::open(OpenOptions {
         path: None,
         backend: None,
-        verify_on_open: false,
+        verify_on_open: stent::VerifyOnOpen::Live,
         faults: Arc::new(Faults::default()),
         cache_entries_max: 10_000,
         page_cache_bytes: 64 << 20,

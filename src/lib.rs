@@ -21,8 +21,8 @@ pub mod testing;
 
 pub use api::{
     Activity, ActivityError, CleanupReport, DeadLetter, DurationArg, ErrorKind, ExecutionFilter, ExecutionId,
-    ExecutionInfo, ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, WorkerOptions,
-    WorkerStatus, Workflow,
+    ExecutionInfo, ExecutionState, FunctionHandle, Page, RetryPolicy, RunningTask, TaskState, VerifyOnOpen,
+    WorkerOptions, WorkerStatus, Workflow,
 };
 pub use engine::{
     CallOptions, Clock, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, SystemClock, WorkerPool,

@@ -92,7 +92,7 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
     let store = RedbStore::open(OpenOptions {
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
-        verify_on_open: true,
+        verify_on_open: stent::VerifyOnOpen::Live,
         faults: Arc::default(),
         cache_entries_max: 10_000,
         page_cache_bytes: 64 << 20,

@@ -194,3 +194,58 @@ async fn a_file_of_schema_2_is_migrated_with_its_counts() -> anyhow::Result<()> 
     assert_eq!(read.open_table(EXEC_COUNTS)?.get(2)?.map(|v| v.value()), Some(6), "completed, on disk");
     Ok(())
 }
+
+/// A count that disagrees with the index (written behind stent's back, on sound pages) is
+/// reported by `check`, refused by a `Full` open, and, for the live states only, found by what
+/// the default open verifies (`check_live`): the history's counts are not read at open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_count_is_reported_by_check_and_refused_by_a_full_open() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("wrong.stent");
+    let clock = ManualClock::default();
+    let engine = builder_at(&path, &clock).open()?;
+    let pool = engine.serve(options("w"));
+    mixed_history(&engine, &clock).await?;
+    pool.drain().await?;
+    engine.close().await?;
+    {
+        let db = redb::Database::open(&path)?;
+        let txn = db.begin_write()?;
+        {
+            let mut counts = txn.open_table(EXEC_COUNTS)?;
+            counts.insert(0, 7)?; // pending: 2 in truth
+            counts.insert(2, 99)?; // completed: 3 in truth
+        }
+        txn.commit()?;
+    }
+    let pending = "exec_counts: pending counts 7 executions, idx_exec_state holds 2";
+    let completed = "exec_counts: completed counts 99 executions, idx_exec_state holds 3";
+
+    let store = stent::storage::RedbStore::open(stent::storage::OpenOptions {
+        path: Some(path.clone()),
+        backend: None,
+        verify_on_open: stent::VerifyOnOpen::Live,
+        faults: Default::default(),
+        cache_entries_max: 10_000,
+        page_cache_bytes: 1 << 20,
+    })?;
+    assert_eq!(store.check_live()?, vec![pending.to_string()]);
+    drop(store);
+
+    // The default open goes on (the pages are sound, the history is not read); the counts read
+    // as stored.
+    let engine = builder_at(&path, &clock).open()?;
+    assert_eq!(counts(&engine)?[&ExecutionState::Completed], 99);
+    assert_eq!(engine.check()?, vec![pending.to_string(), completed.to_string()]);
+    engine.close().await?;
+
+    let err = builder_at(&path, &clock).verify_on_open(stent::VerifyOnOpen::Full).open().expect_err("refused");
+    match &err {
+        stent::Error::Storage(stent::storage::StorageError::CorruptFile(msg)) => {
+            assert!(msg.contains("found 2 problem(s)"), "{msg}");
+            assert!(msg.contains(pending) && msg.contains(completed), "{msg}");
+        }
+        other => panic!("expected CorruptFile, got {other:?}"),
+    }
+    Ok(())
+}

@@ -36,7 +36,7 @@ pub use worker::WorkerPool;
 
 use crate::api::{
     ActivityError, CleanupReport, DeadLetter, DurationArg, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState,
-    FunctionHandle, Page, RetryPolicy, RunningTask, WorkerOptions,
+    FunctionHandle, Page, RetryPolicy, RunningTask, VerifyOnOpen, WorkerOptions,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, DeadLetterRecord, ExecutionRecord, RetryRecord, TaskRecord};
@@ -332,7 +332,7 @@ pub struct EngineBuilder {
     errors: Vec<String>,
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
-    verify_on_open: bool,
+    verify_on_open: VerifyOnOpen,
     payload_bytes_max: u64,
     batch_ops_max: usize,
     cache_entries_max: u64,
@@ -374,7 +374,11 @@ impl EngineBuilder {
         self
     }
 
-    pub fn verify_on_open(mut self, verify: bool) -> Self {
+    /// What the open verifies before anything runs: [`VerifyOnOpen::Live`] (the default: the
+    /// pending and running executions, their tasks and the indexes recovery reads; its cost
+    /// follows the live work, not the history) or [`VerifyOnOpen::Full`] (every page and every
+    /// record; reads the whole file). `Engine::check` runs the full record check at any time.
+    pub fn verify_on_open(mut self, verify: VerifyOnOpen) -> Self {
         self.verify_on_open = verify;
         self
     }
@@ -770,7 +774,7 @@ impl Engine {
             errors: Vec::new(),
             clock: Arc::new(SystemClock),
             seed: None,
-            verify_on_open: true,
+            verify_on_open: VerifyOnOpen::Live,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             cache_entries_max: 10_000,
