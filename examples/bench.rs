@@ -47,6 +47,8 @@
 //! - `history_open_full_ms`: the same with `verify_on_open(VerifyOnOpen::Full)` (every page and
 //!   every record), for comparison.
 //! - `history_counts_us`: one `counts_by_state` call on the history file, median.
+//! - `history_check_ms`: one `Engine::check` (every record and index) on the history file,
+//!   median of 3.
 //! - `history_unclean_open_ms`: `Engine::open` with the default options right after a process
 //!   that had the file open (and had just run one execution) exited without closing it, so
 //!   redb repairs the file at open; median.
@@ -539,6 +541,8 @@ async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<
 
 /// Hidden argument: the child process of the unclean-shutdown figure.
 const CRASH_CHILD: &str = "--history-crash-child";
+/// `Engine::check` calls on the history file (each reads every record).
+const CHECK_RUNS: usize = 3;
 /// Executions in flight at once while the history file is built.
 const HISTORY_WAVE: u64 = 20_000;
 
@@ -654,7 +658,18 @@ async fn history(dir: &Path, args: &Args, n: u64) -> anyhow::Result<Vec<Figure>>
             bail!("counts_by_state changed on an idle engine: {again:?} after {counts:?}");
         }
     }
+    let mut checks = Vec::with_capacity(CHECK_RUNS);
+    for _ in 0..CHECK_RUNS {
+        let start = Instant::now();
+        let problems = engine.check()?;
+        checks.push(start.elapsed().as_secs_f64() * 1e3);
+        if !problems.is_empty() {
+            bail!("check found problems in the history file: {problems:?}");
+        }
+    }
     engine.close().await?;
+    checks.sort_by(f64::total_cmp);
+    eprintln!("history: check: {checks:?} ms");
     micros.sort_by(f64::total_cmp);
     let counts_us = micros[micros.len() / 2];
     eprintln!(
@@ -681,6 +696,7 @@ async fn history(dir: &Path, args: &Args, n: u64) -> anyhow::Result<Vec<Figure>>
         Figure { name: "history_open_ms", value: open_default, unit: "ms" },
         Figure { name: "history_open_full_ms", value: open_full, unit: "ms" },
         Figure { name: "history_counts_us", value: counts_us, unit: "us" },
+        Figure { name: "history_check_ms", value: checks[checks.len() / 2], unit: "ms" },
     ];
     if !unclean.is_empty() {
         figures.push(Figure { name: "history_unclean_open_ms", value: unclean[unclean.len() / 2], unit: "ms" });
