@@ -2167,9 +2167,12 @@ impl Store for RedbStore {
             }
             tasks_by_id.insert(id, task);
         }
+        // Every execution key, readable or not: what a task or dead letter must refer to.
+        let mut execution_ids = BTreeSet::new();
         for entry in read.open_table(EXECUTIONS)?.iter()? {
             let (k, v) = entry?;
             let id = k.value();
+            execution_ids.insert(id);
             let exec: ExecutionRecord = match decode(EXECUTIONS_NAME, &id, v.value()) {
                 Ok(e) => e,
                 Err(e) => {
@@ -2198,7 +2201,7 @@ impl Store for RedbStore {
         }
         let journal = read.open_table(JOURNAL)?;
         for task in tasks_by_id.values() {
-            if !read_has_execution(&read, task.execution_id)? {
+            if !execution_ids.contains(&task.execution_id) {
                 problems.push(format!("task {} belongs to missing execution {}", task.id, task.execution_id));
             }
             let live = matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting);
@@ -2271,7 +2274,7 @@ impl Store for RedbStore {
             match decode::<DeadLetterRecord>(DEAD_LETTERS_NAME, &id, v.value()) {
                 Ok(l) => {
                     expect_dlq.insert((l.failed_ms, id));
-                    if !read_has_execution(&read, l.execution_id)? {
+                    if !execution_ids.contains(&l.execution_id) {
                         problems.push(format!("dead letter {id} belongs to missing execution {}", l.execution_id));
                     }
                 }
@@ -2312,10 +2315,6 @@ fn found_at_open(check: &str, problems: &[String]) -> String {
         message.push_str("; ...");
     }
     message
-}
-
-fn read_has_execution(read: &redb::ReadTransaction, id: u64) -> Result<bool, StorageError> {
-    Ok(read.open_table(EXECUTIONS)?.get(id)?.is_some())
 }
 
 fn pairs(
