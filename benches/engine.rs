@@ -140,7 +140,7 @@ fn store(c: &mut Criterion) {
         init_empty_file: false,
         path: None,
         backend: None,
-        verify_on_open: false,
+        verify_on_open: stent::VerifyOnOpen::Live,
         faults: Arc::new(Faults::default()),
         cache_entries_max: 10_000,
         page_cache_bytes: 64 << 20,

@@ -12,6 +12,13 @@
 //! for every workflow figure; `0s` replays every workflow from the top at each step).
 //! `--skip-workflows` leaves out the workflow figures, `--only-workflows` prints only them.
 //!
+//! History costs (off by default): `--history N` builds a file of N finished executions (or
+//! reuses the one at `--history-path PATH`, which is kept), closes it, and measures on it:
+//! `open()` (median of `--opens K`, default 7, after one unmeasured open), `counts_by_state`
+//! (median of `--count-calls C`, default 101), and `open()` after a process that had the file
+//! open exited without closing it (median of `--unclean-opens U`, default 3). `--only-history`
+//! prints only these figures.
+//!
 //! With `--json`, stdout carries exactly one JSON line per figure,
 //! `{"name":…,"value":…,"unit":…}`, and nothing else; progress and engine counters go to
 //! stderr. Without it, stdout gets a human-readable table.
@@ -35,6 +42,17 @@
 //! - `long_workflow_steps_per_s`: one workflow of L sequential steps alone on an engine; L ÷
 //!   (dispatch to `wait_for` return); median of the runs. Shows what replaying the journal
 //!   at every step would cost (`--evict-after 0s`).
+//! - `history_open_ms`: `Engine::open` with the default options (`VerifyOnOpen::Live`) on the
+//!   history file, median.
+//! - `history_open_full_ms`: the same with `verify_on_open(VerifyOnOpen::Full)` (every page and
+//!   every record), for comparison.
+//! - `history_counts_us`: one `counts_by_state` call on the history file, median.
+//! - `history_check_ms`: one `Engine::check` (every record and index) on the history file,
+//!   median of 3.
+//! - `history_unclean_open_ms`: `Engine::open` with the default options right after a process
+//!   that had the file open (and had just run one execution) exited without closing it, so
+//!   redb repairs the file at open; median.
+//! - `history_file_mb`: the history file's size (10^6 bytes).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,7 +60,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use redb::{Database, Durability, TableDefinition};
 use stent::Stats;
-use stent::{Activity, ActivityError, Ctx, Engine, ExecutionState, RetryPolicy, WorkerOptions, Workflow};
+use stent::{Activity, ActivityError, Ctx, Engine, ExecutionState, RetryPolicy, VerifyOnOpen, WorkerOptions, Workflow};
 
 const ECHO: Activity<u64, u64> = Activity::new("echo");
 /// K sequential calls of `ECHO`, each on the previous result plus one: input x returns x + K.
@@ -76,11 +94,17 @@ struct Args {
     long_steps: u64,
     long_runs: usize,
     evict_after: Option<Duration>,
+    history: Option<u64>,
+    history_path: Option<PathBuf>,
+    opens: usize,
+    count_calls: usize,
+    unclean_opens: usize,
 }
 
 const USAGE: &str = "usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH] \
     [--workflows W] [--steps K] [--rounds R] [--wf-samples S] [--wf-warmup W] [--fanout F] [--fanout-runs R] \
-    [--long-steps L] [--long-runs R] [--evict-after DUR] [--skip-workflows | --only-workflows]";
+    [--long-steps L] [--long-runs R] [--evict-after DUR] [--skip-workflows | --only-workflows] \
+    [--history N [--history-path PATH] [--opens K] [--count-calls C] [--unclean-opens U] [--only-history]]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -101,6 +125,11 @@ fn parse_args() -> anyhow::Result<Args> {
         long_steps: 2_000,
         long_runs: 3,
         evict_after: None,
+        history: None,
+        history_path: None,
+        opens: 7,
+        count_calls: 101,
+        unclean_opens: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -125,6 +154,15 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--skip-workflows" => args.workflows = false,
             "--only-workflows" => args.executions = false,
+            "--history" => args.history = Some(value("--history")?.parse().context("--history")?),
+            "--history-path" => args.history_path = Some(PathBuf::from(value("--history-path")?)),
+            "--opens" => args.opens = value("--opens")?.parse().context("--opens")?,
+            "--count-calls" => args.count_calls = value("--count-calls")?.parse().context("--count-calls")?,
+            "--unclean-opens" => args.unclean_opens = value("--unclean-opens")?.parse().context("--unclean-opens")?,
+            "--only-history" => {
+                args.executions = false;
+                args.workflows = false;
+            }
             // `cargo bench` style flags are harmless here.
             "--bench" => {}
             "-h" | "--help" => {
@@ -151,8 +189,11 @@ fn parse_args() -> anyhow::Result<Args> {
              must be at least 1"
         );
     }
-    if !args.executions && !args.workflows {
-        bail!("--skip-workflows and --only-workflows together leave nothing to measure");
+    if args.history == Some(0) || args.opens == 0 || args.count_calls == 0 {
+        bail!("--history, --opens and --count-calls must be at least 1");
+    }
+    if !args.executions && !args.workflows && args.history.is_none() {
+        bail!("nothing to measure (--only-history needs --history N; --skip-workflows and --only-workflows together leave nothing)");
     }
     Ok(args)
 }
@@ -485,6 +526,175 @@ async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<
     Ok(rates[rates.len() / 2])
 }
 
+/// Hidden argument: the child process of the unclean-shutdown figure.
+const CRASH_CHILD: &str = "--history-crash-child";
+/// `Engine::check` calls on the history file (each reads every record).
+const CHECK_RUNS: usize = 3;
+/// Executions in flight at once while the history file is built.
+const HISTORY_WAVE: u64 = 20_000;
+
+/// Builds `n` finished executions of `ECHO` in the file at `path`, in waves of concurrent
+/// dispatches (each: dispatch, then `wait_for`) run by one pool, then closes the engine.
+async fn build_history(path: &Path, n: u64) -> anyhow::Result<()> {
+    let engine = open_engine(path)?;
+    let workers = engine.serve(worker_options())?;
+    workers.wait_until_ready().await;
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let wave = HISTORY_WAVE.min(n - done);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in done..done + wave {
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                let id = engine.dispatch(ECHO, &i).await?;
+                let out = engine.wait_for(ECHO, id, Some(WAIT_LIMIT)).await?;
+                if out != i {
+                    bail!("execution {id} returned {out}, expected {i}");
+                }
+                Ok(())
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.context("a dispatcher task panicked")??;
+        }
+        done += wave;
+        if done % 100_000 == 0 || done == n {
+            let s = start.elapsed().as_secs_f64();
+            eprintln!("history: {done} of {n} executions finished in {s:.1} s ({:.0}/s)", done as f64 / s);
+        }
+    }
+    workers.drain().await?;
+    engine.close().await?;
+    Ok(())
+}
+
+/// Wall time of `Engine::open` made by `open`, in ms; the engine is closed (untimed).
+async fn time_open(open: impl Fn() -> stent::Result<Engine>) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let engine = open()?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    engine.close().await?;
+    Ok(ms)
+}
+
+/// Median open time in ms over `runs` opens, after one unmeasured open (timed on stderr only:
+/// on a file of an older schema it is the one that migrates it).
+async fn median_open(label: &str, runs: usize, open: impl Fn() -> stent::Result<Engine>) -> anyhow::Result<f64> {
+    let first = time_open(&open).await?;
+    eprintln!("history: {label}: first (unmeasured) open {first:.2} ms");
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        ms.push(time_open(&open).await?);
+    }
+    ms.sort_by(f64::total_cmp);
+    eprintln!("history: {label}: {:?} ms", ms.iter().map(|m| (m * 100.0).round() / 100.0).collect::<Vec<_>>());
+    Ok(ms[ms.len() / 2])
+}
+
+/// The child of the unclean-shutdown figure: opens the file, runs one execution, and exits
+/// without closing the engine (no destructor runs), as a killed process would.
+async fn crash_child(path: &Path) -> anyhow::Result<()> {
+    let engine = open_engine(path)?;
+    let workers = engine.serve(worker_options())?;
+    let id = engine.dispatch(ECHO, &7).await?;
+    engine.wait_for(ECHO, id, Some(WAIT_LIMIT)).await?;
+    drop(workers);
+    std::process::exit(0);
+}
+
+/// The history figures: see the module documentation.
+async fn history(dir: &Path, args: &Args, n: u64) -> anyhow::Result<Vec<Figure>> {
+    let path = args.history_path.clone().unwrap_or_else(|| dir.join("history.stent"));
+    if path.exists() {
+        eprintln!("history: reusing {}", path.display());
+    } else {
+        build_history(&path, n).await?;
+    }
+    let file_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
+    eprintln!("history: file {} of {file_mb:.1} MB", path.display());
+
+    let open_default = median_open("open, default options", args.opens, || open_engine(&path)).await?;
+    let open_full = median_open("open, VerifyOnOpen::Full", args.opens, || {
+        Engine::builder()
+            .path(&path)
+            .verify_on_open(VerifyOnOpen::Full)
+            .activity_with(
+                ECHO,
+                |x: u64| async move { Ok::<_, ActivityError>(x) },
+                stent::FunctionOptions::new().retry(RetryPolicy::none()),
+            )
+            .open()
+    })
+    .await?;
+
+    let engine = open_engine(&path)?;
+    let counts = engine.counts_by_state()?;
+    let finished: u64 = counts
+        .iter()
+        .filter(|(s, _)| *s != ExecutionState::Pending && *s != ExecutionState::Running)
+        .map(|(_, c)| c)
+        .sum();
+    eprintln!("history: counts {counts:?}");
+    if finished < n {
+        bail!("the history file holds {finished} finished executions, expected at least {n}");
+    }
+    let mut micros = Vec::with_capacity(args.count_calls);
+    for _ in 0..args.count_calls {
+        let start = Instant::now();
+        let again = engine.counts_by_state()?;
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
+        if again != counts {
+            bail!("counts_by_state changed on an idle engine: {again:?} after {counts:?}");
+        }
+    }
+    let mut checks = Vec::with_capacity(CHECK_RUNS);
+    for _ in 0..CHECK_RUNS {
+        let start = Instant::now();
+        let problems = engine.check()?;
+        checks.push(start.elapsed().as_secs_f64() * 1e3);
+        if !problems.is_empty() {
+            bail!("check found problems in the history file: {problems:?}");
+        }
+    }
+    engine.close().await?;
+    checks.sort_by(f64::total_cmp);
+    eprintln!("history: check: {checks:?} ms");
+    micros.sort_by(f64::total_cmp);
+    let counts_us = micros[micros.len() / 2];
+    eprintln!(
+        "history: counts_by_state: {} calls, median {counts_us:.1} us, min {:.1} us, max {:.1} us",
+        micros.len(),
+        micros[0],
+        micros[micros.len() - 1]
+    );
+
+    let mut unclean = Vec::with_capacity(args.unclean_opens);
+    for _ in 0..args.unclean_opens {
+        let status = std::process::Command::new(std::env::current_exe()?).arg(CRASH_CHILD).arg(&path).status()?;
+        if !status.success() {
+            bail!("the crashing child exited with {status}");
+        }
+        unclean.push(time_open(|| open_engine(&path)).await?);
+    }
+    unclean.sort_by(f64::total_cmp);
+    eprintln!(
+        "history: open after an unclean exit: {:?} ms",
+        unclean.iter().map(|m| (m * 100.0).round() / 100.0).collect::<Vec<_>>()
+    );
+    let mut figures = vec![
+        Figure { name: "history_open_ms", value: open_default, unit: "ms" },
+        Figure { name: "history_open_full_ms", value: open_full, unit: "ms" },
+        Figure { name: "history_counts_us", value: counts_us, unit: "us" },
+        Figure { name: "history_check_ms", value: checks[checks.len() / 2], unit: "ms" },
+    ];
+    if !unclean.is_empty() {
+        figures.push(Figure { name: "history_unclean_open_ms", value: unclean[unclean.len() / 2], unit: "ms" });
+    }
+    figures.push(Figure { name: "history_file_mb", value: file_mb, unit: "MB" });
+    Ok(figures)
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -550,6 +760,11 @@ fn redb_batches(dir: &Path) -> anyhow::Result<f64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some(CRASH_CHILD) {
+        let path = raw.next().context("the crashing child needs a path")?;
+        return crash_child(Path::new(&path)).await;
+    }
     let args = parse_args()?;
     let dir = match &args.dir {
         Some(parent) => tempfile::Builder::new().prefix("stent-bench-").tempdir_in(parent)?,
@@ -603,6 +818,10 @@ async fn main() -> anyhow::Result<()> {
             Figure { name: "fanout_1000_children_ms", value: fan, unit: "ms" },
             Figure { name: "long_workflow_steps_per_s", value: long, unit: "steps/s" },
         ]);
+    }
+    if let Some(n) = args.history {
+        eprintln!("history: {n} finished executions");
+        figures.extend(history(dir.path(), &args, n).await?);
     }
     for f in &figures {
         let value = (f.value * 10.0).round() / 10.0;

@@ -33,7 +33,8 @@ pub use redb;
 pub use api::{
     Activity, ActivityError, AttemptRecord, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind,
     ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy,
-    RunningTask, TaskId, TaskState, UnservedWork, WorkerOptions, WorkerStatus, Workflow, PROGRESS_LINES_MAX,
+    RunningTask, TaskId, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions, WorkerStatus, Workflow,
+    PROGRESS_LINES_MAX,
 };
 pub use engine::activity;
 pub use engine::{

@@ -19,7 +19,8 @@ use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use stent::storage::StorageError;
 use stent::{
-    Activity, ActivityError, Engine, Error, ExecutionFilter, ExecutionId, ExecutionState, Page, WorkerOptions,
+    Activity, ActivityError, Engine, Error, ExecutionFilter, ExecutionId, ExecutionState, Page, VerifyOnOpen,
+    WorkerOptions,
 };
 
 const ECHO: Activity<u32, u32> = Activity::new("echo");
@@ -31,10 +32,18 @@ const EXECUTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("executions
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The schema version this build of stent writes.
-const SUPPORTED_SCHEMA: u64 = 2;
+const SUPPORTED_SCHEMA: u64 = 3;
 
 fn open(path: &Path) -> stent::Result<Engine> {
-    Engine::builder().path(path).activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) }).open()
+    open_verified(path, VerifyOnOpen::default())
+}
+
+fn open_verified(path: &Path, verify: VerifyOnOpen) -> stent::Result<Engine> {
+    Engine::builder()
+        .path(path)
+        .verify_on_open(verify)
+        .activity(ECHO, |x: u32| async move { Ok::<_, ActivityError>(x) })
+        .open()
 }
 
 fn open_in_memory(payload_bytes_max: u64) -> stent::Result<Engine> {
@@ -180,6 +189,31 @@ async fn corrupt_record_is_reported_by_id_and_other_records_survive() -> anyhow:
     Ok(())
 }
 
+/// The same damage on sound pages, opened with `VerifyOnOpen::Full`: the whole-file record
+/// check at open finds it and refuses the file, naming the record; the default open (above)
+/// opens it and refuses only the damaged record's operations.
+#[tokio::test]
+async fn full_verification_refuses_a_file_with_a_corrupt_record() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("stent.db");
+    database_with(&path, &[10, 20, 30]).await?;
+    flip_bit_in_execution(&path, 2)?;
+
+    let err = open_verified(&path, VerifyOnOpen::Full).expect_err("Full refuses a corrupt record");
+    match &err {
+        Error::Storage(StorageError::CorruptFile(msg)) => {
+            assert!(msg.contains("the full check at open found"), "{msg}");
+            assert!(msg.contains("corrupted record in table \"executions\" at key 2"), "{msg}");
+        }
+        other => panic!("expected CorruptFile, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    let engine = open(&path)?;
+    assert_eq!(engine.state_of(ExecutionId(3))?.input, serde_json::json!(30));
+    engine.close().await?;
+    Ok(())
+}
+
 /// A worker that meets the damaged record must not stop the healthy executions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_record_does_not_stop_other_executions() -> anyhow::Result<()> {
@@ -224,8 +258,8 @@ async fn truncated_file_is_refused_and_left_as_it_is() -> anyhow::Result<()> {
     ];
     for (case, len, expected) in cases {
         std::fs::write(&path, &full[..len])?;
-        for verify in [true, false] {
-            let case = format!("{case} (verify_on_open {verify})");
+        for verify in [VerifyOnOpen::Live, VerifyOnOpen::Full] {
+            let case = format!("{case} ({verify:?})");
             let err = Engine::builder()
                 .path(&path)
                 .verify_on_open(verify)
@@ -320,6 +354,8 @@ async fn garbage_file_is_refused_and_left_as_it_is() -> anyhow::Result<()> {
 /// Damage inside the file (not at a record, so redb's page checksums see it): every page gets
 /// bytes flipped in turn. The open is either refused as a corrupt file or, when the damage hit
 /// bytes nothing uses, every execution reads back exactly. Never a panic, never wrong data.
+/// With both kinds of verification: every execution here is pending, so the live check reads
+/// every record, and damage it meets makes it check every page as `Full` does.
 #[tokio::test]
 async fn damaged_page_is_refused_or_harmless() -> anyhow::Result<()> {
     const PAGE: usize = 4096;
@@ -337,28 +373,128 @@ async fn damaged_page_is_refused_or_harmless() -> anyhow::Result<()> {
             for b in &mut damaged[at..at + 16] {
                 *b ^= 0xA5;
             }
-            std::fs::write(&path, &damaged)?;
-            let case = format!("16 bytes flipped at {at}");
-            match open(&path) {
-                Err(Error::Storage(StorageError::CorruptFile(_))) => refused += 1,
-                Err(err) if at == 0 => {
-                    assert_refused(&err, Refusal::NotADatabase, &case);
-                    refused += 1;
-                }
-                Err(other) => panic!("{case}: unexpected {other:?}"),
-                Ok(engine) => {
-                    for &input in &inputs {
-                        let info = engine.state_of(ExecutionId(u64::from(input)))?;
-                        assert_eq!(info.input, serde_json::json!(input), "{case}");
+            for verify in [VerifyOnOpen::Live, VerifyOnOpen::Full] {
+                std::fs::write(&path, &damaged)?;
+                let case = format!("16 bytes flipped at {at} ({verify:?})");
+                match open_verified(&path, verify) {
+                    Err(Error::Storage(StorageError::CorruptFile(_))) => refused += 1,
+                    Err(err) if at == 0 => {
+                        assert_refused(&err, Refusal::NotADatabase, &case);
+                        refused += 1;
                     }
-                    assert_eq!(engine.check()?, Vec::<String>::new(), "{case}");
-                    engine.close().await?;
+                    Err(other) => panic!("{case}: unexpected {other:?}"),
+                    Ok(engine) => {
+                        for &input in &inputs {
+                            let info = engine.state_of(ExecutionId(u64::from(input)))?;
+                            assert_eq!(info.input, serde_json::json!(input), "{case}");
+                        }
+                        assert_eq!(engine.check()?, Vec::<String>::new(), "{case}");
+                        engine.close().await?;
+                    }
                 }
             }
         }
     }
     // The header and the b-tree pages were hit, so some of these must have been refused.
     assert!(refused > 0);
+    Ok(())
+}
+
+/// The default open reads only the live part of the file, so damage to the history (finished
+/// executions) can go unnoticed at open. This sweep flips bytes in every page of a file of 120
+/// finished and 5 pending executions, and pins down what that costs. Whenever the open succeeds:
+/// the pending executions read back exactly (the open verified them); a finished one reads back
+/// exactly or fails with one clear error (`Corrupted`, or `CorruptFile` where redb would have
+/// panicked on the damaged page), or, when the damage hit a key that routes lookups, is reported
+/// unknown; and whatever went wrong, `check` reports it and a `Full` open of the same bytes is
+/// refused. A retention cleanup then rewrites the history: where it meets a damaged page it
+/// fails and poisons the engine. Never a panic, never a wrong record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_history_page_is_refused_or_met_as_an_error_and_found_by_check() -> anyhow::Result<()> {
+    const PAGE: usize = 4096;
+    const FINISHED: u32 = 120;
+    const PENDING: u32 = 5;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("stent.db");
+    {
+        let engine = open(&path)?;
+        let workers = engine.serve(WorkerOptions::default())?;
+        for input in 1..=FINISHED {
+            let id = engine.dispatch(ECHO, &input).await?;
+            engine.wait_for(ECHO, id, Some(Duration::from_secs(20))).await?;
+        }
+        workers.drain().await?;
+        for input in FINISHED + 1..=FINISHED + PENDING {
+            engine.dispatch(ECHO, &input).await?;
+        }
+        engine.close().await?;
+    }
+    let full = std::fs::read(&path)?;
+
+    let (mut refused, mut met, mut poisoned) = (0, 0, 0);
+    for page in 0..full.len() / PAGE {
+        for within in [0, 100, 2000] {
+            let at = page * PAGE + within;
+            let mut damaged = full.clone();
+            for b in &mut damaged[at..at + 16] {
+                *b ^= 0xA5;
+            }
+            std::fs::write(&path, &damaged)?;
+            let case = format!("16 bytes flipped at {at}");
+            let engine = match open(&path) {
+                Err(Error::Storage(StorageError::CorruptFile(_))) => {
+                    refused += 1;
+                    continue;
+                }
+                Err(err) if at == 0 => {
+                    assert_refused(&err, Refusal::NotADatabase, &case);
+                    refused += 1;
+                    continue;
+                }
+                Err(other) => panic!("{case}: unexpected {other:?}"),
+                Ok(engine) => engine,
+            };
+            let mut wrong = Vec::new();
+            for input in 1..=FINISHED + PENDING {
+                let id = ExecutionId(u64::from(input));
+                match engine.state_of(id) {
+                    Ok(info) => assert_eq!(info.input, serde_json::json!(input), "{case}: never a wrong record"),
+                    Err(e) if input > FINISHED => panic!("{case}: pending execution {id} was verified at open: {e:?}"),
+                    Err(Error::Storage(StorageError::Corrupted { .. } | StorageError::CorruptFile(_)))
+                    | Err(Error::UnknownExecution(_)) => wrong.push(input),
+                    Err(other) => panic!("{case}: execution {id}: unexpected {other:?}"),
+                }
+            }
+            let problems = engine.check();
+            // Retention rewrites the history's pages: a write that meets a damaged page fails
+            // with one clear error and poisons the engine, never panics.
+            match engine.cleanup("1ms").await {
+                Ok(_) => assert_eq!(engine.poisoned(), None, "{case}"),
+                Err(Error::Storage(StorageError::Poisoned(why))) => {
+                    assert!(why.contains("corrupt"), "{case}: {why}");
+                    poisoned += 1;
+                }
+                Err(other) => panic!("{case}: cleanup: unexpected {other:?}"),
+            }
+            engine.close().await?;
+            if wrong.is_empty() && matches!(&problems, Ok(p) if p.is_empty()) {
+                continue; // Harmless: nothing reads the damaged bytes.
+            }
+            met += 1;
+            assert!(
+                !matches!(&problems, Ok(p) if p.is_empty()),
+                "{case}: executions {wrong:?} failed, check saw nothing"
+            );
+            std::fs::write(&path, &damaged)?;
+            assert!(
+                matches!(open_verified(&path, VerifyOnOpen::Full), Err(Error::Storage(StorageError::CorruptFile(_)))),
+                "{case}: a Full open must refuse what the default open let through"
+            );
+        }
+    }
+    eprintln!("{refused} refused at open, {met} met after it, {poisoned} poisoned the engine");
+    // Each outcome must have happened, or the sweep tested less than it says.
+    assert!(refused > 0 && met > 0 && poisoned > 0, "{refused} refused, {met} met, {poisoned} poisoned");
     Ok(())
 }
 

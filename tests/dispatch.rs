@@ -93,7 +93,7 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         init_empty_file: false,
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
-        verify_on_open: true,
+        verify_on_open: stent::VerifyOnOpen::Live,
         faults: Arc::default(),
         cache_entries_max: 10_000,
         page_cache_bytes: 64 << 20,

@@ -123,7 +123,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
         init_empty_file: false,
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
-        verify_on_open: true,
+        verify_on_open: stent::VerifyOnOpen::Live,
         faults: Arc::default(),
         cache_entries_max: 10_000,
         page_cache_bytes: 64 << 20,

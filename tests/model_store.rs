@@ -11,8 +11,9 @@
 //! both the store and the model, on a manual clock. After every step the test compares every op
 //! result, every execution and task record, the running set, the dead-letter table, counts and
 //! queue depths with the model, and checks invariants that hold whatever the model says: `check()`
-//! is empty, no task completes twice, a stale token's complete/fail/abandon is rejected and writes
-//! nothing, fencing tokens strictly increase, nothing is running after recovery, every live
+//! and `check_live()` (what the default open verifies) are empty, no task completes twice, a
+//! stale token's complete/fail/abandon is rejected and writes nothing, fencing tokens strictly
+//! increase, nothing is running after recovery, every live
 //! execution has a pending or running task, and the batch effects, applied the way the engine
 //! applies them, leave every pending task queued, every lease and deadline on a timer, and announce
 //! exactly the executions that ended and the attempts taken away.
@@ -974,7 +975,7 @@ fn open(disk: &MemoryDisk, faults: &Arc<Faults>) -> RedbStore {
         init_empty_file: false,
         path: None,
         backend: Some(Box::new(disk.clone())),
-        verify_on_open: true,
+        verify_on_open: stent::VerifyOnOpen::Live,
         faults: faults.clone(),
         cache_entries_max: 10_000,
         page_cache_bytes: 64 << 20,
@@ -1271,6 +1272,9 @@ impl Sut {
         let store = self.store.as_ref().expect("store is open");
         let problems = store.check().expect("check runs");
         assert!(problems.is_empty(), "store.check(): {problems:#?}");
+        // What the default open verifies must agree with the full check on a sound store.
+        let live = store.check_live().expect("the live check runs");
+        assert!(live.is_empty(), "store.check_live(): {live:#?}");
         let running: BTreeSet<u64> = store.running_tasks().expect("running tasks").iter().map(|t| t.id).collect();
         for &id in ref_state.execs.keys() {
             let Some((exec, task)) = store.execution(id).expect("read execution") else {

@@ -239,9 +239,12 @@ async fn space_freed_by_cleanup_is_reused() -> anyhow::Result<()> {
     pool.drain().await?;
     engine.close().await?;
     eprintln!("file sizes after each round: {sizes:?}");
-    // Every round writes as much; without reuse the file would grow by that much each round.
+    // Every round writes as much; without reuse the file would grow by that much each round
+    // (to about 4x the first round's size over these rounds; 1,658,880 bytes was measured). redb
+    // grows a file in steps, and one step taken while reuse works was seen to be +51 % (417,792
+    // to 630,784 bytes), so the bound allows one step: the old bound of +50 % sat on it.
     let (first, last) = (sizes[0], sizes[ROUNDS - 1]);
-    assert!(last <= first + first / 2, "file grew from {first} to {last} bytes over {ROUNDS} rounds: {sizes:?}");
+    assert!(last < 2 * first, "file grew from {first} to {last} bytes over {ROUNDS} rounds: {sizes:?}");
     Ok(())
 }
 
@@ -256,23 +259,26 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     pool.drain().await?;
     engine.close().await?;
 
-    // Make it a version 1 file: no index of tasks by execution.
+    // Make it a version 1 file: no index of tasks by execution, no counts by state (version 3).
     {
         let db = redb::Database::open(&path)?;
         let txn = db.begin_write()?;
         txn.delete_table(TableDefinition::<(u64, u64), ()>::new("idx_exec_tasks"))?;
+        txn.delete_table(TableDefinition::<u8, u64>::new("exec_counts"))?;
         txn.open_table(TableDefinition::<&str, u64>::new("meta"))?.insert("schema_version", 1)?;
         txn.commit()?;
     }
 
     let engine = builder_at(&path, &clock).open()?;
-    assert_consistent(&engine); // The index was rebuilt from the tasks.
+    assert_consistent(&engine); // The index was rebuilt from the tasks, the counts from the states.
+    let completed = engine.counts_by_state()?.into_iter().find(|(s, _)| *s == ExecutionState::Completed);
+    assert_eq!(completed, Some((ExecutionState::Completed, 1)));
     clock.advance(Duration::from_secs(3_600));
     assert_eq!(engine.cleanup("1m").await?.executions, 1);
     engine.close().await?;
     assert_eq!(records_of(&path, old.0)?, vec![]);
     let db = redb::Database::open(&path)?;
     let version = db.begin_read()?.open_table(TableDefinition::<&str, u64>::new("meta"))?.get("schema_version")?;
-    assert_eq!(version.map(|v| v.value()), Some(2));
+    assert_eq!(version.map(|v| v.value()), Some(3), "migrated through version 2 to 3");
     Ok(())
 }

@@ -352,6 +352,26 @@ pub struct RunningTask {
     pub lease_expires_ms: u64,
 }
 
+/// What `Engine::open` verifies before it runs anything (`EngineBuilder::verify_on_open`).
+/// See docs/design.md, "Recovery at open" and "What is assumed of the disk".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyOnOpen {
+    /// Decode and check what recovery and the work to come depend on: every pending and running
+    /// execution, all of their tasks, the ready, timer, lease and deadline indexes both ways,
+    /// the counts of those two states, and that the id counters are past every id in use. The
+    /// cost follows the live work, not the history. If any of it is damaged, redb's check of
+    /// every page runs too: a damaged file is refused (`CorruptFile`); a record that is damaged
+    /// on sound pages is logged and, as with any damaged record, rejects the operations that
+    /// read it. Finished executions are not read: damage there is met when they are read.
+    #[default]
+    Live,
+    /// `Live`'s guarantees for the whole file: redb verifies the checksum of every page (and
+    /// rebuilds its allocator state from the trees), then every record and index is checked as
+    /// `Engine::check` does. Any problem refuses the open (`CorruptFile`). Reads the whole file.
+    Full,
+}
+
 /// Options for a pool of workers in this process.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {

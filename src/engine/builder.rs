@@ -19,10 +19,10 @@ use super::{
     ctx, lock, parked, ready, writer, Counters, Engine, Inner, BATCH_OPS_MAX_DEFAULT, COMMAND_QUEUE_MAX,
     EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
 };
-use crate::api::{ActivityError, DurationArg, FunctionHandle, FunctionOptions, RetryPolicy};
+use crate::api::{ActivityError, DurationArg, FunctionHandle, FunctionOptions, RetryPolicy, VerifyOnOpen};
 use crate::error::{Error, Result};
 use crate::storage::records::duration_ms;
-use crate::storage::{Faults, OpenOptions, RedbStore, Store};
+use crate::storage::{Faults, Guarded, OpenOptions, RedbStore, Store};
 
 /// Builds an [`Engine`]: where its file is, which functions it runs, its clock.
 pub struct EngineBuilder {
@@ -32,7 +32,7 @@ pub struct EngineBuilder {
     errors: Vec<String>,
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
-    verify_on_open: bool,
+    verify_on_open: VerifyOnOpen,
     payload_bytes_max: u64,
     batch_ops_max: usize,
     cache_entries_max: u64,
@@ -100,7 +100,11 @@ impl EngineBuilder {
         self
     }
 
-    pub fn verify_on_open(mut self, verify: bool) -> Self {
+    /// What the open verifies before anything runs: [`VerifyOnOpen::Live`] (the default: the
+    /// pending and running executions, their tasks and the indexes recovery reads; its cost
+    /// follows the live work, not the history) or [`VerifyOnOpen::Full`] (every page and every
+    /// record; reads the whole file). `Engine::check` runs the full record check at any time.
+    pub fn verify_on_open(mut self, verify: VerifyOnOpen) -> Self {
         self.verify_on_open = verify;
         self
     }
@@ -275,7 +279,9 @@ impl EngineBuilder {
             page_cache_bytes: self.page_cache_bytes,
             init_empty_file: self.init_empty_file,
         })?;
-        let store: Arc<dyn Store> = Arc::new(store);
+        // Every call from here on runs under `unpanic` (storage/guard.rs): a damaged page that
+        // the open did not read must not take the process down when it is read later.
+        let store: Arc<dyn Store> = Arc::new(Guarded(store));
         let effects = store.recover(self.clock.now_ms())?;
         let seed = self.seed.unwrap_or_else(|| {
             let nanos =
@@ -336,7 +342,7 @@ impl EngineBuilder {
             errors: Vec::new(),
             clock: Arc::new(SystemClock),
             seed: None,
-            verify_on_open: true,
+            verify_on_open: VerifyOnOpen::Live,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             cache_entries_max: 10_000,

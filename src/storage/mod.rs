@@ -13,6 +13,7 @@
 
 pub mod codec;
 mod error;
+mod guard;
 pub mod records;
 mod redb_store;
 pub mod tables;
@@ -20,6 +21,7 @@ pub mod tables;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use error::StorageError;
+pub use guard::Guarded;
 pub use redb_store::{OpenOptions, RedbStore};
 
 use crate::api::{ActivityError, ExecutionFilter, ExecutionState, Page};
@@ -397,6 +399,8 @@ pub trait Store: Send + Sync + 'static {
     fn recover(&self, now_ms: u64) -> Result<Vec<Effect>, StorageError>;
     fn execution(&self, id: u64) -> Result<Option<(ExecutionRecord, TaskRecord)>, StorageError>;
     fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionRecord>, StorageError>;
+    /// Executions in each state, every state listed; reads the counts kept with each state
+    /// change, so it costs O(states), not O(executions).
     fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError>;
     fn queue_depth(&self, queue: &str) -> Result<u64, StorageError>;
     fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError>;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
 
 use super::codec::{decode, encode_checked};
+use super::guard::unpanic;
 use super::records::{
     priority_key, state_code, CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep,
     StepKind, StepOutcome, TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
@@ -20,22 +21,22 @@ use super::{
 };
 use crate::api::{
     ActivityError, AttemptRecord, CleanupReport, DeadLetterId, ExecutionFilter, ExecutionState, Page, RetryPolicy,
-    TaskId, TaskState,
+    TaskId, TaskState, VerifyOnOpen,
 };
 use crate::error::Error;
 use crate::lease::Fence;
 
 /// Schema version this build writes. Files with a larger one are refused.
-/// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file).
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file), version 3
+/// `exec_counts` (counted from `idx_exec_state` on open of an older file).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Where the store lives and how it is opened.
 pub struct OpenOptions {
     pub path: Option<PathBuf>,
     pub backend: Option<Box<dyn redb::StorageBackend>>,
-    /// Verify every page checksum at open (redb `check_integrity_on_open`). On by default: a
-    /// damaged file is then an error instead of a possible panic deeper in redb.
-    pub verify_on_open: bool,
+    /// What the open verifies (docs/design.md, "Recovery at open").
+    pub verify_on_open: VerifyOnOpen,
     pub faults: Arc<Faults>,
     /// Entries the cache of cached functions keeps at most; the soonest to expire go first.
     pub cache_entries_max: u64,
@@ -145,10 +146,27 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> 
             }
         }
     }
+    if from < 3 {
+        // Version 3: `exec_counts`, counted once from the state index (which holds an entry
+        // for every execution, readable or not, as `move_count` counts them from here on).
+        let by_state = txn.open_table(EXEC_BY_STATE)?;
+        let mut counts = txn.open_table(EXEC_COUNTS)?;
+        counts.retain(|_, _| false)?;
+        for state in ExecutionState::ALL {
+            let code = state_code(state);
+            let n = by_state.range((code, 0)..=(code, u64::MAX))?.count() as u64;
+            if n > 0 {
+                counts.insert(code, n)?;
+            }
+        }
+    }
     Ok(())
 }
 
 impl RedbStore {
+    /// Opens the file, migrates its schema, and verifies it as `verify_on_open` asks. Every step
+    /// runs under `unpanic`: redb may panic on a damaged page it was not asked to verify (and
+    /// documents that an unverified open may), and no input file may take the process down.
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
         let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max, page_cache_bytes, init_empty_file } =
             options;
@@ -168,22 +186,181 @@ impl RedbStore {
             (Some(path), None) => creation::reset_unfinished(creation::Target::Path(path))?,
             (None, None) => {}
         }
+        let full = verify_on_open == VerifyOnOpen::Full;
         let mut builder = Database::builder();
-        builder.set_check_integrity_on_open(verify_on_open);
+        // Full: redb verifies every page's checksum and rebuilds its allocator state from the
+        // trees. Either way, after an unclean shutdown redb does both by itself.
+        builder.set_check_integrity_on_open(full);
         builder.set_cache_size(page_cache_bytes);
-        // redb documents that an unverified open of a damaged file may panic. We verify by
-        // default; the catch is a second line so that no input file can take the process down.
-        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match (path, backend) {
-            (_, Some(backend)) => builder.create_with_backend(Boxed(backend)),
-            (Some(path), None) => builder.create(path),
-            (None, None) => builder.create_with_backend(redb::backends::InMemoryBackend::new()),
-        }));
-        let db = match opened {
-            Ok(result) => result?,
-            Err(_) => return Err(StorageError::CorruptFile("redb could not read the file".into())),
+        let mut db = unpanic("opening the file", || {
+            Ok(match (path, backend) {
+                (_, Some(backend)) => builder.create_with_backend(Boxed(backend)),
+                (Some(path), None) => builder.create(path),
+                (None, None) => builder.create_with_backend(redb::backends::InMemoryBackend::new()),
+            }?)
+        })?;
+        let counters = match unpanic("reading the schema", || Self::init_schema(&db)) {
+            Ok(counters) => counters,
+            // Under Live, a damaged `meta` page can read as any version: tell that apart from a
+            // file a newer stent wrote before saying "upgrade stent".
+            Err(e @ StorageError::SchemaTooNew { .. }) if !full => {
+                unpanic("checking every page", || Ok(db.check_integrity()?))?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
-        let counters = Self::init_schema(&db)?;
-        Ok(RedbStore { db, counters: Mutex::new(counters), faults, cache_entries_max })
+        let mut store = RedbStore { db, counters: Mutex::new(counters), faults, cache_entries_max };
+        if full {
+            let problems = unpanic("checking every record", || store.check())?;
+            if !problems.is_empty() {
+                return Err(StorageError::CorruptFile(found_at_open("the full check", &problems)));
+            }
+        } else {
+            store.verify_live()?;
+        }
+        Ok(store)
+    }
+
+    /// `VerifyOnOpen::Live`: checks what recovery and the coming work depend on (see
+    /// `check_live`). Any problem there makes redb check every page: a damaged file is
+    /// refused; damaged records on sound pages are logged and left to reject the ops that read
+    /// them (and to `check`), as they would be if met later.
+    fn verify_live(&mut self) -> Result<(), StorageError> {
+        let problems = unpanic("verifying the live records", || self.check_live())?;
+        if problems.is_empty() {
+            return Ok(());
+        }
+        for problem in &problems {
+            tracing::error!(problem = %problem, "found at open; checking every page of the file");
+        }
+        let clean = match unpanic("checking every page", || Ok(self.db.check_integrity()?)) {
+            Ok(clean) => clean,
+            Err(StorageError::CorruptFile(why)) => {
+                return Err(StorageError::CorruptFile(format!("{why}; {}", found_at_open("the live check", &problems))))
+            }
+            Err(e) => return Err(e),
+        };
+        if !clean {
+            // redb repaired the file: it fell back to the commit before the damaged one, or
+            // rebuilt its allocator state. What it left is checked again and, as above, logged.
+            let left = unpanic("verifying the live records", || self.check_live())?;
+            tracing::warn!(problems = left.len(), "redb repaired the file at open; problems left: {left:?}");
+        } else {
+            tracing::warn!(
+                problems = problems.len(),
+                "every page of the file is sound; opening with the damaged records logged above"
+            );
+        }
+        Ok(())
+    }
+
+    /// The checks of `VerifyOnOpen::Live`, in one read transaction: every pending and running
+    /// execution (from the state index) decodes and is in the state it is indexed under; each
+    /// of their tasks (from `idx_exec_tasks`) decodes, belongs to it, and has the index entry its
+    /// record implies; the root task is there and live (I5); `idx_ready`, `idx_timers`,
+    /// `idx_leases` and `idx_deadlines` hold exactly those entries (they hold nothing else by I3);
+    /// the counts of both states match the index; the id counters are past every id in use.
+    /// Cost: O(live executions and their tasks), whatever the history.
+    pub fn check_live(&self) -> Result<Vec<String>, StorageError> {
+        use std::collections::BTreeSet;
+        let read = self.db.begin_read()?;
+        let executions = read.open_table(EXECUTIONS)?;
+        let tasks = read.open_table(TASKS)?;
+        let by_state = read.open_table(EXEC_BY_STATE)?;
+        let exec_tasks = read.open_table(EXEC_TASKS)?;
+        let counts = read.open_table(EXEC_COUNTS)?;
+        let mut problems = counter_problems(&read)?;
+        let mut expect_ready = BTreeSet::new();
+        let mut expect_timers = BTreeSet::new();
+        let mut expect_leases = BTreeSet::new();
+        let mut expect_deadlines = BTreeSet::new();
+        for state in [ExecutionState::Pending, ExecutionState::Running] {
+            let code = state_code(state);
+            let mut indexed = 0u64;
+            for entry in by_state.range((code, 0)..=(code, u64::MAX))? {
+                let id = entry?.0.value().1;
+                indexed += 1;
+                let exec: ExecutionRecord = match executions.get(id)? {
+                    None => {
+                        problems.push(format!("idx_exec_state: entry {:?} matches no record", (code, id)));
+                        continue;
+                    }
+                    Some(v) => match decode(EXECUTIONS_NAME, &id, v.value()) {
+                        Ok(exec) => exec,
+                        Err(e) => {
+                            problems.push(e.to_string());
+                            continue;
+                        }
+                    },
+                };
+                if exec.state != state {
+                    problems.push(format!("execution {id} is {} but indexed as {state}", exec.state));
+                }
+                if let (_, Some(d)) = execution_index(&exec) {
+                    expect_deadlines.insert((d, id));
+                }
+                let mut root_live = None;
+                for entry in exec_tasks.range((id, 0)..=(id, u64::MAX))? {
+                    let task_id = entry?.0.value().1;
+                    let task: TaskRecord = match tasks.get(task_id)? {
+                        None => {
+                            problems.push(format!("idx_exec_tasks: entry {:?} matches no record", (id, task_id)));
+                            continue;
+                        }
+                        Some(v) => match decode(TASKS_NAME, &task_id, v.value()) {
+                            Ok(task) => task,
+                            Err(e) => {
+                                problems.push(e.to_string());
+                                continue;
+                            }
+                        },
+                    };
+                    if task.execution_id != id {
+                        problems.push(format!("task {task_id} is indexed under execution {id}, not its own"));
+                    }
+                    if task_id == exec.root_task {
+                        root_live =
+                            Some(matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting));
+                    }
+                    match task_index(&task) {
+                        TaskIndex::None if task.state == TaskState::Running => {
+                            problems.push(format!("task {task_id} is running without a lease"))
+                        }
+                        TaskIndex::None => {}
+                        TaskIndex::Ready { queue, pk, ready_ms } => {
+                            expect_ready.insert((queue, pk, ready_ms, task_id));
+                        }
+                        TaskIndex::Timer { due_ms } => {
+                            expect_timers.insert((due_ms, task_id));
+                        }
+                        TaskIndex::Lease { expires_ms } => {
+                            expect_leases.insert((expires_ms, task_id));
+                        }
+                    }
+                }
+                match root_live {
+                    None => problems.push(format!("execution {id} has no root task {}", exec.root_task)),
+                    Some(false) => problems.push(format!("execution {id} is {state} but its root task has ended")),
+                    Some(true) => {}
+                }
+            }
+            let stored = counts.get(code)?.map_or(0, |v| v.value());
+            if stored != indexed {
+                problems
+                    .push(format!("exec_counts: {state} counts {stored} executions, idx_exec_state holds {indexed}"));
+            }
+        }
+        let mut ready = BTreeSet::new();
+        for entry in read.open_table(READY)?.iter()? {
+            let (k, _) = entry?;
+            let (q, pk, r, id) = k.value();
+            ready.insert((q.to_string(), pk, r, id));
+        }
+        diff(&mut problems, "idx_ready", &expect_ready, &ready);
+        diff(&mut problems, "idx_timers", &expect_timers, &pairs(&read, TIMERS)?);
+        diff(&mut problems, "idx_leases", &expect_leases, &pairs(&read, LEASES)?);
+        diff(&mut problems, "idx_deadlines", &expect_deadlines, &pairs(&read, DEADLINES)?);
+        Ok(problems)
     }
 
     fn init_schema(db: &Database) -> Result<Counters, StorageError> {
@@ -230,6 +407,7 @@ impl RedbStore {
             txn.open_table(CACHE_BY_EXPIRY)?;
             txn.open_table(STEP_INPUTS)?;
             txn.open_table(EXEC_TASKS)?;
+            txn.open_table(EXEC_COUNTS)?;
         }
         txn.commit()?;
         Ok(counters)
@@ -367,6 +545,7 @@ struct Tables<'t> {
     cache_by_expiry: Table<'t, (u64, &'static str, u32, &'static [u8]), ()>,
     step_inputs: Table<'t, (u64, u32), &'static [u8]>,
     exec_tasks: Table<'t, (u64, u64), ()>,
+    exec_counts: Table<'t, u8, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -391,6 +570,7 @@ impl<'t> Tables<'t> {
             cache_by_expiry: txn.open_table(CACHE_BY_EXPIRY)?,
             step_inputs: txn.open_table(STEP_INPUTS)?,
             exec_tasks: txn.open_table(EXEC_TASKS)?,
+            exec_counts: txn.open_table(EXEC_COUNTS)?,
         })
     }
 }
@@ -572,6 +752,7 @@ fn put_execution(
             t.by_state.remove((s, exec.id))?;
         }
         t.by_state.insert((state, exec.id), ())?;
+        move_count(t, old_state, Some(state))?;
     }
     if old_deadline != deadline {
         if let Some(d) = old_deadline {
@@ -582,6 +763,26 @@ fn put_execution(
         }
     }
     t.executions.insert(exec.id, encode_checked(EXECUTIONS_NAME, exec).as_slice())?;
+    Ok(())
+}
+
+/// Moves one execution between the per-state counts (`None`: created, or removed). The only
+/// writer of `exec_counts`, called by `put_execution` and `remove_execution` beside the state
+/// index entry they move, so the counts change in the same transaction as the states they count.
+fn move_count(t: &mut Tables<'_>, from: Option<u8>, to: Option<u8>) -> Result<(), StorageError> {
+    if let Some(code) = from {
+        let n = t.exec_counts.get(code)?.map_or(0, |v| v.value());
+        // Zero here means the stored count is already wrong (damaged, or a bug); failing the
+        // write would stop unrelated work, so keep going and leave the mismatch to `check`.
+        if n == 0 {
+            tracing::error!(state = code, "execution count would go below zero; `check` reports the mismatch");
+        }
+        t.exec_counts.insert(code, n.saturating_sub(1))?;
+    }
+    if let Some(code) = to {
+        let n = t.exec_counts.get(code)?.map_or(0, |v| v.value());
+        t.exec_counts.insert(code, n.saturating_add(1))?;
+    }
     Ok(())
 }
 
@@ -1698,6 +1899,7 @@ impl Batch<'_, '_> {
         }
         let (state, deadline) = execution_index(exec);
         self.t.by_state.remove((state, id))?;
+        move_count(&mut self.t, Some(state), None)?;
         if let Some(d) = deadline {
             self.t.deadlines.remove((d, id))?;
         }
@@ -1890,16 +2092,10 @@ impl Store for RedbStore {
 
     fn count_by_state(&self) -> Result<Vec<(ExecutionState, u64)>, StorageError> {
         let read = self.db.begin_read()?;
-        let by_state = read.open_table(EXEC_BY_STATE)?;
-        let mut out = Vec::new();
+        let counts = read.open_table(EXEC_COUNTS)?;
+        let mut out = Vec::with_capacity(ExecutionState::ALL.len());
         for state in ExecutionState::ALL {
-            let code = state_code(state);
-            let mut n = 0u64;
-            for entry in by_state.range((code, 0)..=(code, u64::MAX))? {
-                entry?;
-                n += 1;
-            }
-            out.push((state, n));
+            out.push((state, counts.get(state_code(state))?.map_or(0, |v| v.value())));
         }
         Ok(out)
     }
@@ -2068,9 +2264,12 @@ impl Store for RedbStore {
             }
             tasks_by_id.insert(id, task);
         }
+        // Every execution key, readable or not: what a task or dead letter must refer to.
+        let mut execution_ids = BTreeSet::new();
         for entry in read.open_table(EXECUTIONS)?.iter()? {
             let (k, v) = entry?;
             let id = k.value();
+            execution_ids.insert(id);
             let exec: ExecutionRecord = match decode(EXECUTIONS_NAME, &id, v.value()) {
                 Ok(e) => e,
                 Err(e) => {
@@ -2099,7 +2298,7 @@ impl Store for RedbStore {
         }
         let journal = read.open_table(JOURNAL)?;
         for task in tasks_by_id.values() {
-            if !read_has_execution(&read, task.execution_id)? {
+            if !execution_ids.contains(&task.execution_id) {
                 problems.push(format!("task {} belongs to missing execution {}", task.id, task.execution_id));
             }
             let live = matches!(task.state, TaskState::Pending | TaskState::Running | TaskState::Waiting);
@@ -2163,6 +2362,25 @@ impl Store for RedbStore {
             states.insert(entry?.0.value());
         }
         diff(&mut problems, "idx_exec_state", &expect_state, &states);
+        // The counts against the state index (itself checked against the records just above),
+        // so one damaged record is reported once, not again as a count that disagrees with it.
+        let mut indexed = std::collections::BTreeMap::new();
+        for &(code, _) in &states {
+            *indexed.entry(code).or_insert(0u64) += 1;
+        }
+        let mut stored = std::collections::BTreeMap::new();
+        for entry in read.open_table(EXEC_COUNTS)?.iter()? {
+            let (k, v) = entry?;
+            stored.insert(k.value(), v.value());
+        }
+        for code in indexed.keys().chain(stored.keys()).copied().collect::<BTreeSet<u8>>() {
+            let (want, got) = (indexed.get(&code).copied().unwrap_or(0), stored.get(&code).copied().unwrap_or(0));
+            if want != got {
+                let state = ExecutionState::ALL.into_iter().find(|&s| state_code(s) == code);
+                let name = state.map_or_else(|| format!("unknown state code {code}"), |s| s.to_string());
+                problems.push(format!("exec_counts: {name} counts {got} executions, idx_exec_state holds {want}"));
+            }
+        }
         let mut expect_dlq = BTreeSet::new();
         for entry in read.open_table(DEAD_LETTERS)?.iter()? {
             let (k, v) = entry?;
@@ -2170,7 +2388,7 @@ impl Store for RedbStore {
             match decode::<DeadLetterRecord>(DEAD_LETTERS_NAME, &id, v.value()) {
                 Ok(l) => {
                     expect_dlq.insert((l.failed_ms, id));
-                    if !read_has_execution(&read, l.execution_id)? {
+                    if !execution_ids.contains(&l.execution_id) {
                         problems.push(format!("dead letter {id} belongs to missing execution {}", l.execution_id));
                     }
                 }
@@ -2180,12 +2398,37 @@ impl Store for RedbStore {
         diff(&mut problems, "idx_dlq_time", &expect_dlq, &pairs(&read, DLQ_BY_TIME)?);
         let expect_exec_tasks = tasks_by_id.values().map(|t| (t.execution_id, t.id)).collect();
         diff(&mut problems, "idx_exec_tasks", &expect_exec_tasks, &pairs(&read, EXEC_TASKS)?);
+        problems.extend(counter_problems(&read)?);
         Ok(problems)
     }
 }
 
-fn read_has_execution(read: &redb::ReadTransaction, id: u64) -> Result<bool, StorageError> {
-    Ok(read.open_table(EXECUTIONS)?.get(id)?.is_some())
+/// The id counters in `meta` must be past every id in use, or a new dispatch would overwrite a
+/// record. (Without redb's page check, nothing else would notice a damaged `meta` page.) The
+/// in-memory counters are written there at the end of every batch.
+fn counter_problems(read: &redb::ReadTransaction) -> Result<Vec<String>, StorageError> {
+    let meta = read.open_table(META)?;
+    let mut problems = Vec::new();
+    let tables = [("next_execution_id", EXECUTIONS), ("next_task_id", TASKS), ("next_dead_letter_id", DEAD_LETTERS)];
+    for (name, table) in tables {
+        let Some(last) = read.open_table(table)?.last()?.map(|(k, _)| k.value()) else { continue };
+        let next = meta.get(name)?.map_or(1, |v| v.value());
+        if next <= last {
+            problems.push(format!("meta: {name} is {next}, not past {last}, the last id in use"));
+        }
+    }
+    Ok(problems)
+}
+
+/// The message of a refused open: how many problems, and the first few.
+fn found_at_open(check: &str, problems: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut message = format!("{check} at open found {} problem(s): ", problems.len());
+    message.push_str(&problems.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; "));
+    if problems.len() > SHOWN {
+        message.push_str("; ...");
+    }
+    message
 }
 
 fn pairs(

@@ -21,6 +21,11 @@ pub const TIMERS: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_ti
 pub const LEASES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_leases");
 /// Executions by (state code, execution id).
 pub const EXEC_BY_STATE: TableDefinition<(u8, u64), ()> = TableDefinition::new("idx_exec_state");
+/// Executions per state: state code → how many executions are in that state. Changed only by
+/// `move_count`, in the transaction of the state change it counts (an execution written, its
+/// state changed, or removed by retention), so `count_by_state` reads one entry per state
+/// instead of scanning `idx_exec_state`. Since schema version 3.
+pub const EXEC_COUNTS: TableDefinition<u8, u64> = TableDefinition::new("exec_counts");
 /// Non-terminal executions with a max_duration: (deadline_ms, execution id).
 pub const DEADLINES: TableDefinition<(u64, u64), ()> = TableDefinition::new("idx_deadlines");
 /// Every task of an execution: (execution id, task id). Written when a task is created,
