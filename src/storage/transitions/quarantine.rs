@@ -1,7 +1,7 @@
 //! Taking an execution out of the way when an op over it met a corrupted record.
 //!
 //! The op itself was already refused (its transaction was dropped and run again without it,
-//! see `RedbStore::run_txn`). Left alone, its execution would go on failing the same way: a
+//! see `redb/commit.rs`). Left alone, its execution would go on failing the same way: a
 //! step's completion refused, the lease expiring, the activity running again, refused again,
 //! for ever. So the redo also stops the execution: it fails with an error coded
 //! `corrupt_record` that names the table and key, its live tasks are cancelled (their running
@@ -15,6 +15,8 @@
 //! `state_of` and `check` name the damage.
 
 use super::*;
+use crate::api::TaskState;
+use crate::storage::records::{ParentStep, StepOutcome};
 
 /// What a refused op was about.
 enum Subject {
@@ -43,17 +45,17 @@ fn subject(op: &Op) -> Option<Subject> {
     }
 }
 
-impl Batch<'_, '_> {
+impl<R: Records> Batch<'_, R> {
     /// Stops the execution `op` was about, because reading it met the corrupted record at
     /// (`table`, `key`). Returns `Err(Corrupted)` only if a write needed a read that failed
     /// after all (the caller then runs the transaction again without the quarantine).
-    pub(super) fn quarantine(&mut self, op: &Op, table: &'static str, key: &str) -> Result<(), StorageError> {
+    pub fn quarantine(&mut self, op: &Op, table: &'static str, key: &str) -> Result<(), StorageError> {
         let Some(execution_id) = subject(op).and_then(|s| self.execution_of(s)) else {
             tracing::error!(table, key, "corrupted record: no execution could be identified to stop");
             return Ok(());
         };
         // Read and validate.
-        let Ok(Some(mut exec)) = get_execution(&self.t, execution_id) else {
+        let Ok(Some(mut exec)) = self.r.execution(execution_id) else {
             tracing::error!(execution_id, table, key, "corrupted record: the execution cannot be read to stop it");
             return Ok(());
         };
@@ -62,9 +64,8 @@ impl Batch<'_, '_> {
         }
         let mut live = Vec::new();
         let mut root = None;
-        for entry in self.t.exec_tasks.range((execution_id, 0)..=(execution_id, u64::MAX))? {
-            let task_id = entry?.0.value().1;
-            match get_task(&self.t, task_id) {
+        for task_id in self.r.tasks_of(execution_id)? {
+            match self.r.task(task_id) {
                 Ok(Some(task)) => {
                     if task.id == exec.root_task {
                         root = Some(task.clone());
@@ -86,20 +87,20 @@ impl Batch<'_, '_> {
 
         // Write.
         for mut task in live {
-            let old = task_index(&task);
+            let old = TaskIndex::of(&task);
             task.state = TaskState::Cancelled;
             task.lease = None;
             task.due_ms = None;
-            put_task(&mut self.t, &task, &old)?;
+            self.r.put_task(&task, &old)?;
             self.effects.push(Effect::Abort { task_id: task.id, token: None });
         }
-        let old = execution_index(&exec);
+        let old = ExecutionIndex::of(&exec);
         exec.state = ExecutionState::Failed;
         exec.error = Some(error.clone());
         exec.finished_ms = Some(self.now);
-        put_execution(&mut self.t, &exec, Some(old))?;
-        let id = self.counters.next_dead_letter;
-        self.counters.next_dead_letter += 1;
+        self.r.put_execution(&exec, Some(old))?;
+        let id = self.ids.next_dead_letter;
+        self.ids.next_dead_letter += 1;
         let letter = DeadLetterRecord {
             id,
             execution_id,
@@ -112,8 +113,7 @@ impl Batch<'_, '_> {
             history: root.map(|t| t.history).unwrap_or_default(),
             failed_ms: self.now,
         };
-        self.t.dead_letters.insert(id, encode_checked(DEAD_LETTERS_NAME, &letter).as_slice())?;
-        self.t.dlq_by_time.insert((self.now, id), ())?;
+        self.r.put_dead_letter(&letter)?;
         self.effects.push(Effect::Finished { execution_id });
         if let Some(parent) = parent {
             self.settle_parent(parent, StepOutcome::Failed { error })?;
@@ -131,29 +131,22 @@ impl Batch<'_, '_> {
     fn execution_of(&self, subject: Subject) -> Option<u64> {
         match subject {
             Subject::Execution(id) => Some(id),
-            Subject::Task(task_id) => match get_task(&self.t, task_id) {
+            Subject::Task(task_id) => match self.r.task(task_id) {
                 Ok(Some(task)) => Some(task.execution_id),
                 Ok(None) => None,
                 // The task itself is the damage: find its execution through the key-only index
                 // (a scan, on this rare path only).
-                Err(_) => self.t.exec_tasks.iter().ok()?.filter_map(Result::ok).find_map(|(k, _)| {
-                    let (execution_id, id) = k.value();
-                    (id == task_id).then_some(execution_id)
-                }),
+                Err(_) => self.r.execution_of_task(task_id).ok()?,
             },
-            Subject::DeadLetter(id) => {
-                let bytes = self.t.dead_letters.get(id).ok()??;
-                decode::<DeadLetterRecord>(DEAD_LETTERS_NAME, &id, bytes.value()).ok().map(|l| l.execution_id)
-            }
+            Subject::DeadLetter(id) => self.r.dead_letter(id).ok()?.map(|l| l.execution_id),
         }
     }
 
     /// Whether the parent's records that settling its step reads all decode.
     fn can_settle(&self, parent: &ParentStep) -> bool {
-        match get_execution(&self.t, parent.execution_id) {
+        match self.r.execution(parent.execution_id) {
             Ok(Some(p)) if !p.state.is_terminal() => {
-                matches!(get_step(&self.t, p.id, parent.step), Ok(Some(_)))
-                    && matches!(get_task(&self.t, p.root_task), Ok(Some(_)))
+                matches!(self.r.step(p.id, parent.step), Ok(Some(_))) && matches!(self.r.task(p.root_task), Ok(Some(_)))
             }
             // Gone or ended: settling does nothing, and reads nothing that can fail.
             Ok(_) => true,

@@ -1,0 +1,103 @@
+//! Schema versions: what this build writes, and the migrations from older files.
+
+use ::redb::{Database, ReadableTable};
+
+use super::RedbStore;
+use crate::api::ExecutionState;
+use crate::storage::codec::decode;
+use crate::storage::records::{state_code, TaskRecord};
+use crate::storage::tables::*;
+use crate::storage::transitions::Ids;
+use crate::storage::StorageError;
+
+/// Schema version this build writes. Files with a larger one are refused.
+/// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file), version 3
+/// `exec_counts` (counted from `idx_exec_state` on open of an older file).
+pub const SCHEMA_VERSION: u64 = 3;
+
+/// Brings a file of schema version `from` up to `SCHEMA_VERSION`, in the open transaction.
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
+    tracing::info!(from, to = SCHEMA_VERSION, "migrating the database schema");
+    if from < 2 {
+        // Version 2: `idx_exec_tasks` from every task record.
+        let mut index = txn.open_table(EXEC_TASKS)?;
+        let tasks = txn.open_table(TASKS)?;
+        for entry in tasks.iter()? {
+            let (k, v) = entry?;
+            match decode::<TaskRecord>(TASKS_NAME, &k.value(), v.value()) {
+                Ok(task) => {
+                    index.insert((task.execution_id, task.id), ())?;
+                }
+                // Left to `check`, which reports it; the rest of the file migrates.
+                Err(e) => tracing::error!(error = %e, "task not indexed while migrating"),
+            }
+        }
+    }
+    if from < 3 {
+        // Version 3: `exec_counts`, counted once from the state index (which holds an entry
+        // for every execution, readable or not, as `move_count` counts them from here on).
+        let by_state = txn.open_table(EXEC_BY_STATE)?;
+        let mut counts = txn.open_table(EXEC_COUNTS)?;
+        counts.retain(|_, _| false)?;
+        for state in ExecutionState::ALL {
+            let code = state_code(state);
+            let n = by_state.range((code, 0)..=(code, u64::MAX))?.count() as u64;
+            if n > 0 {
+                counts.insert(code, n)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RedbStore {
+    pub(super) fn init_schema(db: &Database) -> Result<Ids, StorageError> {
+        let txn = db.begin_write()?;
+        let counters;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema_version")?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StorageError::SchemaTooNew { found: v, supported: SCHEMA_VERSION })
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(old) => {
+                    migrate(&txn, old)?;
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+                None => {
+                    meta.insert("schema_version", SCHEMA_VERSION)?;
+                }
+            }
+            let get = |name: &str| -> Result<u64, StorageError> { Ok(meta.get(name)?.map_or(1, |v| v.value())) };
+            counters = Ids {
+                next_execution: get("next_execution_id")?,
+                next_task: get("next_task_id")?,
+                next_dead_letter: get("next_dead_letter_id")?,
+            };
+            // Create every table so readers never meet a missing one.
+            txn.open_table(EXECUTIONS)?;
+            txn.open_table(TASKS)?;
+            txn.open_table(READY)?;
+            txn.open_table(TIMERS)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(EXEC_BY_STATE)?;
+            txn.open_table(DEADLINES)?;
+            txn.open_table(IDEMPOTENCY)?;
+            txn.open_table(DEAD_LETTERS)?;
+            txn.open_table(DLQ_BY_TIME)?;
+            txn.open_table(JOURNAL)?;
+            txn.open_table(SIGNALS)?;
+            txn.open_table(COUNTERS)?;
+            txn.open_table(STATE)?;
+            txn.open_table(CACHE)?;
+            txn.open_table(CACHE_BY_EXPIRY)?;
+            txn.open_table(STEP_INPUTS)?;
+            txn.open_table(EXEC_TASKS)?;
+            txn.open_table(EXEC_COUNTS)?;
+        }
+        txn.commit()?;
+        Ok(counters)
+    }
+}
