@@ -1,27 +1,36 @@
-//! Goal: the storage layer (`RedbStore` behind `stent::storage::Store`) makes exactly the state
+//! Goal: every storage backend (behind `stent::storage::Store`) makes exactly the state
 //! transitions a small reference model allows, keeps its indexes consistent with its records,
-//! and never lets a stale fencing token commit, across batches, clock jumps and crashes.
+//! and never lets a stale fencing token commit, across batches, clock jumps and crashes. The test
+//! knows a backend only through a `StoreFactory` (how to open a store on fresh durable state,
+//! crash and reopen it, and run the backend's own live check) and the `Store` trait, so the same
+//! steps and assertions run unchanged against each backend.
+//!
+//! Backends run today: `redb_memory` (`RedbMemoryFactory`: the redb store on a `MemoryDisk`).
+//! Adding a second backend takes one `impl StoreFactory` (see the section "Store factories") and
+//! one line in the `model_tests!` list at the end of the file, which instantiates every test here
+//! (the state machine and the deterministic cases) in a module named after the backend.
 //!
 //! Method: a proptest state machine (`proptest-state-machine`). Random steps (dispatch with or
 //! without delay, idempotency key and deadline; claim; renew; complete and fail with current or
 //! stale tokens; abandon; lease expiry before and after the lease's end, and a reaper pass; cancel;
 //! time out; dead-letter replay and discard; clock advances; batches of several ops, some whose
-//! commit is made to fail; retention cleanups in small budgets; and crash + reopen + `recover`
-//! on a shared `MemoryDisk`) run against
+//! commit is made to fail through `Faults`; retention cleanups in small budgets; and crash, reopen
+//! and `recover` on the factory's durable state, for redb a shared `MemoryDisk`) run against
 //! both the store and the model, on a manual clock. After every step the test compares every op
 //! result, every execution and task record, the running set, the dead-letter table, counts and
 //! queue depths with the model, and checks invariants that hold whatever the model says: `check()`
-//! and `check_live()` (what the default open verifies) are empty, no task completes twice, a
-//! stale token's complete/fail/abandon is rejected and writes nothing, fencing tokens strictly
-//! increase, nothing is running after recovery, every live
+//! and the factory's live check (for redb `check_live()`, what the default open verifies) are
+//! empty, no task completes twice, a stale token's complete/fail/abandon is rejected and writes
+//! nothing, fencing tokens strictly increase, nothing is running after recovery, every live
 //! execution has a pending or running task, and the batch effects, applied the way the engine
 //! applies them, leave every pending task queued, every lease and deadline on a timer, and announce
 //! exactly the executions that ended and the attempts taken away.
 //!
-//! Runs 64 cases of up to 40 steps by default; `STENT_PROPTEST_CASES` and
+//! Runs 64 cases of up to 40 steps by default, per backend; `STENT_PROPTEST_CASES` and
 //! `STENT_PROPTEST_STEPS` raise them for longer runs. A failure prints the shrunk step list.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -30,10 +39,7 @@ use proptest::test_runner::Config;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
 use stent::storage::records::{RetryRecord, HISTORY_ENTRIES_MAX};
-use stent::storage::{
-    CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, OpenOptions, RedbStore, StorageError, Store,
-};
-use stent::testing::MemoryDisk;
+use stent::storage::{CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, StorageError, Store};
 use stent::LeaseError;
 use stent::{ActivityError, CleanupReport, Error, ExecutionId, ExecutionState, TaskState};
 
@@ -872,8 +878,8 @@ fn clock_pick(s: &Model) -> impl Strategy<Value = ClockPick> {
 /// The reference side: generates steps and predicts the store's answers.
 struct StoreModel;
 
-/// The test side: runs the steps on a `RedbStore` and compares.
-struct StoreTest;
+/// The test side: runs the steps on a store from factory `F` and compares.
+struct StoreTest<F>(PhantomData<F>);
 
 impl ReferenceStateMachine for StoreModel {
     type State = Model;
@@ -949,13 +955,78 @@ impl ReferenceStateMachine for StoreModel {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Store factories: the only backend-specific code in this file.
+// ---------------------------------------------------------------------------------------------
+
+/// How the tests get a store of one backend. Everything outside the implementations goes
+/// through this trait and `stent::storage::Store` only, so a second backend runs every test in
+/// this file with one implementation and one line in `model_tests!`.
+trait StoreFactory: 'static {
+    type Store: Store;
+    /// Shown in the consistency checks' failure messages.
+    const NAME: &'static str;
+
+    /// A factory over new, empty durable state (a new file, disk, database…).
+    fn new() -> Self;
+
+    /// Opens a store on this factory's durable state the way the engine opens it at start-up
+    /// (with the checks its default open makes), without calling `recover`. The store must
+    /// honour `faults`: the test sets `fail_next_commit` and expects that batch to fail with
+    /// `StorageError::Injected` and write nothing.
+    fn open(&mut self, faults: &Arc<Faults>) -> Self::Store;
+
+    /// A crash: the process dies with `store` open, and a new one opens a store on the same
+    /// durable state. Everything committed must survive it, and nothing else.
+    fn crash(&mut self, store: Self::Store, faults: &Arc<Faults>) -> Self::Store {
+        drop(store);
+        self.open(faults)
+    }
+
+    /// The backend's own consistency check besides `Store::check` (for redb, `check_live`: what
+    /// its default open verifies). Must be empty on a sound store, like `check`.
+    fn live_problems(store: &Self::Store) -> Result<Vec<String>, StorageError>;
+}
+
+/// The redb store on a `MemoryDisk`: a crash drops the store and reopens the same disk.
+struct RedbMemoryFactory {
+    disk: stent::testing::MemoryDisk,
+}
+
+impl StoreFactory for RedbMemoryFactory {
+    type Store = stent::storage::RedbStore;
+    const NAME: &'static str = "redb on a MemoryDisk";
+
+    fn new() -> Self {
+        RedbMemoryFactory { disk: stent::testing::MemoryDisk::new() }
+    }
+
+    fn open(&mut self, faults: &Arc<Faults>) -> Self::Store {
+        stent::storage::RedbStore::open(stent::storage::OpenOptions {
+            init_empty_file: false,
+            path: None,
+            backend: Some(Box::new(self.disk.clone())),
+            verify_on_open: stent::VerifyOnOpen::Live,
+            faults: faults.clone(),
+            cache_entries_max: 10_000,
+            page_cache_bytes: 64 << 20,
+        })
+        .expect("open the store on the memory disk")
+    }
+
+    fn live_problems(store: &Self::Store) -> Result<Vec<String>, StorageError> {
+        store.check_live()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The system under test.
 // ---------------------------------------------------------------------------------------------
 
-struct Sut {
-    disk: MemoryDisk,
+struct Sut<F: StoreFactory> {
+    /// Owns the durable state the store lives on, across crashes.
+    factory: F,
     faults: Arc<Faults>,
-    store: Option<RedbStore>,
+    store: Option<F::Store>,
     /// Highest token a claim returned, per task.
     last_token: BTreeMap<u64, u32>,
     /// Highest `attempt` read back, per task.
@@ -970,21 +1041,8 @@ struct Sut {
     mem_deadlines: BTreeMap<u64, u64>,
 }
 
-fn open(disk: &MemoryDisk, faults: &Arc<Faults>) -> RedbStore {
-    RedbStore::open(OpenOptions {
-        init_empty_file: false,
-        path: None,
-        backend: Some(Box::new(disk.clone())),
-        verify_on_open: stent::VerifyOnOpen::Live,
-        faults: faults.clone(),
-        cache_entries_max: 10_000,
-        page_cache_bytes: 64 << 20,
-    })
-    .expect("open the store on the memory disk")
-}
-
-impl Sut {
-    fn store(&self) -> &RedbStore {
+impl<F: StoreFactory> Sut<F> {
+    fn store(&self) -> &F::Store {
         self.store.as_ref().expect("store is open")
     }
 }
@@ -1077,7 +1135,7 @@ fn outcome(r: &OpResult) -> Outcome {
 
 type Snapshot = Option<(stent::storage::records::ExecutionRecord, stent::storage::records::TaskRecord)>;
 
-impl Sut {
+impl<F: StoreFactory> Sut<F> {
     /// For a single Complete/Fail/Abandon whose token is not the stored lease's: the records
     /// before.
     fn stale_snapshot(&self, ref_state: &Model, p: &Planned) -> Option<(u64, u32, Snapshot)> {
@@ -1204,8 +1262,8 @@ impl Sut {
     }
 
     fn crash_reopen(&mut self, ref_state: &Model) {
-        drop(self.store.take());
-        let store = open(&self.disk, &self.faults);
+        let store = self.store.take().expect("store is open");
+        let store = self.factory.crash(store, &self.faults);
         let effects = store.recover(ref_state.now).expect("recover");
         self.store = Some(store);
         // A new process: memory starts empty and is rebuilt from the recovery effects.
@@ -1271,10 +1329,10 @@ impl Sut {
     fn observe(&mut self, ref_state: &Model) {
         let store = self.store.as_ref().expect("store is open");
         let problems = store.check().expect("check runs");
-        assert!(problems.is_empty(), "store.check(): {problems:#?}");
+        assert!(problems.is_empty(), "{}: store.check(): {problems:#?}", F::NAME);
         // What the default open verifies must agree with the full check on a sound store.
-        let live = store.check_live().expect("the live check runs");
-        assert!(live.is_empty(), "store.check_live(): {live:#?}");
+        let live = F::live_problems(store).expect("the live check runs");
+        assert!(live.is_empty(), "{}: the live check (for redb check_live()): {live:#?}", F::NAME);
         let running: BTreeSet<u64> = store.running_tasks().expect("running tasks").iter().map(|t| t.id).collect();
         for &id in ref_state.execs.keys() {
             let Some((exec, task)) = store.execution(id).expect("read execution") else {
@@ -1326,7 +1384,7 @@ impl Sut {
 }
 
 /// Everything the store exposes about the model's ids, for before/after comparisons.
-fn dump(store: &RedbStore, m: &Model) -> String {
+fn dump(store: &impl Store, m: &Model) -> String {
     let mut out = String::new();
     for id in 1..=m.next_exec {
         out.push_str(&format!("{:?}\n", store.execution(id).expect("read")));
@@ -1338,7 +1396,7 @@ fn dump(store: &RedbStore, m: &Model) -> String {
 }
 
 /// Compares every record the model knows with the store's.
-fn compare(store: &RedbStore, m: &Model) {
+fn compare(store: &impl Store, m: &Model) {
     for (&id, e) in &m.execs {
         let (exec, task) = store
             .execution(id)
@@ -1431,17 +1489,17 @@ fn compare(store: &RedbStore, m: &Model) {
     }
 }
 
-impl StateMachineTest for StoreTest {
-    type SystemUnderTest = Sut;
+impl<F: StoreFactory> StateMachineTest for StoreTest<F> {
+    type SystemUnderTest = Sut<F>;
     type Reference = StoreModel;
 
-    fn init_test(ref_state: &Model) -> Sut {
-        let disk = MemoryDisk::new();
+    fn init_test(ref_state: &Model) -> Sut<F> {
+        let mut factory = F::new();
         let faults = Arc::new(Faults::default());
-        let store = open(&disk, &faults);
+        let store = factory.open(&faults);
         store.recover(ref_state.now).expect("recover a new store");
         Sut {
-            disk,
+            factory,
             faults,
             store: Some(store),
             last_token: BTreeMap::new(),
@@ -1453,7 +1511,7 @@ impl StateMachineTest for StoreTest {
         }
     }
 
-    fn apply(mut sut: Sut, ref_state: &Model, step: Step) -> Sut {
+    fn apply(mut sut: Sut<F>, ref_state: &Model, step: Step) -> Sut<F> {
         match (&ref_state.last, &step) {
             (Last::Batch(planned), Step::Batch(_) | Step::Reap) => sut.run_batch(ref_state, planned),
             (Last::FailedCommit(planned), Step::FailedCommit(_)) => sut.run_failed_commit(ref_state, planned),
@@ -1468,21 +1526,14 @@ impl StateMachineTest for StoreTest {
         sut
     }
 
-    fn check_invariants(sut: &Sut, ref_state: &Model) {
+    fn check_invariants(sut: &Sut<F>, ref_state: &Model) {
         compare(sut.store(), ref_state);
     }
 }
 
-prop_state_machine! {
-    #![proptest_config(config())]
-
-    #[test]
-    fn store_matches_model(sequential 1..=max_steps() => StoreTest);
-}
-
 /// A whole cleanup, `Op::Cleanup` after `Op::Cleanup` until the cursor runs out, asserting that
 /// no op removes more than `budget` records or touches memory.
-fn cleanup_all(store: &RedbStore, now: u64, cutoff_ms: u64, budget: u32) -> CleanupReport {
+fn cleanup_all(store: &impl Store, now: u64, cutoff_ms: u64, budget: u32) -> CleanupReport {
     let mut total = CleanupReport::default();
     let mut from = Some(CleanupCursor::DeadLetters);
     let mut ops = 0;
@@ -1505,10 +1556,9 @@ fn cleanup_all(store: &RedbStore, now: u64, cutoff_ms: u64, budget: u32) -> Clea
 
 /// One `Op::Cleanup` removes at most its budget of records, across dead letters, cache
 /// entries and executions alike, and the cursor takes the rest in later ops (a deterministic case the
-/// random one above rarely builds: several dead letters and executions due at once).
-#[test]
-fn a_cleanup_op_never_removes_more_than_its_budget() {
-    let store = open(&MemoryDisk::new(), &Arc::new(Faults::default()));
+/// random one rarely builds: several dead letters and executions due at once).
+fn a_cleanup_op_never_removes_more_than_its_budget<F: StoreFactory>() {
+    let store = F::new().open(&Arc::new(Faults::default()));
     let spec = DispatchSpec {
         delay_ms: 0,
         max_attempts: 1,
@@ -1551,4 +1601,34 @@ fn a_cleanup_op_never_removes_more_than_its_budget() {
     assert_eq!(total, CleanupReport { executions: 9, dead_letters: 3, cache_entries: 3 });
     assert!(store.check().expect("check").is_empty());
     assert_eq!(store.count_by_state().expect("counts").iter().map(|(_, n)| n).sum::<u64>(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests, once per backend.
+// ---------------------------------------------------------------------------------------------
+
+/// `backend => Factory` instantiates every test of this file for that factory, in module
+/// `backend` (`cargo test --test model_store backend::`).
+macro_rules! model_tests {
+    ($($backend:ident => $factory:ty),+ $(,)?) => {$(
+        mod $backend {
+            use super::*;
+
+            prop_state_machine! {
+                #![proptest_config(config())]
+
+                #[test]
+                fn store_matches_model(sequential 1..=max_steps() => StoreTest<$factory>);
+            }
+
+            #[test]
+            fn a_cleanup_op_never_removes_more_than_its_budget() {
+                super::a_cleanup_op_never_removes_more_than_its_budget::<$factory>();
+            }
+        }
+    )+};
+}
+
+model_tests! {
+    redb_memory => RedbMemoryFactory,
 }
