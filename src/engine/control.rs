@@ -50,12 +50,6 @@ impl Engine {
         Ok(self.inner.store()?.check()?)
     }
 
-    /// Reads the application's own tables in the database file (those `Ctx::local` writes).
-    pub fn read<R>(&self, f: impl FnOnce(&redb::ReadTransaction) -> R) -> Result<R> {
-        let txn = self.inner.store()?.begin_read()?;
-        Ok(f(&txn))
-    }
-
     /// Whether nothing can happen without the clock moving or a signal arriving: no task
     /// ready, none running, no timer due.
     pub fn is_idle(&self) -> Result<bool> {

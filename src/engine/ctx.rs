@@ -181,7 +181,7 @@ impl Ctx {
 
     /// The core of every operation: take the next step number; return the recorded outcome,
     /// or record the step as new (`body` builds what to record) and block.
-    fn step<T>(
+    pub(super) fn step<T>(
         &self,
         kind: StepKind,
         what: &str,
@@ -328,32 +328,6 @@ impl Ctx {
     /// are journaled steps.
     pub fn state(&self, key: &str) -> StateRef<'_> {
         StateRef { ctx: self, key: key.to_string() }
-    }
-
-    /// A transactional local step: `f` runs once, on the writer thread, inside the very
-    /// transaction that records the step, and may read and write the application's own redb
-    /// tables there. Its writes and the step's record commit together or not at all, so a
-    /// local effect happens exactly once however often the workflow re-runs.
-    ///
-    /// Constraints: `f` must be short and synchronous (it holds the single writer); it must
-    /// not open stent's own tables (names listed in `storage::tables`); if it returns an error
-    /// or panics, everything it wrote is discarded and the step fails with that error. Each
-    /// local step costs a suspension of the workflow (two commits), and local steps are a
-    /// feature of the redb backend.
-    pub fn local<T, F>(&self, name: &str, f: F) -> Step<T>
-    where
-        T: serde::Serialize + DeserializeOwned,
-        F: FnOnce(&redb::WriteTransaction) -> std::result::Result<T, crate::api::ActivityError> + Send + 'static,
-    {
-        self.step(StepKind::Local { name: name.to_string() }, name, decode, move |_, _| {
-            let closure: crate::storage::LocalClosure = Box::new(move |txn| {
-                let value = f(txn)?;
-                serde_json::to_vec(&value).map_err(|e| {
-                    crate::api::ActivityError::permanent(format!("local step result does not encode: {e}"))
-                })
-            });
-            Ok(StepBody::Local(crate::storage::LocalFn::new(closure)))
-        })
     }
 
     /// The current time (UTC ms), recorded so a re-run sees the same value.
@@ -550,7 +524,7 @@ fn decode_last<T: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<Opti
     decode::<Vec<T>>(function, bytes).map(|mut v| v.pop())
 }
 
-fn decode<T: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<T> {
+pub(super) fn decode<T: DeserializeOwned>(function: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Payload {
         function: function.to_string(),
         reason: format!("recorded result does not decode: {e}"),

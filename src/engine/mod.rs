@@ -24,6 +24,7 @@ mod control;
 mod dead_letters;
 mod dispatch;
 mod queries;
+mod redb_ext;
 mod retention;
 mod shared;
 mod stats;

@@ -86,8 +86,8 @@ impl<S: Store> Store for Guarded<S> {
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError> {
         unpanic("reading the pending work", || self.0.pending_work(now_ms))
     }
-    fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError> {
-        unpanic("starting a read", || self.0.begin_read())
+    fn as_any(&self) -> &dyn std::any::Any {
+        self.0.as_any()
     }
     fn check(&self) -> Result<Vec<String>, StorageError> {
         unpanic("checking the file", || self.0.check())

@@ -34,7 +34,7 @@ mod store;
 pub mod tables;
 mod transitions;
 
-pub use self::redb::{OpenOptions, RedbStore};
+pub use self::redb::{as_redb, OpenOptions, RedbLocal, RedbStore};
 pub use effect::{Effect, ReadyItem};
 pub use error::StorageError;
 pub use faults::Faults;

@@ -60,8 +60,10 @@ pub struct EagerClaim {
     pub serial: u64,
 }
 
-/// The closure of a local step; run at most once.
-pub type LocalClosure = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<Vec<u8>, ActivityError> + Send>;
+/// The body of a local step (`Ctx::local`), opaque here: each backend defines the closure type
+/// it runs inside its transaction (the redb backend's is `storage::redb::RedbLocal`) and
+/// refuses any other. Run at most once.
+pub type LocalClosure = Box<dyn std::any::Any + Send>;
 
 #[derive(Clone)]
 pub struct LocalFn(pub std::sync::Arc<std::sync::Mutex<Option<LocalClosure>>>);

@@ -37,9 +37,9 @@ pub trait Store: Send + Sync + 'static {
     /// Work that can proceed at `now_ms` without outside help: (tasks ready, tasks running,
     /// timers due). All zero means idle until the clock moves or a signal arrives.
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError>;
-    /// A read transaction on the file, for the application's own tables (`Engine::read`).
-    /// Specific to the redb backend, like `Ctx::local`.
-    fn begin_read(&self) -> Result<redb::ReadTransaction, StorageError>;
+    /// The backend itself, for what only it offers (the redb backend: `Engine::read` and
+    /// `Ctx::local`, see `storage::redb::as_redb`).
+    fn as_any(&self) -> &dyn std::any::Any;
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;

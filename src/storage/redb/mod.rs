@@ -30,7 +30,7 @@ use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, TaskRecord
 use super::store::{ExecutionContext, Store};
 use super::transitions::Ids;
 use super::StorageError;
-use crate::api::{CleanupReport, ExecutionFilter, ExecutionState, Page, VerifyOnOpen};
+use crate::api::{ActivityError, CleanupReport, ExecutionFilter, ExecutionState, Page, VerifyOnOpen};
 use check::found_at_open;
 
 /// Where the store lives and how it is opened.
@@ -72,6 +72,15 @@ impl redb::StorageBackend for Boxed {
     fn close(&self) -> Result<(), std::io::Error> {
         self.0.close()
     }
+}
+
+/// A local step's closure on the redb backend: it runs on the batch's write transaction and may
+/// read and write the application's own tables there (`Ctx::local`).
+pub type RedbLocal = Box<dyn FnOnce(&::redb::WriteTransaction) -> Result<Vec<u8>, ActivityError> + Send>;
+
+/// The redb store behind a [`Store`], for what only the redb backend offers (`Engine::read`).
+pub fn as_redb(store: &dyn Store) -> Option<&RedbStore> {
+    store.as_any().downcast_ref::<RedbStore>()
 }
 
 pub struct RedbStore {
@@ -150,6 +159,11 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// A read transaction on the file, for the application's own tables (`Engine::read`).
+    pub fn begin_read(&self) -> Result<::redb::ReadTransaction, StorageError> {
+        unpanic("starting a read", || Ok(self.db.begin_read()?))
+    }
+
     fn lock_ids(&self) -> std::sync::MutexGuard<'_, Ids> {
         // Poisoning only happens if a holder panicked; the ids are plain integers and stay
         // valid, so take them anyway.
@@ -200,8 +214,8 @@ impl Store for RedbStore {
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError> {
         self.read_pending_work(now_ms)
     }
-    fn begin_read(&self) -> Result<::redb::ReadTransaction, StorageError> {
-        Ok(self.db.begin_read()?)
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
     fn check(&self) -> Result<Vec<String>, StorageError> {
         self.check_all()

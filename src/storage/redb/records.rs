@@ -4,6 +4,7 @@
 
 use ::redb::{ReadableTable, ReadableTableMetadata, Table};
 
+use super::RedbLocal;
 use crate::api::{ActivityError, ExecutionState};
 use crate::storage::codec::{decode, encode_checked};
 use crate::storage::index::{ExecutionIndex, TaskIndex};
@@ -420,6 +421,9 @@ impl Records for RedbRecords<'_> {
     }
 
     fn run_local(&mut self, body: LocalClosure) -> Result<Vec<u8>, ActivityError> {
-        body(self.txn)
+        match body.downcast::<RedbLocal>() {
+            Ok(f) => f(self.txn),
+            Err(_) => Err(ActivityError::permanent("this local step was not written for the redb backend")),
+        }
     }
 }
