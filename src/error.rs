@@ -3,7 +3,7 @@
 
 use crate::api::{ActivityError, DeadLetterId, ExecutionId, TaskId};
 use crate::lease::LeaseError;
-use crate::storage::StorageError;
+use crate::storage::{Rejection, StorageError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -84,6 +84,30 @@ pub enum Error {
     /// The engine was closed (or all its handles dropped) while the request was in flight.
     #[error("the engine is shut down")]
     Shutdown,
+}
+
+impl From<Rejection> for Error {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::UnknownExecution(id) => Error::UnknownExecution(ExecutionId(id)),
+            Rejection::UnknownTask(id) => Error::UnknownTask { task_id: TaskId(id) },
+            Rejection::UnknownDeadLetter(id) => Error::UnknownDeadLetter(DeadLetterId(id)),
+            Rejection::TaskNotClaimable(id) => Error::TaskNotClaimable { task_id: TaskId(id) },
+            Rejection::TokensExhausted(id) => Error::TokensExhausted { task_id: TaskId(id) },
+            Rejection::JournalFull { execution_id, steps_max } => {
+                Error::JournalFull { execution_id: ExecutionId(execution_id), steps_max }
+            }
+            Rejection::NonDeterminism { step, recorded, requested } => {
+                Error::NonDeterminism { step, recorded, requested }
+            }
+            Rejection::ExecutionFinished { id, state } => Error::ExecutionFinished { id: ExecutionId(id), state },
+            Rejection::NotReplayable { id, reason } => Error::NotReplayable { id: DeadLetterId(id), reason },
+            Rejection::LocalStepFailed { step, error } => Error::LocalStepFailed { step, error },
+            Rejection::Lease(e) => Error::Lease(e),
+            Rejection::Storage(e) => Error::Storage(e),
+            Rejection::Internal(message) => Error::Internal(message),
+        }
+    }
 }
 
 impl Error {

@@ -123,8 +123,8 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         ],
     )?;
     assert!(results[0].is_ok());
-    assert!(matches!(results[1], Err(Error::UnknownExecution(_))), "{:?}", results[1]);
-    assert!(matches!(results[2], Err(Error::Lease(_))), "{:?}", results[2]);
+    assert!(matches!(results[1], Err(stent::storage::Rejection::UnknownExecution(_))), "{:?}", results[1]);
+    assert!(matches!(results[2], Err(stent::storage::Rejection::Lease(_))), "{:?}", results[2]);
     assert!(results[3].is_ok());
     let counts = store.count_by_state()?;
     assert_eq!(counts.iter().find(|(s, _)| *s == ExecutionState::Pending).map(|c| c.1), Some(2));

@@ -114,7 +114,7 @@ fn new_execution() -> NewExecution {
 
 fn one(store: &RedbStore, now: u64, op: Op) -> stent::Result<OpOutput> {
     let (mut results, _) = store.apply_batch(now, vec![op])?;
-    results.remove(0)
+    results.remove(0).map_err(stent::Error::from)
 }
 
 #[tokio::test]
@@ -150,7 +150,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
     ] {
         match one(&store, 160, op) {
             Err(Error::Lease(stent::LeaseError::LeaseLost { token, .. })) => assert_eq!(token, old),
-            Ok(OpOutput::Renewed(r)) => assert!(matches!(r[0], Err(Error::Lease(_)))),
+            Ok(OpOutput::Renewed(r)) => assert!(matches!(r[0], Err(stent::storage::Rejection::Lease(_)))),
             other => panic!("stale outcome accepted: {other:?}"),
         }
     }

@@ -39,9 +39,11 @@ use proptest::test_runner::Config;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
 use stent::storage::records::{RetryRecord, HISTORY_ENTRIES_MAX};
-use stent::storage::{CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, StorageError, Store};
+use stent::storage::{
+    CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, Rejection, StorageError, Store,
+};
 use stent::LeaseError;
-use stent::{ActivityError, CleanupReport, Error, ExecutionId, ExecutionState, TaskState};
+use stent::{ActivityError, CleanupReport, ExecutionState, TaskState};
 
 const START_MS: u64 = 1_000;
 const MAX_DELAY_MS: u64 = 1_500;
@@ -1100,14 +1102,14 @@ fn to_op(op: &COp) -> Op {
     }
 }
 
-fn rej(e: &Error) -> Rej {
+fn rej(e: &Rejection) -> Rej {
     match e {
-        Error::Lease(LeaseError::LeaseLost { task_id, token }) => Rej::LeaseLost { task: *task_id, token: *token },
-        Error::TaskNotClaimable { task_id } => Rej::NotClaimable(task_id.0),
-        Error::UnknownExecution(ExecutionId(id)) => Rej::UnknownExecution(*id),
-        Error::UnknownDeadLetter(id) => Rej::UnknownDeadLetter(id.0),
-        Error::UnknownTask { .. } => Rej::MissingRecord,
-        Error::NotReplayable { .. } | Error::JournalFull { .. } => Rej::Config,
+        Rejection::Lease(LeaseError::LeaseLost { task_id, token }) => Rej::LeaseLost { task: *task_id, token: *token },
+        Rejection::TaskNotClaimable(task_id) => Rej::NotClaimable(*task_id),
+        Rejection::UnknownExecution(id) => Rej::UnknownExecution(*id),
+        Rejection::UnknownDeadLetter(id) => Rej::UnknownDeadLetter(*id),
+        Rejection::UnknownTask(_) => Rej::MissingRecord,
+        Rejection::NotReplayable { .. } | Rejection::JournalFull { .. } => Rej::Config,
         other => Rej::Other(format!("{other:?}")),
     }
 }
@@ -1194,7 +1196,7 @@ impl<F: StoreFactory> Sut<F> {
         }
         if let Some((task, token, before)) = stale {
             assert!(
-                matches!(&results[0], Err(Error::Lease(LeaseError::LeaseLost { .. }))),
+                matches!(&results[0], Err(Rejection::Lease(LeaseError::LeaseLost { .. }))),
                 "stale token {token} on task {task} was not refused with LeaseLost: {:?}",
                 results[0]
             );

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Inner;
-use crate::error::Error;
-use crate::storage::{Op, OpResult, StorageError, Store};
+use crate::error::{Error, Result};
+use crate::storage::{Op, OpOutput, StorageError, Store};
 
 pub struct Command {
     pub op: Op,
-    pub reply: oneshot::Sender<OpResult>,
+    /// The op's result, its rejection already turned into `stent::Error`.
+    pub reply: oneshot::Sender<Result<OpOutput>>,
 }
 
 pub fn run(inner: Arc<Inner>, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Command>, batch_ops_max: usize) {
@@ -51,7 +52,7 @@ pub fn run(inner: Arc<Inner>, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Comm
                 inner.apply_effects(effects);
                 debug_assert_eq!(results.len(), replies.len());
                 for (reply, result) in replies.drain(..).zip(results) {
-                    let _ = reply.send(result);
+                    let _ = reply.send(result.map_err(Error::from));
                 }
             }
             Err(e) => {

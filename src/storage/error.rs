@@ -77,3 +77,43 @@ from_redb!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+/// Why storage refused one op. A refused op wrote nothing; its batch goes on. The engine turns
+/// it into `stent::Error` (ids typed there), so storage imports nothing from the API's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("execution {0} does not exist")]
+    UnknownExecution(u64),
+    #[error("task {0} does not exist")]
+    UnknownTask(u64),
+    #[error("dead letter {0} does not exist")]
+    UnknownDeadLetter(u64),
+    /// The claim lost a race: the task was cancelled, re-queued or already taken.
+    #[error("task {0} is not claimable")]
+    TaskNotClaimable(u64),
+    /// The task's attempt counter (its fencing token) is at `u32::MAX`.
+    #[error("task {0} has used every fencing token")]
+    TokensExhausted(u64),
+    #[error("execution {execution_id}: the journal is full ({steps_max} steps)")]
+    JournalFull { execution_id: u64, steps_max: u32 },
+    /// The journal recorded another operation at this step than the attempt asks for.
+    #[error("non-determinism at step {step}: journal has {recorded}, workflow asked for {requested}")]
+    NonDeterminism { step: u32, recorded: String, requested: String },
+    #[error("execution {id} is {state}; it takes no more signals")]
+    ExecutionFinished { id: u64, state: crate::api::ExecutionState },
+    #[error("dead letter {id} cannot be replayed: {reason}")]
+    NotReplayable { id: u64, reason: String },
+    /// A local step's closure failed or panicked; its transaction is dropped.
+    #[error("local step {step} failed: {error}")]
+    LocalStepFailed { step: u32, error: crate::api::ActivityError },
+    /// A stale fencing token, or a lease that is gone.
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+    /// A record the op read does not decode (`StorageError::Corrupted`).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A bug in stent (an invariant did not hold); the message says which.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

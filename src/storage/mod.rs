@@ -36,7 +36,7 @@ mod transitions;
 
 pub use self::redb::{as_redb, OpenOptions, RedbLocal, RedbStore};
 pub use effect::{Effect, ReadyItem};
-pub use error::StorageError;
+pub use error::{Rejection, StorageError};
 pub use faults::Faults;
 pub use guard::Guarded;
 pub use op::{

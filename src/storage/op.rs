@@ -2,8 +2,8 @@
 //! values ops carry (a new execution, a new workflow step, a continuation).
 
 use super::records::{CachePolicy, RetryRecord, StepKind, TaskKind, TaskRecord};
+use super::Rejection;
 use crate::api::{ActivityError, ExecutionState};
-use crate::error::Error;
 
 /// A new execution and its root task.
 #[derive(Debug, Clone)]
@@ -279,7 +279,7 @@ pub enum OpOutput {
         claimed: Option<ClaimedTask>,
     },
     Claimed(ClaimedTask),
-    Renewed(Vec<Result<u64, Error>>),
+    Renewed(Vec<Result<u64, Rejection>>),
     Done,
     /// Whether the lease was in fact expired and the task re-queued or buried.
     Expired(bool),
@@ -298,4 +298,4 @@ pub enum OpOutput {
     },
 }
 
-pub type OpResult = Result<OpOutput, Error>;
+pub type OpResult = Result<OpOutput, Rejection>;

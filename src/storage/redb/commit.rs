@@ -6,12 +6,11 @@ use ::redb::Durability;
 
 use super::records::RedbRecords;
 use super::RedbStore;
-use crate::error::Error;
 use crate::storage::effect::Effect;
 use crate::storage::faults::Faults;
 use crate::storage::op::{Op, OpResult, StepBody};
 use crate::storage::transitions::{corrupted, Batch, Ids};
-use crate::storage::StorageError;
+use crate::storage::{Rejection, StorageError};
 
 /// Results of one transaction's ops, by position in the caller's batch, and its effects.
 type TxnOutcome = (Vec<(usize, OpResult)>, Vec<Effect>);
@@ -52,7 +51,7 @@ impl RedbStore {
         }
         for (i, op) in exclusive {
             let (mut r, mut e) = self.run_txn(now_ms, vec![(i, op.clone())])?;
-            if let Some((_, Err(Error::LocalStepFailed { step, error }))) = r.first() {
+            if let Some((_, Err(Rejection::LocalStepFailed { step, error }))) = r.first() {
                 // The closure failed: its transaction was dropped with whatever it wrote.
                 // Record the step as failed instead, without running the closure again.
                 let (step, error) = (*step, error.clone());
@@ -69,7 +68,10 @@ impl RedbStore {
                 results[i] = Some(r);
             }
         }
-        let results = results.into_iter().map(|r| r.unwrap_or(Err(Error::Shutdown))).collect();
+        let results = results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Rejection::Internal("an op of the batch got no result".into()))))
+            .collect();
         Ok((results, effects))
     }
 
@@ -120,18 +122,18 @@ impl RedbStore {
             let mut batch = self.batch(&txn, &mut working, now_ms)?;
             for (at, (i, op)) in ops.iter().enumerate() {
                 if let Some(r) = refused.iter().find(|r| r.at == at) {
-                    results.push((*i, Err(Error::Storage(corrupted(r.table, &r.key)))));
+                    results.push((*i, Err(Rejection::Storage(corrupted(r.table, &r.key)))));
                     continue;
                 }
                 let before = batch.effects.len();
                 let result = match batch.apply(op.clone()) {
                     Err(StorageError::Corrupted { table, key })
-                    | Ok(Err(Error::Storage(StorageError::Corrupted { table, key }))) => {
+                    | Ok(Err(Rejection::Storage(StorageError::Corrupted { table, key }))) => {
                         return Ok(Pass::Tainted { at, table, key })
                     }
                     other => other?,
                 };
-                if let Err(Error::LocalStepFailed { .. }) = &result {
+                if let Err(Rejection::LocalStepFailed { .. }) = &result {
                     drop(batch);
                     drop(txn); // Abort: the closure's writes go with it.
                     return Ok(Pass::Committed((vec![(*i, result)], Vec::new())));

@@ -7,13 +7,13 @@ impl<R: Records> Batch<'_, R> {
         let (task, exec) = reject!(self.load_pair(task_id)?);
         let due = task.due_ms.is_none_or(|d| d <= self.now);
         if task.state != TaskState::Pending || !due || exec.state.is_terminal() {
-            return Ok(Err(Error::TaskNotClaimable { task_id: TaskId(task_id) }));
+            return Ok(Err(Rejection::TaskNotClaimable(task_id)));
         }
         if task.lease.is_some() {
-            return Ok(Err(Error::TaskNotClaimable { task_id: TaskId(task_id) }));
+            return Ok(Err(Rejection::TaskNotClaimable(task_id)));
         }
         if task.attempt == u32::MAX {
-            return Ok(Err(Error::TokensExhausted { task_id: TaskId(task_id) }));
+            return Ok(Err(Rejection::TokensExhausted(task_id)));
         }
         Ok(Ok(OpOutput::Claimed(self.take_lease(task, exec, worker, lease_ms)?)))
     }

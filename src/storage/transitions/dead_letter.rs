@@ -2,19 +2,19 @@
 //! kept), replay with an edited step input, and discard.
 
 use super::*;
-use crate::api::{DeadLetterId, TaskState};
+use crate::api::TaskState;
 use crate::storage::index::pending_effect;
 use crate::storage::records::{StepKind, StepOutcome, TaskKind};
 
 impl<R: Records> Batch<'_, R> {
     pub(super) fn replay(&mut self, id: u64, input: Option<Vec<u8>>) -> OpRes<OpOutput> {
         let Some(letter) = reject!(soft(self.r.dead_letter(id))?) else {
-            return Ok(Err(Error::UnknownDeadLetter(DeadLetterId(id))));
+            return Ok(Err(Rejection::UnknownDeadLetter(id)));
         };
         let (mut task, mut exec) = reject!(self.load_pair(letter.task_id)?);
         if exec.state != ExecutionState::Failed || task.state != TaskState::Failed {
-            return Ok(Err(Error::NotReplayable {
-                id: DeadLetterId(id),
+            return Ok(Err(Rejection::NotReplayable {
+                id,
                 reason: format!("execution {} is {}, not failed", exec.id, exec.state),
             }));
         }
@@ -63,15 +63,15 @@ impl<R: Records> Batch<'_, R> {
 
     pub(super) fn replay_step(&mut self, id: u64, step: u32, input: Vec<u8>) -> OpRes<OpOutput> {
         let Some(letter) = reject!(soft(self.r.dead_letter(id))?) else {
-            return Ok(Err(Error::UnknownDeadLetter(DeadLetterId(id))));
+            return Ok(Err(Rejection::UnknownDeadLetter(id)));
         };
         let entry = reject!(soft(self.r.step(letter.execution_id, step))?);
         if !matches!(
             &entry,
             Some(JournalEntry { kind: StepKind::Call { .. }, outcome: StepOutcome::Failed { .. }, .. })
         ) {
-            return Ok(Err(Error::NotReplayable {
-                id: DeadLetterId(id),
+            return Ok(Err(Rejection::NotReplayable {
+                id,
                 reason: format!("step {step} of execution {} is not a failed call", letter.execution_id),
             }));
         }
@@ -82,7 +82,7 @@ impl<R: Records> Batch<'_, R> {
 
     pub(super) fn discard(&mut self, id: u64) -> OpRes<OpOutput> {
         let Some(letter) = reject!(soft(self.r.dead_letter(id))?) else {
-            return Ok(Err(Error::UnknownDeadLetter(DeadLetterId(id))));
+            return Ok(Err(Rejection::UnknownDeadLetter(id)));
         };
         self.r.remove_dead_letter(id, letter.failed_ms)?;
         Ok(Ok(OpOutput::Done))

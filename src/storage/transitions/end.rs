@@ -6,7 +6,7 @@ impl<R: Records> Batch<'_, R> {
     /// Cancel, or time out: the execution ends and its live task with it.
     pub(super) fn end_execution(&mut self, execution_id: u64, state: ExecutionState) -> OpRes<OpOutput> {
         let Some(mut exec) = reject!(soft(self.r.execution(execution_id))?) else {
-            return Ok(Err(Error::UnknownExecution(crate::api::ExecutionId(execution_id))));
+            return Ok(Err(Rejection::UnknownExecution(execution_id)));
         };
         if exec.state.is_terminal() {
             return Ok(Ok(OpOutput::State(exec.state)));

@@ -14,20 +14,17 @@ impl<R: Records> Batch<'_, R> {
     ) -> OpRes<OpOutput> {
         let (mut task, exec) = reject!(self.load_pair(task_id)?);
         if task.kind != TaskKind::Workflow || task.step.is_some() || exec.state.is_terminal() {
-            return Ok(Err(Error::TaskNotClaimable { task_id: TaskId(task_id) }));
+            return Ok(Err(Rejection::TaskNotClaimable(task_id)));
         }
         reject!(Fence { task_id, attempt: &mut task.attempt, lease: &mut task.lease }.check(token));
         // Validate everything before the first write.
         for s in &steps {
             if s.step >= JOURNAL_STEPS_MAX {
-                return Ok(Err(Error::JournalFull {
-                    execution_id: crate::api::ExecutionId(exec.id),
-                    steps_max: JOURNAL_STEPS_MAX,
-                }));
+                return Ok(Err(Rejection::JournalFull { execution_id: exec.id, steps_max: JOURNAL_STEPS_MAX }));
             }
             if let Some(existing) = reject!(soft(self.r.step(exec.id, s.step))?) {
                 // Recorded before (a step this attempt did not know of): never overwrite.
-                return Ok(Err(Error::NonDeterminism {
+                return Ok(Err(Rejection::NonDeterminism {
                     step: s.step,
                     recorded: existing.kind.to_string(),
                     requested: s.kind.to_string(),
@@ -57,16 +54,16 @@ impl<R: Records> Batch<'_, R> {
                 },
                 StepBody::Local(f) => {
                     let Some(f) = f.take() else {
-                        return Ok(Err(Error::Internal(format!("local step {} ran twice", s.step))));
+                        return Ok(Err(Rejection::Internal(format!("local step {} ran twice", s.step))));
                     };
                     let records = &mut self.r;
                     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| records.run_local(f)));
                     match run {
                         Ok(Ok(output)) => StepOutcome::Completed { output },
-                        Ok(Err(error)) => return Ok(Err(Error::LocalStepFailed { step: s.step, error })),
+                        Ok(Err(error)) => return Ok(Err(Rejection::LocalStepFailed { step: s.step, error })),
                         Err(_) => {
                             let error = ActivityError::permanent("the local step panicked").with_code("panic");
-                            return Ok(Err(Error::LocalStepFailed { step: s.step, error }));
+                            return Ok(Err(Rejection::LocalStepFailed { step: s.step, error }));
                         }
                     }
                 }

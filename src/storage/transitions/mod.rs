@@ -37,9 +37,8 @@ use super::records::{
     TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::{EXECUTIONS_NAME, JOURNAL_NAME, TASKS_NAME};
-use super::StorageError;
-use crate::api::{ActivityError, AttemptRecord, ExecutionState, RetryPolicy, TaskId, TaskState};
-use crate::error::Error;
+use super::{Rejection, StorageError};
+use crate::api::{ActivityError, AttemptRecord, ExecutionState, RetryPolicy, TaskState};
 use crate::lease::Fence;
 
 /// The records of one write transaction, one at a time: what a transition may read and write.
@@ -145,7 +144,7 @@ pub struct Ids {
 
 /// Outer error: the batch must abort (I/O, injected fault, or a corrupted record: the commit
 /// loop redoes the batch without the op). Inner: this op is rejected and wrote nothing.
-pub type OpRes<T> = Result<Result<T, Error>, StorageError>;
+pub type OpRes<T> = Result<Result<T, Rejection>, StorageError>;
 
 pub(super) fn corrupted(table: &'static str, key: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupted { table, key: key.to_string() }
@@ -169,7 +168,7 @@ pub(super) fn soft<T>(r: Result<T, StorageError>) -> OpRes<T> {
         Ok(v) => Ok(Ok(v)),
         Err(e @ StorageError::Corrupted { .. }) => {
             tracing::error!(error = %e, "corrupted record; the operation that read it is rejected");
-            Ok(Err(Error::Storage(e)))
+            Ok(Err(Rejection::Storage(e)))
         }
         Err(e) => Err(e),
     }
@@ -211,11 +210,11 @@ impl<R: Records> Batch<'_, R> {
     /// Reads a task and its execution for a transition; a missing or corrupt one rejects the op.
     fn load_pair(&self, task_id: u64) -> OpRes<(TaskRecord, ExecutionRecord)> {
         let Some(task) = reject!(soft(self.r.task(task_id))?) else {
-            return Ok(Err(Error::UnknownTask { task_id: TaskId(task_id) }));
+            return Ok(Err(Rejection::UnknownTask(task_id)));
         };
         let Some(exec) = reject!(soft(self.r.execution(task.execution_id))?) else {
             let key = format!("{} (missing)", task.execution_id);
-            return Ok(Err(Error::Storage(corrupted(EXECUTIONS_NAME, key))));
+            return Ok(Err(Rejection::Storage(corrupted(EXECUTIONS_NAME, key))));
         };
         Ok(Ok((task, exec)))
     }

@@ -5,10 +5,10 @@ use super::*;
 impl<R: Records> Batch<'_, R> {
     pub(super) fn signal(&mut self, execution_id: u64, name: &str, payload: Vec<u8>) -> OpRes<OpOutput> {
         let Some(exec) = reject!(soft(self.r.execution(execution_id))?) else {
-            return Ok(Err(Error::UnknownExecution(crate::api::ExecutionId(execution_id))));
+            return Ok(Err(Rejection::UnknownExecution(execution_id)));
         };
         if exec.state.is_terminal() {
-            return Ok(Err(Error::ExecutionFinished { id: crate::api::ExecutionId(execution_id), state: exec.state }));
+            return Ok(Err(Rejection::ExecutionFinished { id: execution_id, state: exec.state }));
         }
         let journal = reject!(soft(self.r.journal(execution_id))?);
         let waiting = journal.iter().find_map(|e| match (&e.outcome, &e.kind) {
