@@ -33,6 +33,7 @@ mod redb;
 mod store;
 pub mod tables;
 mod transitions;
+mod wire;
 
 pub use self::redb::{as_redb, OpenOptions, RedbLocal, RedbStore};
 pub use effect::{Effect, ReadyItem};

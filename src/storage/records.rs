@@ -1,4 +1,6 @@
-//! Records as stored. Changing a field here changes the file format: bump
+//! Records as stored. Values shared with the API are serialized through storage's own types
+//! (`wire.rs`), so the API cannot change the layout by itself. Changing a field here changes
+//! the file format: bump
 //! `codec::FORMAT_VERSION` or the schema version and write the migration (docs/design.md).
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,7 @@ pub struct ExecutionRecord {
     pub queue: String,
     pub priority: i32,
     pub tags: Vec<String>,
+    #[serde(with = "super::wire::execution_state")]
     pub state: ExecutionState,
     pub root_task: u64,
     pub created_ms: u64,
@@ -22,6 +25,7 @@ pub struct ExecutionRecord {
     pub max_duration_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
     pub output: Option<Vec<u8>>,
+    #[serde(with = "super::wire::opt_error")]
     pub error: Option<ActivityError>,
     pub idempotency_key: Option<String>,
     /// For a child workflow: the parent's execution and the step waiting for this one.
@@ -118,6 +122,7 @@ pub struct TaskRecord {
     pub priority: i32,
     pub tags: Vec<String>,
     pub input: Vec<u8>,
+    #[serde(with = "super::wire::task_state")]
     pub state: TaskState,
     /// For a pending task: `Some(due)` while it waits in `idx_timers`, `None` once in
     /// `idx_ready`.
@@ -133,6 +138,7 @@ pub struct TaskRecord {
     pub timeout_ms: Option<u64>,
     /// A cached function's result is stored under (function, version, input) for `ttl_ms`.
     pub cache: Option<CachePolicy>,
+    #[serde(with = "super::wire::attempts")]
     pub history: Vec<AttemptRecord>,
     pub created_ms: u64,
 }
@@ -233,6 +239,7 @@ pub enum StepOutcome {
         output: Vec<u8>,
     },
     Failed {
+        #[serde(with = "super::wire::error")]
         error: ActivityError,
     },
 }
@@ -265,8 +272,10 @@ pub struct DeadLetterRecord {
     pub function: String,
     pub queue: String,
     pub input: Vec<u8>,
+    #[serde(with = "super::wire::error")]
     pub error: ActivityError,
     pub attempts: u32,
+    #[serde(with = "super::wire::attempts")]
     pub history: Vec<AttemptRecord>,
     pub failed_ms: u64,
 }
