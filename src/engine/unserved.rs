@@ -78,8 +78,3 @@ impl Inner {
         }
     }
 }
-
-/// Keeps the registry of pools free of dropped ones.
-pub(super) fn prune(pools: &mut Vec<std::sync::Weak<worker::Pool>>) {
-    pools.retain(|p| p.strong_count() > 0);
-}

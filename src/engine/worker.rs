@@ -64,7 +64,7 @@ pub(super) fn start(inner: Arc<Inner>, options: WorkerOptions) -> Result<WorkerP
     });
     {
         let mut pools = lock(&shared.inner.pools);
-        super::unserved::prune(&mut pools);
+        pools.retain(|p| p.strong_count() > 0); // Dropped pools leave the registry.
         pools.push(Arc::downgrade(&shared));
     }
     tokio::spawn(claim_loop(shared.clone()));

@@ -151,7 +151,7 @@ impl RedbStore {
                     other => other?,
                 }
             }
-            batch.r.save_ids(batch.ids)?;
+            batch.r.finish(batch.ids)?;
             effects = batch.effects;
         }
         if Faults::take(&self.faults.fail_next_commit) {

@@ -37,7 +37,13 @@ pub(super) struct RedbRecords<'t> {
     step_inputs: Table<'t, (u64, u32), &'static [u8]>,
     exec_tasks: Table<'t, (u64, u64), ()>,
     exec_counts: Table<'t, u8, u64>,
+    /// Changes to `exec_counts` by state code, written once at the end of the batch
+    /// (`finish`): a state change costs an array update instead of two B-tree writes.
+    count_deltas: [i64; STATE_CODES],
 }
+
+/// State codes are 0..6 (`records::state_code`).
+const STATE_CODES: usize = 6;
 
 impl<'t> RedbRecords<'t> {
     pub(super) fn open(txn: &'t ::redb::WriteTransaction) -> Result<Self, StorageError> {
@@ -63,11 +69,26 @@ impl<'t> RedbRecords<'t> {
             step_inputs: txn.open_table(STEP_INPUTS)?,
             exec_tasks: txn.open_table(EXEC_TASKS)?,
             exec_counts: txn.open_table(EXEC_COUNTS)?,
+            count_deltas: [0; STATE_CODES],
         })
     }
 
-    /// Persists the id counters with the batch.
-    pub(super) fn save_ids(&mut self, ids: &Ids) -> Result<(), StorageError> {
+    /// Ends the batch's writes: the per-state counts moved by it, and the id counters.
+    pub(super) fn finish(&mut self, ids: &Ids) -> Result<(), StorageError> {
+        for (code, delta) in (0u8..).zip(self.count_deltas) {
+            if delta == 0 {
+                continue;
+            }
+            let n = self.exec_counts.get(code)?.map_or(0, |v| v.value());
+            let moved = n.checked_add_signed(delta).unwrap_or_else(|| {
+                // The stored count is already wrong (damaged, or a bug); failing the batch
+                // would stop unrelated work, so keep going and leave the mismatch to `check`.
+                tracing::error!(state = code, "execution count would go below zero; `check` reports the mismatch");
+                0
+            });
+            self.exec_counts.insert(code, moved)?;
+        }
+        self.count_deltas = [0; STATE_CODES];
         self.meta.insert("next_execution_id", ids.next_execution)?;
         self.meta.insert("next_task_id", ids.next_task)?;
         self.meta.insert("next_dead_letter_id", ids.next_dead_letter)?;
@@ -91,21 +112,16 @@ impl<'t> RedbRecords<'t> {
     }
 
     /// Moves one execution between the per-state counts (`None`: created, or removed). The only
-    /// writer of `exec_counts`, called by `put_execution` and `remove_execution` beside the
-    /// state index entry they move, so the counts change in the same transaction as the states.
+    /// writer of `exec_counts` (through `finish`, in the same transaction), called by
+    /// `put_execution` and `remove_execution` beside the state index entry they move, so the
+    /// counts change in the transaction of the states they count.
     fn move_count(&mut self, from: Option<u8>, to: Option<u8>) -> Result<(), StorageError> {
-        if let Some(code) = from {
-            let n = self.exec_counts.get(code)?.map_or(0, |v| v.value());
-            // Zero here means the stored count is already wrong (damaged, or a bug); failing the
-            // write would stop unrelated work, so keep going and leave the mismatch to `check`.
-            if n == 0 {
-                tracing::error!(state = code, "execution count would go below zero; `check` reports the mismatch");
+        for (code, delta) in [(from, -1), (to, 1)] {
+            let Some(code) = code else { continue };
+            match self.count_deltas.get_mut(usize::from(code)) {
+                Some(d) => *d += delta,
+                None => return Err(StorageError::Other(format!("state code {code} out of range"))),
             }
-            self.exec_counts.insert(code, n.saturating_sub(1))?;
-        }
-        if let Some(code) = to {
-            let n = self.exec_counts.get(code)?.map_or(0, |v| v.value());
-            self.exec_counts.insert(code, n.saturating_add(1))?;
         }
         Ok(())
     }

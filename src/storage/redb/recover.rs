@@ -19,7 +19,7 @@ impl RedbStore {
         {
             let mut batch = self.batch(&txn, &mut working, now_ms)?;
             batch.revoke_leases()?;
-            batch.r.save_ids(batch.ids)?;
+            batch.r.finish(batch.ids)?;
         }
         txn.commit()?;
         *ids = working;
