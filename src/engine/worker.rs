@@ -13,8 +13,6 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
-use std::task::{Poll, Waker};
 
 use super::parked::Parked;
 use super::ready::Filter;
@@ -25,7 +23,16 @@ use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
 use crate::error::{Error, Result};
 use crate::lease::LeaseError;
 use crate::storage::records::duration_ms;
-use crate::storage::{ClaimedTask, Continuation, Local, NewStep, Op, OpOutput, ReadyItem, StepBody};
+use crate::storage::{ClaimedTask, Continuation, Local, Op, OpOutput, ReadyItem, StepBody};
+
+mod drive;
+mod handoff;
+mod heartbeat;
+
+use drive::{drive_workflow, panic_message, Outcome};
+pub(super) use handoff::{reserve_idle, Idle};
+use handoff::{wait_idle, Taken};
+use heartbeat::heartbeat_loop;
 
 /// Handle on a pool of workers started by [`crate::Engine::serve`].
 #[derive(Clone)]
@@ -231,38 +238,6 @@ async fn claim_loop(pool: Arc<Pool>) {
     if *pool.inner.shutdown.borrow() {
         pool.status.send_replace(WorkerStatus::Stopped);
     }
-}
-
-/// Waits, registered idle as `idle_id`, for an assignment from a dispatch, new ready work, or
-/// a status change. Returns the assignment if one came. The receiver is awaited at most until
-/// it completes once: polling a completed oneshot again panics (which `close` used to trigger
-/// by dropping every idle registration while its loop waited).
-async fn wait_idle(
-    pool: &Pool,
-    idle_id: u64,
-    mut assigned: oneshot::Receiver<Assignment>,
-    notified: &mut Pin<&mut tokio::sync::futures::Notified<'_>>,
-    status: &mut watch::Receiver<WorkerStatus>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Option<Assignment> {
-    tokio::select! {
-        a = &mut assigned => return a.ok(),
-        _ = notified.as_mut() => {}
-        _ = status.changed() => {}
-        _ = shutdown.changed() => {}
-    }
-    let still_idle = {
-        let mut idle = lock(&pool.inner.idle);
-        let before = idle.len();
-        idle.retain(|i| i.id != idle_id);
-        idle.len() < before
-    };
-    if still_idle {
-        return None;
-    }
-    // Taken from the list meanwhile: by a dispatch (its assignment is on the way) or by
-    // `close` (the sender is dropped, and the receiver completes with an error).
-    assigned.await.ok()
 }
 
 async fn run_attempt(
@@ -530,224 +505,4 @@ async fn run_one(
     undo_continuation(inner, prepared);
     inner.timers.clear_lease(task_id);
     continued
-}
-
-enum Taken {
-    Ready((ReadyItem, Arc<Function>)),
-    Assigned(Assignment),
-}
-
-/// An idle claim loop, waiting for work; a dispatch may reserve it.
-pub(super) struct Idle {
-    id: u64,
-    pool: Arc<Pool>,
-    assign: oneshot::Sender<Assignment>,
-}
-
-/// A task handed to an idle worker by a dispatch that claims it in its own transaction.
-pub(super) struct Assignment {
-    pool: Arc<Pool>,
-    serial: u64,
-    function: Arc<Function>,
-    /// The claim, once committed; `None` if the dispatch did not create (or claim) a task.
-    claim: oneshot::Receiver<Option<ClaimedTask>>,
-}
-
-/// A reserved idle worker, ready to be named in a dispatch.
-pub(super) struct Reservation {
-    pub worker: String,
-    pub lease_ms: u64,
-    pub serial: u64,
-    claim: oneshot::Sender<Option<ClaimedTask>>,
-}
-
-impl Reservation {
-    /// Hands the dispatch's claim (or `None`) to the reserved worker.
-    pub fn finish(self, claimed: Option<ClaimedTask>) {
-        let _ = self.claim.send(claimed);
-    }
-}
-
-/// Reserves an idle worker that serves `queue` and accepts `tags`, with a free slot of the
-/// function's concurrency limit. The slot and the worker's pool permit go with the task.
-pub(super) fn reserve_idle(
-    inner: &Inner,
-    function: &Arc<Function>,
-    queue: &str,
-    tags: &[String],
-) -> Option<Reservation> {
-    let idle = {
-        let mut idle = lock(&inner.idle);
-        let at = idle.iter().position(|i| serves(&i.pool, queue, tags))?;
-        if !function.limiter.try_acquire() {
-            return None;
-        }
-        idle.swap_remove(at)
-    };
-    let serial = inner.next_attempt.fetch_add(1, Ordering::Relaxed);
-    // Registered before the dispatch commits, like a normal claim, so an abort that follows
-    // the commit always finds the attempt (`Effect::Claimed` fills in the task).
-    lock(&inner.running)
-        .insert(serial, Running { task_id: u64::MAX, pool: idle.pool.id, token: None, abort: None, aborted: false });
-    let (claim_tx, claim_rx) = oneshot::channel();
-    let worker = idle.pool.options.worker_id.clone();
-    let lease_ms = duration_ms(idle.pool.options.lease_duration);
-    let assignment = Assignment { pool: idle.pool.clone(), serial, function: function.clone(), claim: claim_rx };
-    if idle.assign.send(assignment).is_err() {
-        // The loop is gone (its pool stopped): undo.
-        lock(&inner.running).remove(&serial);
-        function.limiter.release();
-        return None;
-    }
-    Some(Reservation { worker, lease_ms, serial, claim: claim_tx })
-}
-
-/// How an attempt ended.
-enum Outcome {
-    Output {
-        output: Vec<u8>,
-        local: Local,
-    },
-    Error(ActivityError),
-    /// A workflow is blocked on steps without outcomes.
-    Suspend {
-        steps: Vec<NewStep>,
-        awaiting: Vec<u32>,
-        /// The blocked future, to park once the suspension is committed.
-        keep: Option<(WorkflowFuture, Ctx)>,
-        earliest_wake_ms: u64,
-    },
-}
-
-/// Runs a workflow attempt until it finishes or can make no more progress. Durable steps
-/// without an outcome never wake the future, so "pending and not woken" means blocked on the
-/// journal: the attempt suspends, handing back the future so it may be parked. A wake-up from
-/// anything else (a combinator re-polling its children) is honoured by polling again.
-async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
-    let woken = Arc::new(WakeFlag(AtomicBool::new(false)));
-    let waker = Waker::from(woken.clone());
-    let result = loop {
-        woken.0.store(false, Ordering::SeqCst);
-        let poll = future.as_mut().poll(&mut std::task::Context::from_waker(&waker));
-        match poll {
-            Poll::Ready(result) => break Some(result),
-            Poll::Pending if woken.0.load(Ordering::SeqCst) => tokio::task::yield_now().await,
-            Poll::Pending => break None,
-        }
-    };
-    let state = ctx.take_suspension();
-    if let Some((step, recorded, requested)) = state.nondeterminism {
-        let error = Error::NonDeterminism { step, recorded, requested };
-        return Outcome::Error(ActivityError::permanent(error.to_string()).with_code("non_determinism"));
-    }
-    match result {
-        Some(Ok(output)) => {
-            // Local steps since the last suspension commit with the completion.
-            let steps = state
-                .new_steps
-                .into_iter()
-                .filter(|s| {
-                    matches!(
-                        s.body,
-                        StepBody::Recorded(_)
-                            | StepBody::Counter { .. }
-                            | StepBody::SetState { .. }
-                            | StepBody::GetState { .. }
-                    )
-                })
-                .collect();
-            Outcome::Output { output, local: Local { steps, ..Local::default() } }
-        }
-        Some(Err(error)) => Outcome::Error(workflow_error(&error)),
-        None if state.awaiting.is_empty() => Outcome::Error(
-            ActivityError::permanent("the workflow awaited something that is not a stent operation")
-                .with_code("blocked_outside_stent"),
-        ),
-        None => Outcome::Suspend {
-            steps: state.new_steps,
-            awaiting: state.awaiting,
-            keep: Some((future, ctx)),
-            earliest_wake_ms: state.earliest_wake_ms,
-        },
-    }
-}
-
-fn workflow_error(error: &Error) -> ActivityError {
-    match error {
-        Error::StepFailed { error, .. } => error.clone(),
-        Error::NonDeterminism { .. } => ActivityError::permanent(error.to_string()).with_code("non_determinism"),
-        other => ActivityError::permanent(other.to_string()).with_code("workflow_error"),
-    }
-}
-
-struct WakeFlag(AtomicBool);
-
-impl std::task::Wake for WakeFlag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn panic_message(e: tokio::task::JoinError) -> String {
-    match e.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic".into()),
-        Err(e) => e.to_string(),
-    }
-}
-
-async fn heartbeat_loop(pool: Arc<Pool>) {
-    let inner = &pool.inner;
-    let interval_ms = duration_ms(pool.options.heartbeat_interval).max(1);
-    let lease_ms = duration_ms(pool.options.lease_duration);
-    let mut status = pool.status.subscribe();
-    let mut shutdown = inner.shutdown.subscribe();
-    // Beats are anchored to the pool's start (not to when the previous beat finished), so a
-    // clock moved by one interval yields exactly one beat; after a longer jump the schedule
-    // restarts from now instead of firing once per missed beat.
-    let mut next = inner.clock.now_ms().saturating_add(interval_ms);
-    loop {
-        tokio::select! {
-            _ = inner.clock.sleep_until(next) => {}
-            _ = status.wait_for(|s| *s == WorkerStatus::Stopped) => return,
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        let now = inner.clock.now_ms();
-        next = next.saturating_add(interval_ms);
-        if next <= now {
-            next = now.saturating_add(interval_ms);
-        }
-        let leases: Vec<(u64, u32)> = lock(&inner.running)
-            .values()
-            .filter(|r| r.pool == pool.id)
-            .filter_map(|r| r.token.map(|t| (r.task_id, t)))
-            .collect();
-        if leases.is_empty() {
-            continue;
-        }
-        match inner.submit(Op::Renew { leases: leases.clone(), lease_ms }).await {
-            Ok(OpOutput::Renewed(results)) => {
-                for ((task_id, token), result) in leases.into_iter().zip(results) {
-                    match result {
-                        Ok(_) => {
-                            inner.stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(task_id, token, "lease lost on heartbeat; aborting the attempt");
-                            inner.abort_local(task_id, Some(token));
-                        }
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-        }
-    }
 }

@@ -155,7 +155,7 @@ impl<R: Records> Batch<'_, R> {
         &mut self,
         mut task: TaskRecord,
         old: &TaskIndex,
-        mut exec: ExecutionRecord,
+        exec: ExecutionRecord,
         error: ActivityError,
     ) -> Result<(), StorageError> {
         task.state = TaskState::Failed;
@@ -170,30 +170,61 @@ impl<R: Records> Batch<'_, R> {
             let journal = self.r.journal(exec.id)?;
             self.cancel_steps(&journal)?;
         }
-        let old_exec = ExecutionIndex::of(&exec);
-        exec.state = ExecutionState::Failed;
-        exec.error = Some(error.clone());
-        exec.finished_ms = Some(self.now);
-        self.r.put_execution(&exec, Some(old_exec))?;
-        let id = self.ids.next_dead_letter;
-        self.ids.next_dead_letter += 1;
-        let letter = DeadLetterRecord {
-            id,
-            execution_id: exec.id,
+        let parent = exec.parent;
+        let burial = Burial {
             task_id: task.id,
             function: task.function,
             queue: task.queue,
             input: task.input,
-            error,
             attempts: task.attempt,
             history: task.history,
-            failed_ms: self.now,
         };
-        self.r.put_dead_letter(&letter)?;
-        self.effects.push(Effect::Finished { execution_id: exec.id });
-        if let Some(parent) = exec.parent {
+        let letter = self.fail_execution(exec, error, burial)?;
+        if let Some(parent) = parent {
             self.settle_parent(parent, StepOutcome::Failed { error: letter.error })?;
         }
         Ok(())
     }
+
+    /// The execution fails with `error`, and its dead letter (from `burial`) is written.
+    pub(super) fn fail_execution(
+        &mut self,
+        mut exec: ExecutionRecord,
+        error: ActivityError,
+        burial: Burial,
+    ) -> Result<DeadLetterRecord, StorageError> {
+        let old = ExecutionIndex::of(&exec);
+        exec.state = ExecutionState::Failed;
+        exec.error = Some(error.clone());
+        exec.finished_ms = Some(self.now);
+        self.r.put_execution(&exec, Some(old))?;
+        let id = self.ids.next_dead_letter;
+        self.ids.next_dead_letter += 1;
+        let Burial { task_id, function, queue, input, attempts, history } = burial;
+        let letter = DeadLetterRecord {
+            id,
+            execution_id: exec.id,
+            task_id,
+            function,
+            queue,
+            input,
+            error,
+            attempts,
+            history,
+            failed_ms: self.now,
+        };
+        self.r.put_dead_letter(&letter)?;
+        self.effects.push(Effect::Finished { execution_id: exec.id });
+        Ok(letter)
+    }
+}
+
+/// What a dead letter keeps of the task that failed.
+pub(super) struct Burial {
+    pub task_id: u64,
+    pub function: String,
+    pub queue: String,
+    pub input: Vec<u8>,
+    pub attempts: u32,
+    pub history: Vec<AttemptRecord>,
 }

@@ -14,6 +14,7 @@
 //! execution record is unreadable, nothing is written: every op over it is refused anyway, and
 //! `state_of` and `check` name the damage.
 
+use super::outcome::Burial;
 use super::*;
 use crate::api::TaskState;
 use crate::storage::records::{ParentStep, StepOutcome};
@@ -55,7 +56,7 @@ impl<R: Records> Batch<'_, R> {
             return Ok(());
         };
         // Read and validate.
-        let Ok(Some(mut exec)) = self.r.execution(execution_id) else {
+        let Ok(Some(exec)) = self.r.execution(execution_id) else {
             tracing::error!(execution_id, table, key, "corrupted record: the execution cannot be read to stop it");
             return Ok(());
         };
@@ -94,27 +95,15 @@ impl<R: Records> Batch<'_, R> {
             self.r.put_task(&task, &old)?;
             self.effects.push(Effect::Abort { task_id: task.id, token: None });
         }
-        let old = ExecutionIndex::of(&exec);
-        exec.state = ExecutionState::Failed;
-        exec.error = Some(error.clone());
-        exec.finished_ms = Some(self.now);
-        self.r.put_execution(&exec, Some(old))?;
-        let id = self.ids.next_dead_letter;
-        self.ids.next_dead_letter += 1;
-        let letter = DeadLetterRecord {
-            id,
-            execution_id,
+        let burial = Burial {
             task_id: exec.root_task,
             function: exec.function.clone(),
             queue: exec.queue.clone(),
             input: root.as_ref().map(|t| t.input.clone()).unwrap_or_default(),
-            error: error.clone(),
             attempts: root.as_ref().map_or(0, |t| t.attempt),
             history: root.map(|t| t.history).unwrap_or_default(),
-            failed_ms: self.now,
         };
-        self.r.put_dead_letter(&letter)?;
-        self.effects.push(Effect::Finished { execution_id });
+        let id = self.fail_execution(exec, error.clone(), burial)?.id;
         if let Some(parent) = parent {
             self.settle_parent(parent, StepOutcome::Failed { error })?;
         }
