@@ -138,6 +138,8 @@ fn in_memory(c: &mut Criterion) {
 fn store(c: &mut Criterion) {
     let store = RedbStore::open(OpenOptions {
         init_empty_file: false,
+        read_only: false,
+        file_mode: stent::storage::FILE_MODE_DEFAULT,
         path: None,
         backend: None,
         verify_on_open: stent::VerifyOnOpen::Live,

@@ -81,9 +81,18 @@ pub enum Error {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An import was refused; nothing was written.
+    #[error("import refused: {0}")]
+    Import(#[from] crate::storage::ImportError),
     /// The engine was closed (or all its handles dropped) while the request was in flight.
     #[error("the engine is shut down")]
     Shutdown,
+    /// The engine was opened with `EngineBuilder::read_only`.
+    #[error("the database is open read-only; nothing was changed")]
+    ReadOnly,
+    /// Another process has the file open for writing (two engines never write one file).
+    #[error("database file {path} is in use by pid {pid}")]
+    InUseBy { path: String, pid: u32 },
 }
 
 impl From<Rejection> for Error {

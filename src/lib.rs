@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod admin;
 mod api;
 mod engine;
 mod error;
@@ -31,7 +32,7 @@ pub mod __internal {
 pub use redb;
 
 pub use api::{
-    Activity, ActivityError, AttemptRecord, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind,
+    Activity, ActivityError, AttemptRecord, CleanupParts, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind,
     ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy,
     RunningTask, TaskId, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions, WorkerStatus, Workflow,
     PROGRESS_LINES_MAX,
@@ -44,7 +45,7 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use lease::LeaseError;
-pub use storage::StorageError;
+pub use storage::{ImportError, StorageError, TransferReport};
 
 /// The README's code blocks, compiled as doctests so the first thing a user copies works.
 #[cfg(doctest)]

@@ -91,6 +91,8 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
     use stent::storage::{NewExecution, Op, OpenOptions, RedbStore, Store};
     let store = RedbStore::open(OpenOptions {
         init_empty_file: false,
+        read_only: false,
+        file_mode: stent::storage::FILE_MODE_DEFAULT,
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
         verify_on_open: stent::VerifyOnOpen::Live,

@@ -235,6 +235,8 @@ async fn a_wrong_count_is_reported_by_check_and_refused_by_a_full_open() -> anyh
         cache_entries_max: 10_000,
         page_cache_bytes: 1 << 20,
         init_empty_file: false,
+        read_only: false,
+        file_mode: stent::storage::FILE_MODE_DEFAULT,
     })?;
     assert_eq!(store.check_live()?, vec![pending.to_string()]);
     drop(store);

@@ -121,6 +121,8 @@ fn one(store: &RedbStore, now: u64, op: Op) -> stent::Result<OpOutput> {
 async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow::Result<()> {
     let store = RedbStore::open(OpenOptions {
         init_empty_file: false,
+        read_only: false,
+        file_mode: stent::storage::FILE_MODE_DEFAULT,
         path: None,
         backend: Some(Box::new(MemoryDisk::new())),
         verify_on_open: stent::VerifyOnOpen::Live,

@@ -40,7 +40,7 @@ use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMac
 
 use stent::storage::records::{RetryRecord, HISTORY_ENTRIES_MAX};
 use stent::storage::{
-    CleanupCursor, Effect, Faults, NewExecution, Op, OpOutput, OpResult, Rejection, StorageError, Store,
+    CleanupCursor, CleanupParts, Effect, Faults, NewExecution, Op, OpOutput, OpResult, Rejection, StorageError, Store,
 };
 use stent::LeaseError;
 use stent::{ActivityError, CleanupReport, ExecutionState, TaskState};
@@ -1005,6 +1005,8 @@ impl StoreFactory for RedbMemoryFactory {
     fn open(&mut self, faults: &Arc<Faults>) -> Self::Store {
         stent::storage::RedbStore::open(stent::storage::OpenOptions {
             init_empty_file: false,
+            read_only: false,
+            file_mode: stent::storage::FILE_MODE_DEFAULT,
             path: None,
             backend: Some(Box::new(self.disk.clone())),
             verify_on_open: stent::VerifyOnOpen::Live,
@@ -1542,7 +1544,7 @@ fn cleanup_all(store: &impl Store, now: u64, cutoff_ms: u64, budget: u32) -> Cle
     while let Some(at) = from {
         ops += 1;
         assert!(ops < 10_000, "cleanup does not end");
-        let op = Op::Cleanup { cutoff_ms, budget, from: at };
+        let op = Op::Cleanup { cutoff_ms, budget, from: at, parts: CleanupParts::ALL };
         let (mut results, effects) = store.apply_batch(now, vec![op]).expect("cleanup commits");
         assert!(effects.is_empty(), "cleanup changes nothing in memory: {effects:?}");
         let Some(Ok(OpOutput::Cleaned { removed, next })) = results.pop() else {

@@ -293,6 +293,19 @@ impl std::ops::AddAssign for CleanupReport {
     }
 }
 
+/// Which kinds of record a cleanup removes. Removing executions removes the dead letters from
+/// before the cutoff too (they refer to the executions), whatever `dead_letters` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanupParts {
+    pub executions: bool,
+    pub dead_letters: bool,
+    pub cache: bool,
+}
+
+impl CleanupParts {
+    pub const ALL: CleanupParts = CleanupParts { executions: true, dead_letters: true, cache: true };
+}
+
 /// Filter for `list_executions`; `None` fields match everything.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionFilter {

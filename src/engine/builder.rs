@@ -22,7 +22,7 @@ use super::{
 use crate::api::{ActivityError, DurationArg, FunctionHandle, FunctionOptions, RetryPolicy, VerifyOnOpen};
 use crate::error::{Error, Result};
 use crate::storage::records::duration_ms;
-use crate::storage::{Faults, Guarded, OpenOptions, RedbStore, Store};
+use crate::storage::{Faults, Guarded, OpenOptions, RedbStore, StorageError, Store};
 
 /// Builds an [`Engine`]: where its file is, which functions it runs, its clock.
 pub struct EngineBuilder {
@@ -42,6 +42,9 @@ pub struct EngineBuilder {
     retention: Option<Duration>,
     unserved_warn_after: Duration,
     init_empty_file: bool,
+    read_only: bool,
+    file_mode: u32,
+    control_channel: bool,
     faults: Arc<Faults>,
 }
 
@@ -77,6 +80,31 @@ impl EngineBuilder {
     }
 
     /// Keep everything in memory (tests). Nothing survives the engine.
+    /// Opens the file without ever writing it: no recovery, no migration, no workers; every
+    /// read works and every change is refused with [`Error::ReadOnly`]. For looking at the
+    /// file of a stopped application as it was left (the `stent` CLI reads this way). The
+    /// file must exist; a process that opens it for writing meanwhile is told it is in use.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Permissions of the database file when the open creates it (Unix). The default, 0o600,
+    /// lets only its owner read it: it holds every input and result. Files stent writes beside
+    /// it (the control socket, exports) are owner-only whatever this says.
+    pub fn file_mode(mut self, mode: u32) -> Self {
+        self.file_mode = mode;
+        self
+    }
+
+    /// Whether the engine listens on its control channel (Unix; on by default for a file):
+    /// a socket beside the database file, `<file>.sock`, owner-only, through which the `stent`
+    /// CLI reads and repairs while the application runs. See docs/operations.md.
+    pub fn control_channel(mut self, on: bool) -> Self {
+        self.control_channel = on;
+        self
+    }
+
     pub fn in_memory(mut self) -> Self {
         self.path = None;
         self.backend = None;
@@ -145,7 +173,7 @@ impl EngineBuilder {
         Fut: Future<Output = std::result::Result<H::Output, ActivityError>> + Send + 'static,
     {
         let handler = registry::handler(handle, Bound::<H, F>::new(f));
-        self.register(handle.name(), handler, RetryPolicy::default(), options);
+        self.register(handle.name(), handler, RetryPolicy::default(), options, registry::input_check::<H::Input>);
         self
     }
 
@@ -173,17 +201,26 @@ impl EngineBuilder {
         // Errors a workflow returns are permanent (re-running it gives the same answer); the
         // attempts guard against an attempt that keeps dying with its process.
         let retry = RetryPolicy::exponential(3, Duration::from_secs(1));
-        self.register(handle.name(), registry::workflow_handler(handle, f), retry, options);
+        let handler = registry::workflow_handler(handle, f);
+        self.register(handle.name(), handler, retry, options, registry::input_check::<H::Input>);
         self
     }
 
-    fn register(&mut self, name: &'static str, handler: registry::Handler, retry: RetryPolicy, o: FunctionOptions) {
+    fn register(
+        &mut self,
+        name: &'static str,
+        handler: registry::Handler,
+        retry: RetryPolicy,
+        o: FunctionOptions,
+        input_check: registry::InputCheck,
+    ) {
         if name.starts_with("stent.") {
             self.errors.push(format!("function name {name:?}: names starting with \"stent.\" are reserved"));
             return;
         }
         let mut function = Function::new(name, handler, o.retry.unwrap_or(retry));
         function.limiter = crate::lease::Limiter::new(o.max_concurrent);
+        function.input_check = input_check;
         if let Some(queue) = o.queue {
             function.queue = queue;
         }
@@ -278,17 +315,26 @@ impl EngineBuilder {
             cache_entries_max: self.cache_entries_max,
             page_cache_bytes: self.page_cache_bytes,
             init_empty_file: self.init_empty_file,
+            read_only: self.read_only,
+            file_mode: self.file_mode,
+        })
+        .map_err(|e| match (e, &self.path) {
+            (StorageError::InUse, Some(path)) => match crate::admin::holder_pid(path) {
+                Some(pid) => Error::InUseBy { path: path.display().to_string(), pid },
+                None => Error::Storage(StorageError::InUse),
+            },
+            (e, _) => Error::Storage(e),
         })?;
         // Every call from here on runs under `unpanic` (storage/guard.rs): a damaged page that
         // the open did not read must not take the process down when it is read later.
         let store: Arc<dyn Store> = Arc::new(Guarded(store));
-        let effects = store.recover(self.clock.now_ms())?;
+        let effects = if self.read_only { Vec::new() } else { store.recover(self.clock.now_ms())? };
         let seed = self.seed.unwrap_or_else(|| {
             let nanos =
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
             nanos ^ (u64::from(std::process::id()) << 32)
         });
-        tracing::info!(seed, path = ?self.path, "stent engine open");
+        tracing::info!(seed, path = ?self.path, read_only = self.read_only, "stent engine open");
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let inner = Arc::new(Inner {
             store: RwLock::new(Some(store.clone())),
@@ -316,7 +362,15 @@ impl EngineBuilder {
             stats: Counters::default(),
             parked: parked::ParkedSet::new(self.parked_workflows_max),
             evict_after_ms: duration_ms(self.evict_after),
+            read_only: self.read_only,
         });
+        let engine = Engine { inner: inner.clone() };
+        if self.read_only {
+            // Nothing may change: no writer, no timers, no retention, no channel.
+            drop(lock(&inner.tx).take());
+            drop(rx);
+            return Ok(engine);
+        }
         inner.apply_effects(effects);
         let batch_ops_max = self.batch_ops_max;
         let writer_inner = inner.clone();
@@ -329,7 +383,10 @@ impl EngineBuilder {
         if let Some(period) = self.retention {
             runtime.spawn(inner.clone().retain(period, inner.clock.now_ms()));
         }
-        Ok(Engine { inner })
+        if let (true, Some(path)) = (self.control_channel, &self.path) {
+            crate::admin::listen(&engine, path, &runtime);
+        }
+        Ok(engine)
     }
 }
 
@@ -352,6 +409,9 @@ impl EngineBuilder {
             retention: None,
             unserved_warn_after: Duration::from_secs(60),
             init_empty_file: false,
+            read_only: false,
+            file_mode: crate::storage::FILE_MODE_DEFAULT,
+            control_channel: true,
             faults: Arc::new(Faults::default()),
         }
     }

@@ -23,7 +23,10 @@ impl Engine {
         self.replay(id, None).await
     }
 
-    /// Like `replay_dead_letter`, with an operator-edited input.
+    /// Like `replay_dead_letter`, with an operator-edited input. The input must decode as the
+    /// function's declared input type, checked here before anything changes: a wrong shape is
+    /// refused with [`Error::Payload`] (serde's reason), and so is a function this engine does
+    /// not register ([`Error::UnknownFunction`]), whose type it cannot know.
     pub async fn replay_dead_letter_with_input<I: Serialize>(
         &self,
         id: DeadLetterId,
@@ -32,6 +35,24 @@ impl Engine {
         let letter = self.dead_letter(id)?;
         let bytes = serde_json::to_vec(input)
             .map_err(|e| Error::Payload { function: letter.function.clone(), reason: e.to_string() })?;
+        self.check_payload(&bytes)?;
+        let function = self.inner.registry.require(&letter.function)?;
+        (function.input_check)(&bytes).map_err(|reason| Error::Payload {
+            function: letter.function.clone(),
+            reason: format!("the new input does not decode as the function's input type: {reason}"),
+        })?;
+        self.replay(id, Some(bytes)).await
+    }
+
+    /// [`Engine::replay_dead_letter_with_input`] without the check of the input's type, for
+    /// an engine that does not register the function (the CLI beside no running
+    /// application): the input is then decoded only when an attempt runs.
+    pub async fn replay_dead_letter_with_unchecked_input(
+        &self,
+        id: DeadLetterId,
+        input: &serde_json::Value,
+    ) -> Result<ExecutionId> {
+        let bytes = serde_json::to_vec(input).map_err(|e| Error::Internal(e.to_string()))?;
         self.check_payload(&bytes)?;
         self.replay(id, Some(bytes)).await
     }

@@ -19,6 +19,7 @@ mod unserved;
 mod worker;
 mod writer;
 
+mod backup;
 mod builder;
 mod control;
 mod dead_letters;

@@ -44,6 +44,17 @@ pub struct Function {
     pub limiter: Limiter,
     /// `cached(ttl)`: results reused by (name, version, input) until the TTL.
     pub cache: Option<crate::storage::records::CachePolicy>,
+    /// Whether a JSON input decodes as the function's declared input type (an operator's
+    /// replay input is checked with it before anything changes).
+    pub input_check: InputCheck,
+}
+
+/// Decodes a JSON input as a function's input type: `Err` carries serde's reason.
+pub type InputCheck = fn(&[u8]) -> Result<(), String>;
+
+/// The `InputCheck` of input type `T`.
+pub fn input_check<T: serde::de::DeserializeOwned>(input: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<T>(input).map(|_| ()).map_err(|e| e.to_string())
 }
 
 impl Function {
@@ -59,6 +70,7 @@ impl Function {
             timeout: None,
             limiter: Limiter::new(0),
             cache: None,
+            input_check: |_| Ok(()),
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::api::{CleanupReport, DurationArg};
 use crate::error::Error;
 use crate::error::Result;
 use crate::storage::records::duration_ms;
-use crate::storage::{CleanupCursor, Op, OpOutput};
+use crate::storage::{CleanupCursor, CleanupParts, Op, OpOutput};
 
 impl Engine {
     /// Removes finished executions (completed, failed, timed out, cancelled) that ended more
@@ -17,24 +17,40 @@ impl Engine {
     /// cache entries. Work goes on meanwhile: the removal is split into small transactions.
     /// redb reuses the freed pages for later writes; the file itself does not shrink.
     pub async fn cleanup(&self, older_than: impl Into<DurationArg>) -> Result<CleanupReport> {
-        self.inner.cleanup(older_than.into().get()?).await
+        self.inner.cleanup(older_than.into().get()?, CleanupParts::ALL).await
+    }
+
+    /// [`Engine::cleanup`] of some kinds of record only. Removing executions also removes the
+    /// dead letters from before the cutoff, which refer to them.
+    pub async fn cleanup_parts(&self, older_than: impl Into<DurationArg>, parts: CleanupParts) -> Result<CleanupReport> {
+        self.inner.cleanup(older_than.into().get()?, parts).await
     }
 
     /// What [`Engine::cleanup`] would remove now, removing nothing (a dry run).
     pub fn cleanup_preview(&self, older_than: impl Into<DurationArg>) -> Result<CleanupReport> {
+        self.cleanup_preview_parts(older_than, CleanupParts::ALL)
+    }
+
+    /// What [`Engine::cleanup_parts`] would remove now, removing nothing.
+    pub fn cleanup_preview_parts(&self, older_than: impl Into<DurationArg>, parts: CleanupParts) -> Result<CleanupReport> {
         let cutoff_ms = self.inner.cutoff_ms(older_than.into().get()?);
-        Ok(self.inner.store()?.cleanup_preview(self.inner.clock.now_ms(), cutoff_ms)?)
+        let all = self.inner.store()?.cleanup_preview(self.inner.clock.now_ms(), cutoff_ms)?;
+        Ok(CleanupReport {
+            executions: if parts.executions { all.executions } else { 0 },
+            dead_letters: if parts.dead_letters || parts.executions { all.dead_letters } else { 0 },
+            cache_entries: if parts.cache { all.cache_entries } else { 0 },
+        })
     }
 }
 
 impl Inner {
     /// Removes what ended before `now - older_than`, a budget per transaction.
-    pub(super) async fn cleanup(&self, older_than: Duration) -> Result<CleanupReport> {
+    pub(super) async fn cleanup(&self, older_than: Duration, parts: CleanupParts) -> Result<CleanupReport> {
         let cutoff_ms = self.cutoff_ms(older_than);
         let mut total = CleanupReport::default();
         let mut from = Some(CleanupCursor::DeadLetters);
         while let Some(at) = from {
-            match self.submit(Op::Cleanup { cutoff_ms, budget: CLEANUP_BUDGET, from: at }).await? {
+            match self.submit(Op::Cleanup { cutoff_ms, budget: CLEANUP_BUDGET, from: at, parts }).await? {
                 OpOutput::Cleaned { removed, next } => {
                     total += removed;
                     from = next;
@@ -57,7 +73,7 @@ impl Inner {
         let interval_ms = duration_ms(period).clamp(1_000, 3_600_000);
         let mut shutdown = self.shutdown.subscribe();
         loop {
-            match self.cleanup(period).await {
+            match self.cleanup(period, CleanupParts::ALL).await {
                 Ok(r) if r == CleanupReport::default() => {}
                 Ok(r) => tracing::info!(
                     executions = r.executions,

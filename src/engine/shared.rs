@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     /// Blocked workflow futures kept in memory (see `EngineBuilder::evict_after`).
     pub(super) parked: parked::ParkedSet,
     pub(super) evict_after_ms: u64,
+    /// Opened with `EngineBuilder::read_only`: every change is refused.
+    pub(super) read_only: bool,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -73,6 +75,9 @@ impl Inner {
     }
 
     pub(super) async fn submit(&self, op: Op) -> Result<OpOutput> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
         let tx = lock(&self.tx).clone().ok_or(Error::Shutdown)?;
         let (reply, rx) = oneshot::channel();
         tx.send(writer::Command { op, reply }).await.map_err(|_| Error::Shutdown)?;

@@ -23,6 +23,9 @@ pub enum StorageError {
     EmptyFile(String),
     #[error("database file is already open (by this or another process)")]
     InUse,
+    /// The store was opened read-only (`OpenOptions::read_only`); nothing is written.
+    #[error("the database is open read-only; nothing was changed")]
+    ReadOnly,
     /// The disk failed a read, write or sync (the source is kept: kind, OS error code).
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),

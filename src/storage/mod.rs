@@ -24,6 +24,7 @@
 pub mod codec;
 mod effect;
 mod error;
+pub mod export;
 mod faults;
 mod guard;
 mod index;
@@ -35,13 +36,13 @@ pub mod tables;
 mod transitions;
 mod wire;
 
-pub use self::redb::{as_redb, OpenOptions, RedbLocal, RedbStore};
+pub use self::redb::{as_redb, ImportError, OpenOptions, RedbLocal, RedbStore, TransferReport, FILE_MODE_DEFAULT};
 pub use effect::{Effect, ReadyItem};
 pub use error::{Rejection, StorageError};
 pub use faults::Faults;
 pub use guard::Guarded;
 pub use op::{
-    ClaimedTask, CleanupCursor, Continuation, EagerClaim, Local, LocalClosure, LocalFn, NewExecution, NewStep, Op,
+    ClaimedTask, CleanupCursor, CleanupParts, Continuation, EagerClaim, Local, LocalClosure, LocalFn, NewExecution, NewStep, Op,
     OpOutput, OpResult, StepBody, StepTask, TERMINAL_STATES,
 };
 pub use store::{ExecutionContext, Store};

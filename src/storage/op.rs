@@ -235,8 +235,11 @@ pub enum Op {
         cutoff_ms: u64,
         budget: u32,
         from: CleanupCursor,
+        parts: CleanupParts,
     },
 }
+
+pub use crate::api::CleanupParts;
 
 /// Where a retention cleanup goes on: dead letters, then the cache, then finished executions
 /// by terminal state (an index into `TERMINAL_STATES`) and id.

@@ -42,6 +42,9 @@ enum Pass {
 
 impl RedbStore {
     pub(super) fn apply(&self, now_ms: u64, ops: Vec<Op>) -> Result<(Vec<OpResult>, Vec<Effect>), StorageError> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
         let n = ops.len();
         let (exclusive, shared): (Vec<_>, Vec<_>) = ops.into_iter().enumerate().partition(|(_, op)| op.is_exclusive());
         let mut results: Vec<Option<OpResult>> = (0..n).map(|_| None).collect();

@@ -12,6 +12,8 @@
 mod check;
 mod commit;
 mod creation;
+mod export;
+mod overlay;
 mod reads;
 mod records;
 mod recover;
@@ -32,6 +34,7 @@ use super::transitions::Ids;
 use super::StorageError;
 use crate::api::{ActivityError, CleanupReport, ExecutionFilter, ExecutionState, Page, VerifyOnOpen};
 use check::found_at_open;
+pub use export::{ImportError, TransferReport};
 
 /// Where the store lives and how it is opened.
 pub struct OpenOptions {
@@ -47,7 +50,16 @@ pub struct OpenOptions {
     /// Whether an existing file of zero bytes may become a new database. Off by default: an
     /// empty file is also what a failed copy, a full disk or a truncation leaves.
     pub init_empty_file: bool,
+    /// Open without ever writing the file (`overlay.rs`): no recovery, no migration written,
+    /// every op refused. The file must exist.
+    pub read_only: bool,
+    /// Permissions of a file the open creates (Unix); the file holds users' payloads, so the
+    /// default is owner-only (0o600).
+    pub file_mode: u32,
 }
+
+/// Permissions of a new database file (and of every file stent writes beside it): owner-only.
+pub const FILE_MODE_DEFAULT: u32 = 0o600;
 
 /// Lets a boxed backend be handed to redb, which takes backends by value.
 #[derive(Debug)]
@@ -89,6 +101,8 @@ pub struct RedbStore {
     ids: Mutex<Ids>,
     faults: Arc<Faults>,
     cache_entries_max: u64,
+    /// Opened over the overlay (`overlay.rs`): every op is refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -106,9 +120,29 @@ impl RedbStore {
     /// runs under `unpanic`: redb may panic on a damaged page it was not asked to verify (and
     /// documents that an unverified open may), and no input file may take the process down.
     pub fn open(options: OpenOptions) -> Result<Self, StorageError> {
-        let OpenOptions { path, backend, verify_on_open, faults, cache_entries_max, page_cache_bytes, init_empty_file } =
-            options;
-        if let (Some(path), None) = (&path, &backend) {
+        let OpenOptions {
+            path,
+            mut backend,
+            verify_on_open,
+            faults,
+            cache_entries_max,
+            page_cache_bytes,
+            init_empty_file,
+            read_only,
+            file_mode,
+        } = options;
+        if read_only {
+            let Some(path) = &path else {
+                return Err(StorageError::Other("a read-only open needs a file path".into()));
+            };
+            match std::fs::metadata(path) {
+                Ok(meta) if meta.len() == 0 => return Err(StorageError::EmptyFile(path.display().to_string())),
+                Ok(_) => {}
+                Err(e) => return Err(StorageError::Io(e)),
+            }
+            let overlay = overlay::Overlay::open(path).map_err(StorageError::Io)?;
+            backend = Some(Box::new(overlay));
+        } else if let (Some(path), None) = (&path, &backend) {
             // A missing file is created; an existing one must be a database already, unless
             // the application said an empty one is its to initialise. (redb's `create` would
             // silently initialise any empty file.)
@@ -116,10 +150,13 @@ impl RedbStore {
                 Ok(meta) if meta.len() == 0 && !init_empty_file => {
                     return Err(StorageError::EmptyFile(path.display().to_string()))
                 }
-                _ => {}
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_file(path, file_mode)?,
+                Err(e) => return Err(StorageError::Io(e)),
             }
         }
         match (&path, &backend) {
+            (_, Some(_)) if read_only => {}
             (_, Some(backend)) => creation::reset_unfinished(creation::Target::Backend(backend.as_ref()))?,
             (Some(path), None) => creation::reset_unfinished(creation::Target::Path(path))?,
             (None, None) => {}
@@ -147,7 +184,7 @@ impl RedbStore {
             }
             Err(e) => return Err(e),
         };
-        let mut store = RedbStore { db, ids: Mutex::new(ids), faults, cache_entries_max };
+        let mut store = RedbStore { db, ids: Mutex::new(ids), faults, cache_entries_max, read_only };
         if full {
             let problems = unpanic("checking every record", || store.check())?;
             if !problems.is_empty() {
@@ -159,6 +196,10 @@ impl RedbStore {
         Ok(store)
     }
 
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
     /// A read transaction on the file, for the application's own tables (`Engine::read`).
     pub fn begin_read(&self) -> Result<::redb::ReadTransaction, StorageError> {
         unpanic("starting a read", || Ok(self.db.begin_read()?))
@@ -168,6 +209,22 @@ impl RedbStore {
         // Poisoning only happens if a holder panicked; the ids are plain integers and stay
         // valid, so take them anyway.
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Creates a new, empty database file with `mode` (Unix), never replacing one: a file that
+/// appears meanwhile is left for redb to open or refuse.
+fn create_file(path: &std::path::Path, mode: u32) -> Result<(), StorageError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StorageError::Io(e)),
     }
 }
 

@@ -13,6 +13,9 @@ use crate::storage::StorageError;
 
 impl RedbStore {
     pub(super) fn recover_at_open(&self, now_ms: u64) -> Result<Vec<Effect>, StorageError> {
+        if self.read_only {
+            return Err(StorageError::ReadOnly);
+        }
         let txn = self.db.begin_write()?;
         let mut ids = self.lock_ids();
         let mut working = *ids;

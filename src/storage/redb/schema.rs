@@ -16,7 +16,7 @@ use crate::storage::StorageError;
 pub const SCHEMA_VERSION: u64 = 3;
 
 /// Brings a file of schema version `from` up to `SCHEMA_VERSION`, in the open transaction.
-fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
+pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
     tracing::info!(from, to = SCHEMA_VERSION, "migrating the database schema");
     if from < 2 {
         // Version 2: `idx_exec_tasks` from every task record.

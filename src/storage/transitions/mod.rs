@@ -203,7 +203,7 @@ impl<R: Records> Batch<'_, R> {
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
             Op::DiscardDeadLetter { id } => self.discard(id),
             Op::ReplayDeadLetterStep { id, step, input } => self.replay_step(id, step, input),
-            Op::Cleanup { cutoff_ms, budget, from } => self.cleanup(cutoff_ms, budget, from),
+            Op::Cleanup { cutoff_ms, budget, from, parts } => self.cleanup(cutoff_ms, budget, from, parts),
         }
     }
 

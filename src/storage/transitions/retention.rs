@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::api::CleanupReport;
-use crate::storage::op::{CleanupCursor, TERMINAL_STATES};
+use crate::storage::op::{CleanupCursor, CleanupParts, TERMINAL_STATES};
 
 pub enum Retention {
     Remove,
@@ -28,12 +28,23 @@ impl<R: Records> Batch<'_, R> {
     /// dead letters are never newer than its end, so by the time an execution is removed its
     /// dead letters (older than the same cutoff) already are; and a child ends no later than
     /// its parent, so no removed execution is still referred to by a live one.
-    pub(super) fn cleanup(&mut self, cutoff_ms: u64, budget: u32, from: CleanupCursor) -> OpRes<OpOutput> {
+    pub(super) fn cleanup(
+        &mut self,
+        cutoff_ms: u64,
+        budget: u32,
+        from: CleanupCursor,
+        parts: CleanupParts,
+    ) -> OpRes<OpOutput> {
         let mut removed = CleanupReport::default();
         let mut left = budget.max(1) as usize;
         let mut at = from;
         loop {
             match at {
+                CleanupCursor::DeadLetters if !(parts.dead_letters || parts.executions) => at = CleanupCursor::Cache,
+                CleanupCursor::Cache if !parts.cache => at = CleanupCursor::Executions { state: 0, after: 0 },
+                CleanupCursor::Executions { .. } if !parts.executions => {
+                    return Ok(Ok(OpOutput::Cleaned { removed, next: None }));
+                }
                 CleanupCursor::DeadLetters => {
                     let letters = self.r.dead_letters_before(cutoff_ms, left)?;
                     for &(failed_ms, id) in &letters {
