@@ -1,6 +1,7 @@
 //! A real run on a real file: dispatch work, watch a retry succeed, watch another execution
-//! fail into the dead-letter queue, repair its input and replay it. Run it twice: the second
-//! run finds the first run's executions in the file.
+//! fail into the dead-letter queue, repair its input and replay it, and leave one more failure
+//! in the queue for the `stent` CLI to look at. Run it twice: the second run finds the first
+//! run's executions in the file.
 //!
 //!     cargo run --release --example quickstart [-- --db PATH]
 
@@ -92,6 +93,12 @@ async fn main() -> anyhow::Result<()> {
     let shipped = engine.wait_for(SHIP, ship, Some(Duration::from_secs(30))).await?;
     println!("  -> {shipped}");
 
+    // One more failure, left in the dead-letter queue for the CLI.
+    let lost = Order { id: 300 + run, cents: 150, address: " ".into() };
+    let left = engine.dispatch(SHIP, &lost).await?;
+    let _ = engine.wait_for(SHIP, left, Some(Duration::from_secs(30))).await;
+    println!("dispatched ship_order #{left} with a blank address: left in the dead-letter queue");
+
     let counts = engine.counts_by_state()?;
     let summary: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}={n}")).collect();
     println!("executions in {db}: {}", summary.join(" "));
@@ -99,5 +106,14 @@ async fn main() -> anyhow::Result<()> {
 
     workers.drain().await?;
     engine.close().await?;
+
+    println!();
+    println!("look at the file with the CLI (cargo build --release puts it at target/release/stent):");
+    println!("  stent --db {db} list");
+    println!("  stent --db {db} show {charge}");
+    println!("  stent --db {db} stats");
+    println!("  stent --db {db} dlq list");
+    println!("  stent --db {db} dlq replay <ID> --input '{{\"id\":{},\"cents\":150,\"address\":\"1 Elm St\"}}'", 300 + run);
+    println!("  stent --db {db} check");
     Ok(())
 }

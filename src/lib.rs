@@ -34,7 +34,7 @@ pub use redb;
 pub use api::{
     Activity, ActivityError, AttemptRecord, CleanupParts, CleanupReport, DeadLetter, DeadLetterId, DurationArg, ErrorKind,
     ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page, RetryPolicy,
-    RunningTask, TaskId, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions, WorkerStatus, Workflow,
+    RunningTask, StepInfo, TaskId, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions, WorkerStatus, Workflow,
     PROGRESS_LINES_MAX,
 };
 pub use engine::activity;

@@ -271,6 +271,22 @@ pub struct ExecutionInfo {
     pub progress: Vec<String>,
 }
 
+/// One journal step of a workflow execution (`Engine::steps`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepInfo {
+    pub step: u32,
+    /// What the step does: `call "charge"`, `sleep until ...`, `signal "go"`, `now`, ...
+    pub kind: String,
+    /// `running`, `waiting`, `completed` or `failed`.
+    pub outcome: &'static str,
+    /// The step's task (running) or child execution, if any.
+    pub task_id: Option<TaskId>,
+    pub child: Option<ExecutionId>,
+    pub output: Option<serde_json::Value>,
+    pub error: Option<ActivityError>,
+    pub recorded_ms: u64,
+}
+
 /// Lines of progress `state_of` shows at most (the most recent steps).
 pub const PROGRESS_LINES_MAX: usize = 50;
 

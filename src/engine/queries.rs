@@ -10,7 +10,7 @@ use super::clock::Sleep;
 use super::{json_value, lock, Engine, Inner};
 use crate::api::{
     ActivityError, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, Page, RunningTask,
-    TaskId, UnservedWork,
+    StepInfo, TaskId, UnservedWork,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, ExecutionRecord, TaskRecord};
@@ -99,6 +99,15 @@ impl Engine {
     #[doc(hidden)]
     pub fn waiters(&self) -> usize {
         lock(&self.inner.waiters).values().map(Vec::len).sum()
+    }
+
+    /// Every journal step of a workflow execution, in order (empty for an activity).
+    pub fn steps(&self, id: ExecutionId) -> Result<Vec<StepInfo>> {
+        let store = self.inner.store()?;
+        if store.execution(id.0)?.is_none() {
+            return Err(Error::UnknownExecution(id));
+        }
+        Ok(store.journal(id.0)?.into_iter().map(step_info).collect())
     }
 
     /// Everything known about an execution, with the progress of its last steps.
@@ -227,6 +236,34 @@ pub(super) fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
         steps: 0,
         progress: Vec::new(),
     }
+}
+
+fn step_info(entry: crate::storage::records::JournalEntry) -> StepInfo {
+    use crate::storage::records::StepOutcome;
+    let mut info = StepInfo {
+        step: entry.step,
+        kind: entry.kind.to_string(),
+        outcome: "running",
+        task_id: None,
+        child: None,
+        output: None,
+        error: None,
+        recorded_ms: entry.recorded_ms,
+    };
+    match entry.outcome {
+        StepOutcome::Scheduled { task_id } => info.task_id = Some(TaskId(task_id)),
+        StepOutcome::AwaitingSignal { .. } => info.outcome = "waiting",
+        StepOutcome::Child { execution_id } => info.child = Some(ExecutionId(execution_id)),
+        StepOutcome::Completed { output } => {
+            info.outcome = "completed";
+            info.output = Some(json_value(&output));
+        }
+        StepOutcome::Failed { error } => {
+            info.outcome = "failed";
+            info.error = Some(error);
+        }
+    }
+    info
 }
 
 pub(super) fn progress_line(entry: &crate::storage::records::JournalEntry) -> String {
