@@ -113,7 +113,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  stent --db {db} show {charge}");
     println!("  stent --db {db} stats");
     println!("  stent --db {db} dlq list");
-    println!("  stent --db {db} dlq replay <ID> --input '{{\"id\":{},\"cents\":150,\"address\":\"1 Elm St\"}}'", 300 + run);
+    println!(
+        "  stent --db {db} dlq replay <ID> --input '{{\"id\":{},\"cents\":150,\"address\":\"1 Elm St\"}}'",
+        300 + run
+    );
     println!("  stent --db {db} check");
     Ok(())
 }

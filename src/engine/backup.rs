@@ -26,9 +26,8 @@ impl Engine {
     /// one transaction: a damaged or truncated export is refused (with the byte offset of the
     /// damage) and the database is left as it was. No engine may have `db` open meanwhile.
     pub fn import(db: impl AsRef<Path>, export: impl AsRef<Path>) -> Result<TransferReport> {
-        let file = std::fs::File::open(export.as_ref()).map_err(|e| {
-            Error::Config(format!("cannot read the export {}: {e}", export.as_ref().display()))
-        })?;
+        let file = std::fs::File::open(export.as_ref())
+            .map_err(|e| Error::Config(format!("cannot read the export {}: {e}", export.as_ref().display())))?;
         let store = RedbStore::open(OpenOptions {
             path: Some(db.as_ref().to_path_buf()),
             backend: None,

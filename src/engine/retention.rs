@@ -22,7 +22,11 @@ impl Engine {
 
     /// [`Engine::cleanup`] of some kinds of record only. Removing executions also removes the
     /// dead letters from before the cutoff, which refer to them.
-    pub async fn cleanup_parts(&self, older_than: impl Into<DurationArg>, parts: CleanupParts) -> Result<CleanupReport> {
+    pub async fn cleanup_parts(
+        &self,
+        older_than: impl Into<DurationArg>,
+        parts: CleanupParts,
+    ) -> Result<CleanupReport> {
         self.inner.cleanup(older_than.into().get()?, parts).await
     }
 
@@ -32,7 +36,11 @@ impl Engine {
     }
 
     /// What [`Engine::cleanup_parts`] would remove now, removing nothing.
-    pub fn cleanup_preview_parts(&self, older_than: impl Into<DurationArg>, parts: CleanupParts) -> Result<CleanupReport> {
+    pub fn cleanup_preview_parts(
+        &self,
+        older_than: impl Into<DurationArg>,
+        parts: CleanupParts,
+    ) -> Result<CleanupReport> {
         let cutoff_ms = self.inner.cutoff_ms(older_than.into().get()?);
         let all = self.inner.store()?.cleanup_preview(self.inner.clock.now_ms(), cutoff_ms)?;
         Ok(CleanupReport {

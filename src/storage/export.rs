@@ -157,7 +157,10 @@ impl<R: Read> ExportReader<R> {
             b'R' => {
                 let name_len = self.take(&mut frame, 1, start, "a table name's length")?[0] as usize;
                 if name_len > NAME_MAX {
-                    return Err(ExportError::Damaged { offset: start, reason: format!("table name of {name_len} bytes") });
+                    return Err(ExportError::Damaged {
+                        offset: start,
+                        reason: format!("table name of {name_len} bytes"),
+                    });
                 }
                 let table = self.take(&mut frame, name_len, start, "a table name")?.to_vec();
                 let key_len = self.take_u32(&mut frame, start, "a key's length")?;
@@ -169,10 +172,8 @@ impl<R: Read> ExportReader<R> {
                 if crc32fast::hash(&frame[..body_len]) != crc {
                     return Err(ExportError::Damaged { offset: start, reason: "a record fails its checksum".into() });
                 }
-                let table = String::from_utf8(table).map_err(|_| ExportError::Damaged {
-                    offset: start,
-                    reason: "a table name is not UTF-8".into(),
-                })?;
+                let table = String::from_utf8(table)
+                    .map_err(|_| ExportError::Damaged { offset: start, reason: "a table name is not UTF-8".into() })?;
                 self.whole.update(&frame);
                 self.records += 1;
                 Ok(Some(ExportRecord { offset: start, table, key, value }))

@@ -42,7 +42,7 @@ pub use error::{Rejection, StorageError};
 pub use faults::Faults;
 pub use guard::Guarded;
 pub use op::{
-    ClaimedTask, CleanupCursor, CleanupParts, Continuation, EagerClaim, Local, LocalClosure, LocalFn, NewExecution, NewStep, Op,
-    OpOutput, OpResult, StepBody, StepTask, TERMINAL_STATES,
+    ClaimedTask, CleanupCursor, CleanupParts, Continuation, EagerClaim, Local, LocalClosure, LocalFn, NewExecution,
+    NewStep, Op, OpOutput, OpResult, StepBody, StepTask, TERMINAL_STATES,
 };
 pub use store::{ExecutionContext, Store};

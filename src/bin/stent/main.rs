@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use stent::{
-    CleanupParts, DeadLetterId, DurationArg, Engine, Error, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState,
-    Page, VerifyOnOpen,
+    CleanupParts, DeadLetterId, DurationArg, Engine, Error, ExecutionFilter, ExecutionId, ExecutionInfo,
+    ExecutionState, Page, VerifyOnOpen,
 };
 
 #[derive(Parser)]
@@ -209,22 +209,31 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
                 let report = engine.cleanup_parts(older_than, parts).await;
                 finish(engine, report).await?
             };
-            say(cli.json, json!({"dry_run": dry_run, "executions": report.executions,
-                "dead_letters": report.dead_letters, "cache_entries": report.cache_entries}));
+            say(
+                cli.json,
+                json!({"dry_run": dry_run, "executions": report.executions,
+                "dead_letters": report.dead_letters, "cache_entries": report.cache_entries}),
+            );
             Ok(())
         }
         Command::Check => check(db, cli.json),
         Command::Export { file } => {
             let engine = open_read(db, false)?;
             let report = engine.export(&file).await?;
-            say(cli.json, json!({"file": file, "records": report.records, "executions": report.executions,
-                "dead_letters": report.dead_letters, "schema_version": report.schema_version}));
+            say(
+                cli.json,
+                json!({"file": file, "records": report.records, "executions": report.executions,
+                "dead_letters": report.dead_letters, "schema_version": report.schema_version}),
+            );
             Ok(())
         }
         Command::Import { file } => {
             let report = Engine::import(db, &file)?;
-            say(cli.json, json!({"file": file, "records": report.records, "executions": report.executions,
-                "dead_letters": report.dead_letters}));
+            say(
+                cli.json,
+                json!({"file": file, "records": report.records, "executions": report.executions,
+                "dead_letters": report.dead_letters}),
+            );
             Ok(())
         }
     }
@@ -265,7 +274,12 @@ fn open_read(db: &Path, full: bool) -> Result<Engine, Failure> {
 /// For a change: an engine with no workers and no control channel.
 fn open_write(db: &Path) -> Result<Engine, Failure> {
     missing(db)?;
-    Engine::builder().path(db).control_channel(false).page_cache_bytes(16 * 1024 * 1024).open().map_err(|e| in_use(db, e))
+    Engine::builder()
+        .path(db)
+        .control_channel(false)
+        .page_cache_bytes(16 * 1024 * 1024)
+        .open()
+        .map_err(|e| in_use(db, e))
 }
 
 fn in_use(db: &Path, e: Error) -> Failure {
@@ -480,8 +494,10 @@ fn stats(engine: &Engine, queues: &[String], json: bool) -> Outcome {
     for q in queues {
         depths.insert(q.clone(), json!(engine.queue_depth(q)?));
     }
-    let executions: serde_json::Map<String, Value> =
-        ExecutionState::ALL.iter().map(|s| (s.as_str().to_string(), json!(counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n)))).collect();
+    let executions: serde_json::Map<String, Value> = ExecutionState::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), json!(counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n))))
+        .collect();
     if json {
         let value = json!({
             "executions": executions,
@@ -501,7 +517,13 @@ fn stats(engine: &Engine, queues: &[String], json: bool) -> Outcome {
     }
     println!("running tasks  {}", running.len());
     for t in &running {
-        println!("  task {} ({}) on {}, lease expires {}", t.task_id, t.function, t.worker, human::ago(t.lease_expires_ms));
+        println!(
+            "  task {} ({}) on {}, lease expires {}",
+            t.task_id,
+            t.function,
+            t.worker,
+            human::ago(t.lease_expires_ms)
+        );
     }
     Ok(())
 }
@@ -577,7 +599,8 @@ async fn dlq(db: &Path, command: DlqCommand, json: bool, yes: bool) -> Outcome {
             Ok(())
         }
         DlqCommand::ReplayAll { function } => {
-            let what = function.as_ref().map_or("every dead letter".to_string(), |f| format!("every dead letter of {f}"));
+            let what =
+                function.as_ref().map_or("every dead letter".to_string(), |f| format!("every dead letter of {f}"));
             confirm(yes, &format!("replay {what}"))?;
             let engine = open_write(db)?;
             let mut replayed = Vec::new();

@@ -5,7 +5,10 @@
 
 use std::io::{Read, Write};
 
-use ::redb::{Key, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction};
+use ::redb::{
+    Key, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, Value,
+    WriteTransaction,
+};
 
 use super::schema::{migrate, SCHEMA_VERSION};
 use super::RedbStore;
@@ -142,14 +145,17 @@ impl RedbStore {
             let read = &txn;
             macro_rules! each {
                 ($t:ident) => {
-                    if $t.name() != META.name() && !read.open_table($t).map_err(StorageError::from)?.is_empty().map_err(StorageError::from)? {
+                    if $t.name() != META.name()
+                        && !read.open_table($t).map_err(StorageError::from)?.is_empty().map_err(StorageError::from)?
+                    {
                         return Err(ImportError::NotEmpty($t.name()));
                     }
                 };
             }
             every_table!(each);
         }
-        let mut report = TransferReport { records: 0, executions: 0, dead_letters: 0, schema_version: reader.schema_version };
+        let mut report =
+            TransferReport { records: 0, executions: 0, dead_letters: 0, schema_version: reader.schema_version };
         while let Some(record) = reader.next()? {
             let (key, value) = (&record.key[..], &record.value[..]);
             let mut found = false;

@@ -1,0 +1,235 @@
+//! The `stent` binary on real files: every command's output shape and exit code, reads that
+//! leave the file byte-identical, `check` on a flipped byte, export/import, and changes made
+//! through the CLI that an engine then runs.
+
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stent::{Activity, ActivityError, Engine, ExecutionState, WorkerOptions};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    id: u32,
+    address: String,
+}
+
+const SHIP: Activity<Order, String> = Activity::new("ship");
+
+fn ship(order: Order) -> impl std::future::Future<Output = Result<String, ActivityError>> {
+    async move {
+        if order.address.is_empty() {
+            Err(ActivityError::permanent("no address"))
+        } else {
+            Ok(format!("order {} to {}", order.id, order.address))
+        }
+    }
+}
+
+fn engine(db: &Path) -> Engine {
+    Engine::builder().path(db).activity(SHIP, ship).open().unwrap()
+}
+
+/// A file with one completed execution (id 1) and one dead letter (execution 2).
+async fn sample(dir: &Path) -> PathBuf {
+    let db = dir.join("shop.stent");
+    let engine = engine(&db);
+    let pool = engine.serve(WorkerOptions::default()).unwrap();
+    let ok = engine.dispatch(SHIP, &Order { id: 1, address: "1 Main St".into() }).await.unwrap();
+    engine.wait_for(SHIP, ok, Some(Duration::from_secs(10))).await.unwrap();
+    let bad = engine.dispatch(SHIP, &Order { id: 2, address: String::new() }).await.unwrap();
+    assert!(engine.wait_for(SHIP, bad, Some(Duration::from_secs(10))).await.is_err());
+    pool.drain().await.unwrap();
+    engine.close().await.unwrap();
+    db
+}
+
+fn stent(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stent")).arg("--db").arg(db).args(args).output().unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_commands_print_the_documented_json_and_leave_the_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    let before = std::fs::read(&db).unwrap();
+
+    let list = json(&stent(&db, &["list", "--json"]));
+    assert_eq!(ids(&list), vec![2, 1], "newest first");
+    for item in list.as_array().unwrap() {
+        for field in ["id", "function", "state", "created_at"] {
+            assert!(item.get(field).is_some(), "list item lacks {field}: {item}");
+        }
+    }
+    assert_eq!(ids(&json(&stent(&db, &["list", "--json", "--state", "failed"]))), vec![2]);
+    assert_eq!(ids(&json(&stent(&db, &["list", "--json", "--limit", "1"]))), vec![2]);
+    assert_eq!(ids(&json(&stent(&db, &["list", "--json", "--before", "2"]))), vec![1]);
+
+    let shown = json(&stent(&db, &["show", "1", "--json"]));
+    assert_eq!(shown["state"], "completed");
+    assert_eq!(shown["result"], "order 1 to 1 Main St");
+    assert!(shown["steps"].is_array());
+    let failed = json(&stent(&db, &["show", "2", "--json"]));
+    assert_eq!(failed["error"]["message"], "no address");
+
+    let stats = json(&stent(&db, &["stats", "--json"]));
+    assert_eq!(stats["executions"]["completed"], 1);
+    assert_eq!(stats["executions"]["failed"], 1);
+    assert_eq!(stats["dead_letters"], 1);
+
+    let dlq = json(&stent(&db, &["dlq", "list", "--json"]));
+    let letter = &dlq.as_array().unwrap()[0];
+    assert_eq!(letter["execution_id"], 2);
+    assert_eq!(letter["function"], "ship");
+    assert!(letter.get("task_id").is_some() && letter.get("error").is_some());
+    let id = letter["id"].as_u64().unwrap().to_string();
+    assert_eq!(json(&stent(&db, &["dlq", "show", &id, "--json"]))["input"]["id"], 2);
+
+    // Human output works too.
+    let human = stent(&db, &["list"]);
+    assert!(human.status.success() && String::from_utf8_lossy(&human.stdout).contains("ship"));
+
+    assert_eq!(std::fs::read(&db).unwrap(), before, "a read changed the file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_are_0_ok_1_not_found_or_bad_input_2_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    assert_eq!(stent(&db, &["show", "999"]).status.code(), Some(1));
+    assert_eq!(stent(&db, &["dlq", "show", "999"]).status.code(), Some(1));
+    assert_eq!(stent(&db, &["list", "--state", "sleeping"]).status.code(), Some(1));
+    assert_eq!(stent(&db, &["signal", "1", "go", "{not json"]).status.code(), Some(1));
+    assert_eq!(stent(&dir.path().join("missing.stent"), &["list"]).status.code(), Some(1));
+    assert!(!dir.path().join("missing.stent").exists(), "a read created a file");
+    assert_eq!(stent(&db, &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(stent(&db, &["show"]).status.code(), Some(2));
+    let err = stent(&db, &["show", "999"]);
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one clear line: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_passes_a_sound_file_and_fails_a_flipped_byte_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    assert_eq!(stent(&db, &["check"]).status.code(), Some(0));
+    let mut bytes = std::fs::read(&db).unwrap();
+    // Every copy of the payload (older page versions may hold it too, besides the live one).
+    let copies: Vec<usize> = bytes.windows(9).enumerate().filter(|(_, w)| *w == b"1 Main St").map(|(i, _)| i).collect();
+    assert!(!copies.is_empty(), "the payload is in the file");
+    for at in copies {
+        bytes[at] ^= 0x01;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let out = stent(&db, &["check"]);
+    assert_eq!(out.status.code(), Some(1), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("damage"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_then_import_reproduces_every_record_and_a_damaged_export_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    let export = dir.path().join("backup.stentx");
+    assert!(stent(&db, &["export", export.to_str().unwrap()]).status.success());
+    let copy = dir.path().join("copy.stent");
+    assert!(stent(&copy, &["import", export.to_str().unwrap()]).status.success());
+    for args in [&["list", "--json"][..], &["dlq", "list", "--json"], &["show", "1", "--json"], &["stats", "--json"]] {
+        assert_eq!(json(&stent(&copy, args)), json(&stent(&db, args)), "{args:?} differs after import");
+    }
+    assert_eq!(stent(&copy, &["check"]).status.code(), Some(0));
+    // Importing twice is refused: the database is no longer empty.
+    assert_eq!(stent(&copy, &["import", export.to_str().unwrap()]).status.code(), Some(1));
+    // An export is never replaced.
+    assert_eq!(stent(&db, &["export", export.to_str().unwrap()]).status.code(), Some(1));
+
+    let mut bytes = std::fs::read(&export).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    let damaged = dir.path().join("damaged.stentx");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let fresh = dir.path().join("fresh.stent");
+    let out = stent(&fresh, &["import", damaged.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offset"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(ids(&json(&stent(&fresh, &["list", "--json"]))), Vec::<u64>::new(), "nothing was imported");
+    let truncated = dir.path().join("truncated.stentx");
+    std::fs::write(&truncated, &std::fs::read(&export).unwrap()[..middle]).unwrap();
+    let out = stent(&fresh, &["import", truncated.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated"));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_database_and_its_exports_are_created_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    let export = dir.path().join("backup.stentx");
+    assert!(stent(&db, &["export", export.to_str().unwrap()]).status.success());
+    let copy = dir.path().join("copy.stent");
+    assert!(stent(&copy, &["import", export.to_str().unwrap()]).status.success());
+    for file in [&db, &export, &copy] {
+        let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_replayed_with_a_new_input_through_the_cli_then_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    let letter = json(&stent(&db, &["dlq", "list", "--json"]))[0]["id"].as_u64().unwrap().to_string();
+    let out = stent(&db, &["dlq", "replay", &letter, "--input", r#"{"id":2,"address":"9 Elm St"}"#, "--json"]);
+    assert_eq!(json(&out)["execution"], 2);
+    assert!(json(&stent(&db, &["dlq", "list", "--json"])).as_array().unwrap().is_empty());
+
+    let engine = engine(&db);
+    let pool = engine.serve(WorkerOptions::default()).unwrap();
+    let result = engine.wait_for(SHIP, stent::ExecutionId(2), Some(Duration::from_secs(10))).await.unwrap();
+    assert_eq!(result, "order 2 to 9 Elm St");
+    pool.drain().await.unwrap();
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_discard_and_cleanup_change_the_file_and_a_dry_run_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+    // A pending execution no worker takes, to cancel.
+    let engine = engine(&db);
+    let pending = engine.dispatch(SHIP, &Order { id: 3, address: "x".into() }).await.unwrap();
+    engine.close().await.unwrap();
+    let out = json(&stent(&db, &["cancel", &pending.to_string(), "--json", "--yes"]));
+    assert_eq!(out["state"], ExecutionState::Cancelled.as_str());
+
+    let before = std::fs::read(&db).unwrap();
+    let preview = json(&stent(&db, &["cleanup", "--older-than", "0s", "--dry-run", "--json"]));
+    assert_eq!(preview["executions"], 3);
+    assert_eq!(std::fs::read(&db).unwrap(), before, "a dry run changed the file");
+
+    let letter = json(&stent(&db, &["dlq", "list", "--json"]))[0]["id"].as_u64().unwrap().to_string();
+    assert!(stent(&db, &["dlq", "discard", &letter, "--yes"]).status.success());
+    assert_eq!(json(&stent(&db, &["stats", "--json"]))["dead_letters"], 0);
+
+    let removed = json(&stent(&db, &["cleanup", "--older-than", "0s", "--executions", "--json", "--yes"]));
+    assert_eq!(removed["executions"], 3);
+    assert_eq!(ids(&json(&stent(&db, &["list", "--json"]))), Vec::<u64>::new());
+}
