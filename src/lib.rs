@@ -10,7 +10,6 @@
 #![deny(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
-mod admin;
 mod api;
 mod engine;
 mod error;

@@ -44,7 +44,6 @@ pub struct EngineBuilder {
     init_empty_file: bool,
     read_only: bool,
     file_mode: u32,
-    control_channel: bool,
     faults: Arc<Faults>,
 }
 
@@ -91,17 +90,9 @@ impl EngineBuilder {
 
     /// Permissions of the database file when the open creates it (Unix). The default, 0o600,
     /// lets only its owner read it: it holds every input and result. Files stent writes beside
-    /// it (the control socket, exports) are owner-only whatever this says.
+    /// it (exports) are owner-only whatever this says.
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.file_mode = mode;
-        self
-    }
-
-    /// Whether the engine listens on its control channel (Unix; on by default for a file):
-    /// a socket beside the database file, `<file>.sock`, owner-only, through which the `stent`
-    /// CLI reads and repairs while the application runs. See docs/operations.md.
-    pub fn control_channel(mut self, on: bool) -> Self {
-        self.control_channel = on;
         self
     }
 
@@ -319,7 +310,7 @@ impl EngineBuilder {
             file_mode: self.file_mode,
         })
         .map_err(|e| match (e, &self.path) {
-            (StorageError::InUse, Some(path)) => match crate::admin::holder_pid(path) {
+            (StorageError::InUse, Some(path)) => match super::holder::holder_pid(path) {
                 Some(pid) => Error::InUseBy { path: path.display().to_string(), pid },
                 None => Error::Storage(StorageError::InUse),
             },
@@ -366,7 +357,7 @@ impl EngineBuilder {
         });
         let engine = Engine { inner: inner.clone() };
         if self.read_only {
-            // Nothing may change: no writer, no timers, no retention, no channel.
+            // Nothing may change: no writer, no timers, no retention.
             drop(lock(&inner.tx).take());
             drop(rx);
             return Ok(engine);
@@ -382,9 +373,6 @@ impl EngineBuilder {
         runtime.spawn(inner.clone().drive_timers());
         if let Some(period) = self.retention {
             runtime.spawn(inner.clone().retain(period, inner.clock.now_ms()));
-        }
-        if let (true, Some(path)) = (self.control_channel, &self.path) {
-            crate::admin::listen(&engine, path, &runtime);
         }
         Ok(engine)
     }
@@ -411,7 +399,6 @@ impl EngineBuilder {
             init_empty_file: false,
             read_only: false,
             file_mode: crate::storage::FILE_MODE_DEFAULT,
-            control_channel: true,
             faults: Arc::new(Faults::default()),
         }
     }

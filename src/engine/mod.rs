@@ -24,6 +24,7 @@ mod builder;
 mod control;
 mod dead_letters;
 mod dispatch;
+mod holder;
 mod queries;
 mod redb_ext;
 mod retention;

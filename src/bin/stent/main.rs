@@ -271,21 +271,21 @@ fn open_read(db: &Path, full: bool) -> Result<Engine, Failure> {
         .map_err(|e| in_use(db, e))
 }
 
-/// For a change: an engine with no workers and no control channel.
+/// For a change: an engine with no workers.
 fn open_write(db: &Path) -> Result<Engine, Failure> {
     missing(db)?;
-    Engine::builder()
-        .path(db)
-        .control_channel(false)
-        .page_cache_bytes(16 * 1024 * 1024)
-        .open()
-        .map_err(|e| in_use(db, e))
+    Engine::builder().path(db).page_cache_bytes(16 * 1024 * 1024).open().map_err(|e| in_use(db, e))
 }
 
+/// The CLI does not yet reach a running engine (docs/operations.md): say so plainly.
 fn in_use(db: &Path, e: Error) -> Failure {
     match e {
+        Error::InUseBy { pid, .. } => Failure(format!(
+            "{} is in use by a running application (pid {pid}); the CLI cannot reach a running engine yet",
+            db.display()
+        )),
         Error::Storage(stent::StorageError::InUse) => Failure(format!(
-            "{} is in use by a running application; stop it, or run this beside it once it serves the control channel",
+            "{} is in use by a running application; the CLI cannot reach a running engine yet",
             db.display()
         )),
         e => Failure(e.to_string()),

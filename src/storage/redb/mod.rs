@@ -140,7 +140,10 @@ impl RedbStore {
                 Ok(_) => {}
                 Err(e) => return Err(StorageError::Io(e)),
             }
-            let overlay = overlay::Overlay::open(path).map_err(StorageError::Io)?;
+            let overlay = overlay::Overlay::open(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::ResourceBusy => StorageError::InUse,
+                _ => StorageError::Io(e),
+            })?;
             backend = Some(Box::new(overlay));
         } else if let (Some(path), None) = (&path, &backend) {
             // A missing file is created; an existing one must be a database already, unless

@@ -24,12 +24,19 @@ use std::sync::Mutex;
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
+/// What `open` says when a writer holds the file (mapped to `StorageError::InUse`).
+pub(super) const IN_USE: &str = "the database file is in use";
+
 /// The unit the overlay copies on a write; independent of redb's page size.
 const CHUNK: u64 = 4096;
 
 #[derive(Debug)]
 pub(super) struct Overlay {
     file: FileBackend,
+    /// Holds the whole-file lock a writer's open takes too (an `flock` on Linux), for as
+    /// long as the overlay lives: redb does not lock through a custom backend's range locks
+    /// the way it locks its own file, so the overlay takes this one itself.
+    _lock: File,
     state: Mutex<State>,
 }
 
@@ -49,9 +56,17 @@ impl Overlay {
     /// nothing is ever written through it.
     pub(super) fn open(path: &Path) -> std::io::Result<Overlay> {
         let file = File::options().read(true).write(true).open(path)?;
+        let lock = File::options().read(true).open(path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::ResourceBusy, IN_USE));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
         let file_len = file.metadata()?.len();
         let file = FileBackend::new(file).map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok(Overlay { file, state: Mutex::new(State { len: file_len, file_len, chunks: HashMap::new() }) })
+        Ok(Overlay { file, _lock: lock, state: Mutex::new(State { len: file_len, file_len, chunks: HashMap::new() }) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,7 +117,7 @@ impl StorageBackend for Overlay {
             // Bytes cut off read as zeros if the file grows again.
             let first_gone = len.div_ceil(CHUNK);
             state.chunks.retain(|&i, _| i < first_gone);
-            if len % CHUNK != 0 {
+            if !len.is_multiple_of(CHUNK) {
                 let index = len / CHUNK;
                 let within = (len % CHUNK) as usize;
                 if let Some(chunk) = state.chunks.get_mut(&index) {
