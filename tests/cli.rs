@@ -20,13 +20,11 @@ struct Order {
 
 const SHIP: Activity<Order, String> = Activity::new("ship");
 
-fn ship(order: Order) -> impl std::future::Future<Output = Result<String, ActivityError>> {
-    async move {
-        if order.address.is_empty() {
-            Err(ActivityError::permanent("no address"))
-        } else {
-            Ok(format!("order {} to {}", order.id, order.address))
-        }
+async fn ship(order: Order) -> Result<String, ActivityError> {
+    if order.address.is_empty() {
+        Err(ActivityError::permanent("no address"))
+    } else {
+        Ok(format!("order {} to {}", order.id, order.address))
     }
 }
 
