@@ -608,7 +608,7 @@ async fn dlq(db: &Path, command: DlqCommand, json: bool, yes: bool) -> Outcome {
             let letters = engine.dead_letters(u32::MAX);
             let letters = match letters {
                 Ok(l) => l,
-                Err(e) => return finish(engine, Err(e)).await.map(|()| ()),
+                Err(e) => return finish(engine, Err(e)).await,
             };
             for l in letters.into_iter().filter(|l| function.as_ref().is_none_or(|f| &l.function == f)) {
                 match engine.replay_dead_letter(l.id).await {
