@@ -25,6 +25,7 @@ mod control;
 mod dead_letters;
 mod dispatch;
 mod holder;
+mod metrics;
 mod queries;
 mod redb_ext;
 mod retention;

@@ -359,6 +359,8 @@ async fn run_one(
     let inner = &pool.inner;
     let task_id = claimed.task_id;
     inner.stats.claims.fetch_add(1, Ordering::Relaxed);
+    super::metrics::claim(function.name);
+    let attempt_started = std::time::Instant::now();
     let span = tracing::info_span!(
         "attempt",
         execution_id = claimed.execution_id,
@@ -478,10 +480,10 @@ async fn run_one(
     };
     let mut continued = None;
     if let Some(op) = op {
-        let counter = match op {
-            Op::Complete { .. } => &inner.stats.completions,
-            Op::Suspend { .. } => &inner.stats.suspensions,
-            _ => &inner.stats.failures,
+        let (counter, outcome) = match op {
+            Op::Complete { .. } => (&inner.stats.completions, "completed"),
+            Op::Suspend { .. } => (&inner.stats.suspensions, "suspended"),
+            _ => (&inner.stats.failures, "failed"),
         };
         match inner.submit(op).await {
             Ok(output) => {
@@ -491,12 +493,14 @@ async fn run_one(
                     inner.park(execution_id, parked, earliest_wake_ms);
                 }
                 counter.fetch_add(1, Ordering::Relaxed);
+                super::metrics::attempt(function.name, outcome, attempt_started.elapsed());
                 if let (OpOutput::Next(claimed), Some((c, f))) = (output, prepared.take()) {
                     continued = Some((c.serial, claimed, f));
                 }
             }
             Err(Error::Lease(LeaseError::LeaseLost { .. })) => {
                 inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                super::metrics::lease_lost();
                 tracing::warn!(task_id, token, "outcome dropped: the lease was lost");
             }
             Err(e) => tracing::warn!(task_id, token, error = %e, "outcome not recorded"),

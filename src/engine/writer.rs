@@ -46,9 +46,11 @@ pub fn run(inner: Arc<Inner>, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Comm
         }
         let batch_len = ops.len();
         let now = inner.clock.now_ms();
+        let started = std::time::Instant::now();
         match store.apply_batch(now, std::mem::take(&mut ops)) {
             Ok((results, effects)) => {
                 inner.stats.record_batch(batch_len);
+                super::metrics::commit(batch_len, started.elapsed());
                 inner.apply_effects(effects);
                 debug_assert_eq!(results.len(), replies.len());
                 for (reply, result) in replies.drain(..).zip(results) {
@@ -57,6 +59,7 @@ pub fn run(inner: Arc<Inner>, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Comm
             }
             Err(e) => {
                 let reason = e.to_string();
+                super::metrics::commit_failed();
                 tracing::error!(error = %reason, "commit failed; engine poisoned until reopened");
                 *inner.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
                 poisoned = Some(reason.clone());

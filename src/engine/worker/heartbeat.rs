@@ -45,9 +45,11 @@ pub(super) async fn heartbeat_loop(pool: Arc<Pool>) {
                     match result {
                         Ok(_) => {
                             inner.stats.lease_renewals.fetch_add(1, Ordering::Relaxed);
+                            super::super::metrics::lease_renewals(1);
                         }
                         Err(_) => {
                             inner.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                            super::super::metrics::lease_lost();
                             tracing::warn!(task_id, token, "lease lost on heartbeat; aborting the attempt");
                             inner.abort_local(task_id, Some(token));
                         }
