@@ -14,6 +14,11 @@ impl Engine {
         Ok(self.inner.store()?.dead_letters(limit)?.into_iter().map(dead_letter_view).collect())
     }
 
+    /// How many dead letters there are (cheap at any queue size: no record is read).
+    pub fn dead_letter_count(&self) -> Result<u64> {
+        Ok(self.inner.store()?.dead_letter_count()?)
+    }
+
     pub fn dead_letter(&self, id: DeadLetterId) -> Result<DeadLetter> {
         self.inner.store()?.dead_letter(id.0)?.map(dead_letter_view).ok_or(Error::UnknownDeadLetter(id))
     }

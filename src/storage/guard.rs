@@ -68,6 +68,9 @@ impl<S: Store> Store for Guarded<S> {
     fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError> {
         unpanic("listing dead letters", || self.0.dead_letters(limit))
     }
+    fn dead_letter_count(&self) -> Result<u64, StorageError> {
+        unpanic("counting dead letters", || self.0.dead_letter_count())
+    }
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError> {
         unpanic("reading a dead letter", || self.0.dead_letter(id))
     }

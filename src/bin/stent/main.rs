@@ -486,7 +486,7 @@ fn tasks(engine: &Engine, json: bool) -> Outcome {
 
 fn stats(engine: &Engine, queues: &[String], json: bool) -> Outcome {
     let counts = engine.counts_by_state()?;
-    let dead_letters = engine.dead_letters(u32::MAX)?.len() as u64;
+    let dead_letters = engine.dead_letter_count()?;
     let running = engine.running_tasks()?;
     let default = ["default".to_string()];
     let queues = if queues.is_empty() { &default[..] } else { queues };

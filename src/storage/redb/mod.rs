@@ -256,6 +256,9 @@ impl Store for RedbStore {
     fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError> {
         self.read_dead_letters(limit)
     }
+    fn dead_letter_count(&self) -> Result<u64, StorageError> {
+        self.read_dead_letter_count()
+    }
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError> {
         self.read_dead_letter(id)
     }

@@ -109,6 +109,12 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// redb keeps each table's length in its root: one read, whatever the queue's size.
+    pub(super) fn read_dead_letter_count(&self) -> Result<u64, StorageError> {
+        let read = self.db.begin_read()?;
+        Ok(read.open_table(DEAD_LETTERS)?.len()?)
+    }
+
     pub(super) fn read_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError> {
         let read = self.db.begin_read()?;
         let by_time = read.open_table(DLQ_BY_TIME)?;
