@@ -105,3 +105,31 @@ async fn dlq_round_trip() -> anyhow::Result<()> {
     engine.close().await?;
     Ok(())
 }
+
+/// A replay's new input is checked against the function's declared input type by the engine
+/// that applies it: a wrong shape is refused with serde's reason and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_input_of_the_wrong_shape_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::default());
+    let engine = builder(&disk, &clock).activity(SHIP, ship).open()?;
+    let pool = engine.serve(options("w"))?;
+    let bad = engine.dispatch(SHIP, &String::new()).await?;
+    assert!(engine.wait_for(SHIP, bad, None).await.is_err());
+    let letter = engine.dead_letters(10)?.remove(0);
+
+    // The input type is String; a number and an object are not.
+    for wrong in [serde_json::json!(42), serde_json::json!({ "address": "1 Main St" })] {
+        match engine.replay_dead_letter_with_input(letter.id, &wrong).await {
+            Err(Error::Payload { reason, .. }) => assert!(reason.contains("invalid type"), "{reason}"),
+            other => panic!("expected the input refused, got {other:?}"),
+        }
+    }
+    assert_eq!(engine.dead_letter_count()?, 1, "the dead letter is still there");
+    assert_eq!(engine.state_of(bad)?.state, ExecutionState::Failed, "the execution did not move");
+
+    engine.replay_dead_letter_with_input(letter.id, &"1 Main St".to_string()).await?;
+    assert_eq!(engine.wait_for(SHIP, bad, None).await?, "shipped to 1 Main St");
+    assert_eq!(engine.dead_letter_count()?, 0);
+    pool.drain().await?;
+    Ok(())
+}
