@@ -5,6 +5,7 @@
 //! ok, 1 not found / bad input / damage / the file in use, 2 usage. docs/operations.md has
 //! every command and the JSON each prints.
 
+mod dlq;
 mod human;
 mod views;
 
@@ -15,8 +16,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use stent::{
-    CleanupParts, DeadLetterId, DurationArg, Engine, Error, ExecutionFilter, ExecutionId, ExecutionInfo,
-    ExecutionState, Page, VerifyOnOpen,
+    CleanupParts, DurationArg, Engine, Error, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, Page,
+    VerifyOnOpen,
 };
 
 #[derive(Parser)]
@@ -116,7 +117,7 @@ enum TasksCommand {
 }
 
 #[derive(Subcommand)]
-enum DlqCommand {
+pub(crate) enum DlqCommand {
     List {
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -142,7 +143,7 @@ enum DlqCommand {
 }
 
 /// What went wrong, and the exit code it gets.
-struct Failure(String);
+pub(crate) struct Failure(pub(crate) String);
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
@@ -150,7 +151,7 @@ impl From<Error> for Failure {
     }
 }
 
-type Outcome = Result<(), Failure>;
+pub(crate) type Outcome = Result<(), Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -180,7 +181,7 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
         Command::Show { id } => show(&open_read(db, false)?, ExecutionId(id), cli.json),
         Command::Tasks { command: TasksCommand::List } => tasks(&open_read(db, false)?, cli.json),
         Command::Stats { queue } => stats(&open_read(db, false)?, &queue, cli.json),
-        Command::Dlq { command } => dlq(db, command, cli.json, cli.yes).await,
+        Command::Dlq { command } => dlq::run(db, command, cli.json, cli.yes).await,
         Command::Cancel { id } => {
             confirm(cli.yes, &format!("cancel execution {id}"))?;
             let engine = open_write(db)?;
@@ -240,7 +241,7 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
 }
 
 /// Prints a command's result: JSON, or its fields one per line.
-fn say(json: bool, value: Value) {
+pub(crate) fn say(json: bool, value: Value) {
     if json {
         println!("{value}");
     } else if let Value::Object(m) = value {
@@ -259,7 +260,7 @@ fn missing(db: &Path) -> Result<(), Failure> {
 }
 
 /// Read-only: nothing in the file changes (docs/operations.md).
-fn open_read(db: &Path, full: bool) -> Result<Engine, Failure> {
+pub(crate) fn open_read(db: &Path, full: bool) -> Result<Engine, Failure> {
     missing(db)?;
     let verify = if full { VerifyOnOpen::Full } else { VerifyOnOpen::Live };
     Engine::builder()
@@ -272,7 +273,7 @@ fn open_read(db: &Path, full: bool) -> Result<Engine, Failure> {
 }
 
 /// For a change: an engine with no workers.
-fn open_write(db: &Path) -> Result<Engine, Failure> {
+pub(crate) fn open_write(db: &Path) -> Result<Engine, Failure> {
     missing(db)?;
     Engine::builder().path(db).page_cache_bytes(16 * 1024 * 1024).open().map_err(|e| in_use(db, e))
 }
@@ -293,7 +294,7 @@ fn in_use(db: &Path, e: Error) -> Failure {
 }
 
 /// Closes the engine a change opened, then hands back the change's result.
-async fn finish<T>(engine: Engine, result: stent::Result<T>) -> Result<T, Failure> {
+pub(crate) async fn finish<T>(engine: Engine, result: stent::Result<T>) -> Result<T, Failure> {
     let closed = engine.close().await;
     let value = result?;
     closed?;
@@ -301,7 +302,7 @@ async fn finish<T>(engine: Engine, result: stent::Result<T>) -> Result<T, Failur
 }
 
 /// Asks on a terminal; `--yes` (or no terminal) goes ahead.
-fn confirm(yes: bool, what: &str) -> Result<(), Failure> {
+pub(crate) fn confirm(yes: bool, what: &str) -> Result<(), Failure> {
     if yes || !std::io::stdin().is_terminal() {
         return Ok(());
     }
@@ -526,105 +527,6 @@ fn stats(engine: &Engine, queues: &[String], json: bool) -> Outcome {
         );
     }
     Ok(())
-}
-
-async fn dlq(db: &Path, command: DlqCommand, json: bool, yes: bool) -> Outcome {
-    match command {
-        DlqCommand::List { limit, function } => {
-            let letters: Vec<_> = open_read(db, false)?
-                .dead_letters(u32::MAX)?
-                .into_iter()
-                .filter(|l| function.as_ref().is_none_or(|f| &l.function == f))
-                .take(limit as usize)
-                .collect();
-            if json {
-                println!("{}", Value::Array(letters.iter().map(|l| views::dead_letter(l, false)).collect()));
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = letters
-                .iter()
-                .map(|l| {
-                    vec![
-                        l.id.to_string(),
-                        l.execution_id.to_string(),
-                        l.task_id.to_string(),
-                        l.function.clone(),
-                        l.attempts.to_string(),
-                        human::ago(l.failed_ms),
-                        human::clip(&l.error.to_string(), 60),
-                    ]
-                })
-                .collect();
-            human::table(&["ID", "EXECUTION", "TASK", "FUNCTION", "ATTEMPTS", "FAILED", "ERROR"], &rows);
-            Ok(())
-        }
-        DlqCommand::Show { id } => {
-            let letter = open_read(db, false)?.dead_letter(DeadLetterId(id))?;
-            if json {
-                println!("{}", views::dead_letter(&letter, true));
-            } else {
-                println!("dead letter {} (execution {}, task {})", letter.id, letter.execution_id, letter.task_id);
-                println!("  function   {} (queue {})", letter.function, letter.queue);
-                println!("  failed     {} ({})", views::time(letter.failed_ms), human::ago(letter.failed_ms));
-                println!("  attempts   {}", letter.attempts);
-                println!("  error      {}", letter.error);
-                println!("  input      {}", letter.input);
-                for a in &letter.history {
-                    println!("    attempt {} on {}: {}", a.attempt, a.worker, a.error);
-                }
-            }
-            Ok(())
-        }
-        DlqCommand::Replay { id, input } => {
-            let input: Option<Value> = input
-                .map(|i| serde_json::from_str(&i).map_err(|e| Failure(format!("--input is not JSON: {e}"))))
-                .transpose()?;
-            let engine = open_write(db)?;
-            // This engine registers no functions, so it cannot check the input's type: the
-            // attempt decodes it when an application runs it.
-            let replayed = match &input {
-                Some(input) => engine.replay_dead_letter_with_unchecked_input(DeadLetterId(id), input).await,
-                None => engine.replay_dead_letter(DeadLetterId(id)).await,
-            };
-            let execution = finish(engine, replayed).await?;
-            say(json, json!({"dead_letter": id, "execution": execution.0, "replayed": true}));
-            Ok(())
-        }
-        DlqCommand::Discard { id } => {
-            confirm(yes, &format!("discard dead letter {id}"))?;
-            let engine = open_write(db)?;
-            let discarded = engine.discard_dead_letter(DeadLetterId(id)).await;
-            finish(engine, discarded).await?;
-            say(json, json!({"dead_letter": id, "discarded": true}));
-            Ok(())
-        }
-        DlqCommand::ReplayAll { function } => {
-            let what =
-                function.as_ref().map_or("every dead letter".to_string(), |f| format!("every dead letter of {f}"));
-            confirm(yes, &format!("replay {what}"))?;
-            let engine = open_write(db)?;
-            let mut replayed = Vec::new();
-            let mut failed = Vec::new();
-            let letters = engine.dead_letters(u32::MAX);
-            let letters = match letters {
-                Ok(l) => l,
-                Err(e) => return finish(engine, Err(e)).await,
-            };
-            for l in letters.into_iter().filter(|l| function.as_ref().is_none_or(|f| &l.function == f)) {
-                match engine.replay_dead_letter(l.id).await {
-                    Ok(execution) => replayed.push(json!({"dead_letter": l.id.0, "execution": execution.0})),
-                    Err(e) => failed.push(json!({"dead_letter": l.id.0, "error": e.to_string()})),
-                }
-            }
-            finish(engine, Ok(())).await?;
-            let n = failed.len();
-            say(json, json!({"replayed": replayed, "failed": failed}));
-            if n > 0 {
-                return Err(Failure(format!("{n} dead letter(s) could not be replayed")));
-            }
-            Ok(())
-        }
-    }
 }
 
 fn check(db: &Path, json: bool) -> Outcome {
