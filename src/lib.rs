@@ -33,8 +33,8 @@ pub use redb;
 pub use api::{
     Activity, ActivityError, AttemptRecord, CleanupParts, CleanupReport, DeadLetter, DeadLetterId, DurationArg,
     ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page,
-    RetryPolicy, RunningTask, StepInfo, TaskId, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions, WorkerStatus,
-    Workflow, PROGRESS_LINES_MAX,
+    RetryPolicy, RunningTask, StepInfo, TaskId, TaskInfo, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions,
+    WorkerStatus, Workflow, PROGRESS_LINES_MAX,
 };
 pub use engine::activity;
 pub use engine::{

@@ -97,6 +97,12 @@ async fn read_commands_print_the_documented_json_and_leave_the_file_untouched() 
     let id = letter["id"].as_u64().unwrap().to_string();
     assert_eq!(json(&stent(&db, &["dlq", "show", &id, "--json"]))["input"]["id"], 2);
 
+    let task = json(&stent(&db, &["tasks", "show", &letter["task_id"].to_string(), "--json"]));
+    assert_eq!((task["execution_id"].as_u64(), task["state"].as_str()), (Some(2), Some("failed")));
+    assert_eq!(task["input"]["address"], "");
+    assert!(json(&stent(&db, &["tasks", "list", "--json"])).as_array().unwrap().is_empty());
+    assert_eq!(stent(&db, &["tasks", "show", "999"]).status.code(), Some(1));
+
     // Human output works too.
     let human = stent(&db, &["list"]);
     assert!(human.status.success() && String::from_utf8_lossy(&human.stdout).contains("ship"));

@@ -271,6 +271,33 @@ pub struct ExecutionInfo {
     pub progress: Vec<String>,
 }
 
+/// A task as `Engine::task` shows it: the unit of claimable work (an execution's root task,
+/// or the task of one of its workflow's steps).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInfo {
+    pub id: TaskId,
+    pub execution_id: ExecutionId,
+    /// `activity` or `workflow`.
+    pub kind: &'static str,
+    /// The journal step it serves; `None` for the execution's root task.
+    pub step: Option<u32>,
+    pub function: String,
+    pub queue: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub input: serde_json::Value,
+    pub state: TaskState,
+    /// When a pending task waiting on a timer (delay, backoff) becomes ready.
+    pub due_ms: Option<u64>,
+    /// Claims so far (the current fencing token).
+    pub attempt: u32,
+    /// The worker holding its lease while running, and when the lease expires.
+    pub worker: Option<String>,
+    pub lease_expires_ms: Option<u64>,
+    pub history: Vec<AttemptRecord>,
+    pub created_ms: u64,
+}
+
 /// One journal step of a workflow execution (`Engine::steps`).
 #[derive(Debug, Clone, Serialize)]
 pub struct StepInfo {

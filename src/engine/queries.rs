@@ -10,7 +10,7 @@ use super::clock::Sleep;
 use super::{json_value, lock, Engine, Inner};
 use crate::api::{
     ActivityError, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, Page, RunningTask,
-    StepInfo, TaskId, UnservedWork,
+    StepInfo, TaskId, TaskInfo, UnservedWork,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, ExecutionRecord, TaskRecord};
@@ -99,6 +99,32 @@ impl Engine {
     #[doc(hidden)]
     pub fn waiters(&self) -> usize {
         lock(&self.inner.waiters).values().map(Vec::len).sum()
+    }
+
+    /// One task: state, attempts, lease, history.
+    pub fn task(&self, id: TaskId) -> Result<TaskInfo> {
+        let t = self.inner.store()?.task(id.0)?.ok_or(Error::UnknownTask { task_id: id })?;
+        Ok(TaskInfo {
+            id,
+            execution_id: ExecutionId(t.execution_id),
+            kind: match t.kind {
+                crate::storage::records::TaskKind::Activity => "activity",
+                crate::storage::records::TaskKind::Workflow => "workflow",
+            },
+            step: t.step,
+            function: t.function,
+            queue: t.queue,
+            priority: t.priority,
+            tags: t.tags,
+            input: json_value(&t.input),
+            state: t.state,
+            due_ms: t.due_ms,
+            attempt: t.attempt,
+            worker: t.lease.as_ref().map(|l| l.worker.clone()),
+            lease_expires_ms: t.lease.as_ref().map(|l| l.expires_ms),
+            history: t.history,
+            created_ms: t.created_ms,
+        })
     }
 
     /// Every journal step of a workflow execution, in order (empty for an activity).

@@ -68,6 +68,9 @@ impl<S: Store> Store for Guarded<S> {
     fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError> {
         unpanic("listing dead letters", || self.0.dead_letters(limit))
     }
+    fn task(&self, id: u64) -> Result<Option<TaskRecord>, StorageError> {
+        unpanic("reading a task", || self.0.task(id))
+    }
     fn dead_letter_count(&self) -> Result<u64, StorageError> {
         unpanic("counting dead letters", || self.0.dead_letter_count())
     }

@@ -26,6 +26,7 @@ pub trait Store: Send + Sync + 'static {
     fn running_tasks(&self) -> Result<Vec<TaskRecord>, StorageError>;
     fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError>;
     /// How many dead letters there are, without reading them (O(1) on redb).
+    fn task(&self, id: u64) -> Result<Option<TaskRecord>, StorageError>;
     fn dead_letter_count(&self) -> Result<u64, StorageError>;
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
     /// A workflow execution's journal, in step order (empty for an activity execution).

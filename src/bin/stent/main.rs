@@ -114,6 +114,8 @@ struct ListArgs {
 enum TasksCommand {
     /// Tasks running now.
     List,
+    /// One task: state, attempts, lease, history.
+    Show { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +182,9 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
         Command::List(args) => list(&open_read(db, false)?, &args, cli.json),
         Command::Show { id } => show(&open_read(db, false)?, ExecutionId(id), cli.json),
         Command::Tasks { command: TasksCommand::List } => tasks(&open_read(db, false)?, cli.json),
+        Command::Tasks { command: TasksCommand::Show { id } } => {
+            task(&open_read(db, false)?, stent::TaskId(id), cli.json)
+        }
         Command::Stats { queue } => stats(&open_read(db, false)?, &queue, cli.json),
         Command::Dlq { command } => dlq::run(db, command, cli.json, cli.yes).await,
         Command::Cancel { id } => {
@@ -482,6 +487,33 @@ fn tasks(engine: &Engine, json: bool) -> Outcome {
         })
         .collect();
     human::table(&["TASK", "EXECUTION", "FUNCTION", "WORKER", "ATTEMPT", "LEASE EXPIRES"], &rows);
+    Ok(())
+}
+
+fn task(engine: &Engine, id: stent::TaskId, json: bool) -> Outcome {
+    let t = engine.task(id)?;
+    if json {
+        println!("{}", views::task(&t));
+        return Ok(());
+    }
+    let state = serde_json::to_value(t.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    println!("task {} ({} {}, execution {})", t.id, t.kind, t.function, t.execution_id);
+    if let Some(step) = t.step {
+        println!("  step       {step}");
+    }
+    println!("  state      {state}");
+    println!("  queue      {} (priority {})", t.queue, t.priority);
+    if let Some(due) = t.due_ms {
+        println!("  due        {} ({})", views::time(due), human::ago(due));
+    }
+    println!("  attempt    {}", t.attempt);
+    if let (Some(worker), Some(expires)) = (&t.worker, t.lease_expires_ms) {
+        println!("  lease      {worker}, expires {}", human::ago(expires));
+    }
+    for a in &t.history {
+        println!("    attempt {} on {}: {}", a.attempt, a.worker, a.error);
+    }
+    println!("  input      {}", human::clip(&t.input.to_string(), 200));
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! RFC 3339 strings in UTC (`*_at`), beside the raw milliseconds where a script may want them.
 
 use serde_json::{json, Value};
-use stent::{DeadLetter, ExecutionInfo, RunningTask, StepInfo};
+use stent::{DeadLetter, ExecutionInfo, RunningTask, StepInfo, TaskInfo};
 
 pub fn time(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
@@ -96,6 +96,27 @@ pub fn dead_letter(l: &DeadLetter, full: bool) -> Value {
         }
     }
     v
+}
+
+pub fn task(t: &TaskInfo) -> Value {
+    json!({
+        "id": t.id.0,
+        "execution_id": t.execution_id.0,
+        "kind": t.kind,
+        "step": t.step,
+        "function": t.function,
+        "queue": t.queue,
+        "priority": t.priority,
+        "tags": t.tags,
+        "input": t.input,
+        "state": t.state,
+        "due_at": opt_time(t.due_ms),
+        "attempt": t.attempt,
+        "worker": t.worker,
+        "lease_expires_at": opt_time(t.lease_expires_ms),
+        "history": t.history.iter().map(|a| json!({"attempt": a.attempt, "worker": a.worker, "ended_at": time(a.ended_ms), "error": a.error})).collect::<Vec<_>>(),
+        "created_at": time(t.created_ms),
+    })
 }
 
 pub fn running_task(t: &RunningTask) -> Value {

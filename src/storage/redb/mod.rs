@@ -256,6 +256,9 @@ impl Store for RedbStore {
     fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetterRecord>, StorageError> {
         self.read_dead_letters(limit)
     }
+    fn task(&self, id: u64) -> Result<Option<TaskRecord>, StorageError> {
+        self.read_task(id)
+    }
     fn dead_letter_count(&self) -> Result<u64, StorageError> {
         self.read_dead_letter_count()
     }

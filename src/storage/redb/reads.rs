@@ -109,6 +109,13 @@ impl RedbStore {
         Ok(out)
     }
 
+    pub(super) fn read_task(&self, id: u64) -> Result<Option<TaskRecord>, StorageError> {
+        let read = self.db.begin_read()?;
+        let tasks = read.open_table(TASKS)?;
+        let Some(v) = tasks.get(id)? else { return Ok(None) };
+        Ok(Some(decode(TASKS_NAME, &id, v.value())?))
+    }
+
     /// redb keeps each table's length in its root: one read, whatever the queue's size.
     pub(super) fn read_dead_letter_count(&self) -> Result<u64, StorageError> {
         let read = self.db.begin_read()?;
