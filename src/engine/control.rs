@@ -112,7 +112,17 @@ impl Engine {
                 .map_err(|_| Error::Shutdown)?
                 .map_err(|_| Error::Internal("the writer thread panicked".into()))?;
         }
-        self.inner.store.write().unwrap_or_else(|p| p.into_inner()).take();
+        let store = self.inner.store.write().unwrap_or_else(|p| p.into_inner()).take();
+        // The file is released when the last handle on the store drops; an attempt or a read
+        // finishing meanwhile may still hold one for a moment. Wait (bounded) so that a
+        // reopen right after `close` does not meet the file still open.
+        if let Some(store) = store {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while Arc::strong_count(&store) > 1 && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            drop(store);
+        }
         Ok(())
     }
 }
