@@ -93,6 +93,11 @@ pub enum Error {
     /// Another process has the file open for writing (two engines never write one file).
     #[error("database file {path} is in use by pid {pid}")]
     InUseBy { path: String, pid: u32 },
+    /// The engine reached through a control socket refused a request or could not be reached:
+    /// `kind` is `not_found`, `bad_request`, `refused`, `failed` or `unreachable`, the message
+    /// what the engine (or the connection) said.
+    #[error("{message}")]
+    Remote { kind: String, message: String },
 }
 
 impl From<Rejection> for Error {

@@ -37,6 +37,9 @@ pub use api::{
     WorkerStatus, Workflow, PROGRESS_LINES_MAX,
 };
 pub use engine::activity;
+#[cfg(unix)]
+#[doc(hidden)]
+pub use engine::control_socket;
 pub use engine::{
     CallOptions, Clock, CounterRef, Ctx, DispatchBuilder, Engine, EngineBuilder, ManualClock, Sleep, StateRef, Stats,
     Step, SystemClock, WorkerPool, BATCH_OPS_MAX_DEFAULT, EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT,

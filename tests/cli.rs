@@ -239,18 +239,20 @@ async fn cancel_discard_and_cleanup_change_the_file_and_a_dry_run_does_not() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_file_held_by_a_running_engine_is_reported_in_use_with_its_pid_and_left_alone() {
+async fn a_running_engine_without_its_control_socket_is_reported_in_use_with_its_pid() {
     let dir = tempfile::tempdir().unwrap();
     let db = sample(dir.path()).await;
-    let running = engine(&db);
+    let running = Engine::builder().path(&db).activity(SHIP, ship).control_socket(false).open().unwrap();
+    let before = std::fs::read(&db).unwrap();
     for args in [&["list"][..], &["cancel", "1", "--yes"]] {
         let out = stent(&db, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("in use"), "{stderr}");
+        assert!(stderr.contains("cannot be reached"), "{stderr}");
         #[cfg(target_os = "linux")]
         assert!(stderr.contains(&format!("pid {}", std::process::id())), "{stderr}");
     }
-    // A second engine in another process is refused the same way (this process is the holder).
+    assert_eq!(std::fs::read(&db).unwrap(), before, "a refused command changed the file");
     running.close().await.unwrap();
 }

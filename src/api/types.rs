@@ -237,7 +237,7 @@ pub struct AttemptRecord {
 }
 
 /// What `state_of` shows of an execution.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionInfo {
     pub id: ExecutionId,
     pub function: String,
@@ -273,12 +273,12 @@ pub struct ExecutionInfo {
 
 /// A task as `Engine::task` shows it: the unit of claimable work (an execution's root task,
 /// or the task of one of its workflow's steps).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub id: TaskId,
     pub execution_id: ExecutionId,
     /// `activity` or `workflow`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The journal step it serves; `None` for the execution's root task.
     pub step: Option<u32>,
     pub function: String,
@@ -299,13 +299,13 @@ pub struct TaskInfo {
 }
 
 /// One journal step of a workflow execution (`Engine::steps`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepInfo {
     pub step: u32,
     /// What the step does: `call "charge"`, `sleep until ...`, `signal "go"`, `now`, ...
     pub kind: String,
     /// `running`, `waiting`, `completed` or `failed`.
-    pub outcome: &'static str,
+    pub outcome: String,
     /// The step's task (running) or child execution, if any.
     pub task_id: Option<TaskId>,
     pub child: Option<ExecutionId>,
@@ -350,7 +350,7 @@ impl CleanupParts {
 }
 
 /// Filter for `list_executions`; `None` fields match everything.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExecutionFilter {
     pub state: Option<ExecutionState>,
     pub function: Option<String>,
@@ -358,7 +358,7 @@ pub struct ExecutionFilter {
 }
 
 /// Newest-first paging: pass the previous page's `next` as `before` to continue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page {
     pub limit: u32,
     pub before: Option<ExecutionId>,
@@ -372,7 +372,7 @@ impl Default for Page {
 
 /// A task that exhausted its retries or failed permanently, with everything needed to inspect
 /// or replay it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub id: DeadLetterId,
     pub execution_id: ExecutionId,
@@ -398,7 +398,7 @@ pub struct UnservedWork {
     pub oldest_ready_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunningTask {
     pub task_id: TaskId,
     pub execution_id: ExecutionId,

@@ -44,6 +44,7 @@ pub struct EngineBuilder {
     init_empty_file: bool,
     read_only: bool,
     file_mode: u32,
+    control_socket: bool,
     faults: Arc<Faults>,
 }
 
@@ -93,6 +94,16 @@ impl EngineBuilder {
     /// it (exports) are owner-only whatever this says.
     pub fn file_mode(mut self, mode: u32) -> Self {
         self.file_mode = mode;
+        self
+    }
+
+    /// Whether the engine serves the control socket beside its file (`FILE.sock`, owner-only),
+    /// by which the `stent` CLI reads and changes a database while this engine holds it.
+    /// On by default for a file on disk; a read-only open never serves one. If the socket
+    /// cannot be made (a path longer than the 107 bytes a Unix socket allows, a read-only
+    /// directory), the engine runs without it and logs a warning.
+    pub fn control_socket(mut self, serve: bool) -> Self {
+        self.control_socket = serve;
         self
     }
 
@@ -354,6 +365,8 @@ impl EngineBuilder {
             parked: parked::ParkedSet::new(self.parked_workflows_max),
             evict_after_ms: duration_ms(self.evict_after),
             read_only: self.read_only,
+            #[cfg(unix)]
+            control_socket: Mutex::new(None),
         });
         let engine = Engine { inner: inner.clone() };
         if self.read_only {
@@ -373,6 +386,17 @@ impl EngineBuilder {
         runtime.spawn(inner.clone().drive_timers());
         if let Some(period) = self.retention {
             runtime.spawn(inner.clone().retain(period, inner.clock.now_ms()));
+        }
+        #[cfg(unix)]
+        if let (true, Some(path)) = (self.control_socket, &self.path) {
+            match super::control_socket::ControlSocket::start(engine.clone(), path, &runtime) {
+                Ok(socket) => *lock(&inner.control_socket) = Some(socket),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    socket = %super::control_socket::socket_path(path).display(),
+                    "no control socket: the stent CLI cannot reach this engine while it runs"
+                ),
+            }
         }
         Ok(engine)
     }
@@ -399,6 +423,7 @@ impl EngineBuilder {
             init_empty_file: false,
             read_only: false,
             file_mode: crate::storage::FILE_MODE_DEFAULT,
+            control_socket: true,
             faults: Arc::new(Faults::default()),
         }
     }

@@ -91,6 +91,12 @@ impl Engine {
     /// attempt), exactly as after a crash. Drain worker pools first for a clean stop.
     pub async fn close(&self) -> Result<()> {
         self.inner.shutdown.send_replace(true);
+        // The socket goes first, while this engine still holds the file: a successor that
+        // opens the file next binds its own socket, which nothing of ours may then remove.
+        #[cfg(unix)]
+        if let Some(socket) = lock(&self.inner.control_socket).take() {
+            socket.stop();
+        }
         // `shutdown` is raised first; an attempt registering its future checks it under the
         // same lock, so no attempt can start user code after this point (a claim still queued
         // in the writer may commit, but its future is aborted before its first poll).

@@ -22,6 +22,9 @@ mod writer;
 mod backup;
 mod builder;
 mod control;
+#[cfg(unix)]
+#[doc(hidden)]
+pub mod control_socket;
 mod dead_letters;
 mod dispatch;
 mod holder;

@@ -110,7 +110,8 @@ impl Engine {
             kind: match t.kind {
                 crate::storage::records::TaskKind::Activity => "activity",
                 crate::storage::records::TaskKind::Workflow => "workflow",
-            },
+            }
+            .to_string(),
             step: t.step,
             function: t.function,
             queue: t.queue,
@@ -269,7 +270,7 @@ fn step_info(entry: crate::storage::records::JournalEntry) -> StepInfo {
     let mut info = StepInfo {
         step: entry.step,
         kind: entry.kind.to_string(),
-        outcome: "running",
+        outcome: "running".to_string(),
         task_id: None,
         child: None,
         output: None,
@@ -278,14 +279,14 @@ fn step_info(entry: crate::storage::records::JournalEntry) -> StepInfo {
     };
     match entry.outcome {
         StepOutcome::Scheduled { task_id } => info.task_id = Some(TaskId(task_id)),
-        StepOutcome::AwaitingSignal { .. } => info.outcome = "waiting",
+        StepOutcome::AwaitingSignal { .. } => info.outcome = "waiting".into(),
         StepOutcome::Child { execution_id } => info.child = Some(ExecutionId(execution_id)),
         StepOutcome::Completed { output } => {
-            info.outcome = "completed";
+            info.outcome = "completed".into();
             info.output = Some(json_value(&output));
         }
         StepOutcome::Failed { error } => {
-            info.outcome = "failed";
+            info.outcome = "failed".into();
             info.error = Some(error);
         }
     }

@@ -62,6 +62,9 @@ pub(crate) struct Inner {
     pub(super) evict_after_ms: u64,
     /// Opened with `EngineBuilder::read_only`: every change is refused.
     pub(super) read_only: bool,
+    /// The socket the CLI reaches this engine by, while it is served (path-backed engines).
+    #[cfg(unix)]
+    pub(super) control_socket: Mutex<Option<super::control_socket::ControlSocket>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -5,17 +5,15 @@ use std::path::Path;
 use serde_json::{json, Value};
 use stent::DeadLetterId;
 
-use crate::{confirm, finish, human, open_read, open_write, say, views, DlqCommand, Failure, Outcome};
+use crate::target::Target;
+use crate::{confirm, human, say, views, DlqCommand, Failure, Outcome};
 
 pub(crate) async fn run(db: &Path, command: DlqCommand, json: bool, yes: bool) -> Outcome {
     match command {
         DlqCommand::List { limit, function } => {
-            let letters: Vec<_> = open_read(db, false)?
-                .dead_letters(u32::MAX)?
-                .into_iter()
-                .filter(|l| function.as_ref().is_none_or(|f| &l.function == f))
-                .take(limit as usize)
-                .collect();
+            let mut target = Target::read(db, false).await?;
+            let letters = target.dead_letters(limit, function.as_deref()).await;
+            let letters = target.finish(letters).await?;
             if json {
                 println!("{}", Value::Array(letters.iter().map(|l| views::dead_letter(l, false)).collect()));
                 return Ok(());
@@ -38,7 +36,9 @@ pub(crate) async fn run(db: &Path, command: DlqCommand, json: bool, yes: bool) -
             Ok(())
         }
         DlqCommand::Show { id } => {
-            let letter = open_read(db, false)?.dead_letter(DeadLetterId(id))?;
+            let mut target = Target::read(db, false).await?;
+            let letter = target.dead_letter(DeadLetterId(id)).await;
+            let letter = target.finish(letter).await?;
             if json {
                 println!("{}", views::dead_letter(&letter, true));
             } else {
@@ -58,22 +58,17 @@ pub(crate) async fn run(db: &Path, command: DlqCommand, json: bool, yes: bool) -
             let input: Option<Value> = input
                 .map(|i| serde_json::from_str(&i).map_err(|e| Failure(format!("--input is not JSON: {e}"))))
                 .transpose()?;
-            let engine = open_write(db)?;
-            // This engine registers no functions, so it cannot check the input's type: the
-            // attempt decodes it when an application runs it.
-            let replayed = match &input {
-                Some(input) => engine.replay_dead_letter_with_unchecked_input(DeadLetterId(id), input).await,
-                None => engine.replay_dead_letter(DeadLetterId(id)).await,
-            };
-            let execution = finish(engine, replayed).await?;
+            let mut target = Target::write(db).await?;
+            let replayed = target.replay(DeadLetterId(id), input).await;
+            let execution = target.finish(replayed).await?;
             say(json, json!({"dead_letter": id, "execution": execution.0, "replayed": true}));
             Ok(())
         }
         DlqCommand::Discard { id } => {
             confirm(yes, &format!("discard dead letter {id}"))?;
-            let engine = open_write(db)?;
-            let discarded = engine.discard_dead_letter(DeadLetterId(id)).await;
-            finish(engine, discarded).await?;
+            let mut target = Target::write(db).await?;
+            let discarded = target.discard(DeadLetterId(id)).await;
+            target.finish(discarded).await?;
             say(json, json!({"dead_letter": id, "discarded": true}));
             Ok(())
         }
@@ -81,21 +76,20 @@ pub(crate) async fn run(db: &Path, command: DlqCommand, json: bool, yes: bool) -
             let what =
                 function.as_ref().map_or("every dead letter".to_string(), |f| format!("every dead letter of {f}"));
             confirm(yes, &format!("replay {what}"))?;
-            let engine = open_write(db)?;
+            let mut target = Target::write(db).await?;
             let mut replayed = Vec::new();
             let mut failed = Vec::new();
-            let letters = engine.dead_letters(u32::MAX);
-            let letters = match letters {
+            let letters = match target.dead_letters(u32::MAX, function.as_deref()).await {
                 Ok(l) => l,
-                Err(e) => return finish(engine, Err(e)).await,
+                Err(e) => return target.finish(Err(e)).await,
             };
-            for l in letters.into_iter().filter(|l| function.as_ref().is_none_or(|f| &l.function == f)) {
-                match engine.replay_dead_letter(l.id).await {
+            for l in letters {
+                match target.replay(l.id, None).await {
                     Ok(execution) => replayed.push(json!({"dead_letter": l.id.0, "execution": execution.0})),
                     Err(e) => failed.push(json!({"dead_letter": l.id.0, "error": e.to_string()})),
                 }
             }
-            finish(engine, Ok(())).await?;
+            target.finish(Ok(())).await?;
             let n = failed.len();
             say(json, json!({"replayed": replayed, "failed": failed}));
             if n > 0 {

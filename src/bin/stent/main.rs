@@ -7,6 +7,7 @@
 
 mod dlq;
 mod human;
+mod target;
 mod views;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -17,8 +18,8 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use stent::{
     CleanupParts, DurationArg, Engine, Error, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, Page,
-    VerifyOnOpen,
 };
+use target::Target;
 
 #[derive(Parser)]
 #[command(name = "stent", version, about = "Inspect and repair a stent database")]
@@ -179,26 +180,30 @@ fn main() -> ExitCode {
 
 async fn run(db: &Path, cli: Cli) -> Outcome {
     match cli.command {
-        Command::List(args) => list(&open_read(db, false)?, &args, cli.json),
-        Command::Show { id } => show(&open_read(db, false)?, ExecutionId(id), cli.json),
-        Command::Tasks { command: TasksCommand::List } => tasks(&open_read(db, false)?, cli.json),
+        Command::List(args) => list(Target::read(db, false).await?, &args, cli.json).await,
+        Command::Show { id } => show(Target::read(db, false).await?, ExecutionId(id), cli.json).await,
+        Command::Tasks { command: TasksCommand::List } => tasks(Target::read(db, false).await?, cli.json).await,
         Command::Tasks { command: TasksCommand::Show { id } } => {
-            task(&open_read(db, false)?, stent::TaskId(id), cli.json)
+            task(Target::read(db, false).await?, stent::TaskId(id), cli.json).await
         }
-        Command::Stats { queue } => stats(&open_read(db, false)?, &queue, cli.json),
+        Command::Stats { queue } => stats(Target::read(db, false).await?, &queue, cli.json).await,
         Command::Dlq { command } => dlq::run(db, command, cli.json, cli.yes).await,
         Command::Cancel { id } => {
             confirm(cli.yes, &format!("cancel execution {id}"))?;
-            let engine = open_write(db)?;
-            let state = engine.cancel(ExecutionId(id)).await;
-            finish(engine, state).await.map(|state| say(cli.json, json!({"id": id, "state": state.as_str()})))
+            let mut target = Target::write(db).await?;
+            let state = target.cancel(ExecutionId(id)).await;
+            let state = target.finish(state).await?;
+            say(cli.json, json!({"id": id, "state": state.as_str()}));
+            Ok(())
         }
         Command::Signal { id, name, payload } => {
             let payload: Value =
                 serde_json::from_str(&payload).map_err(|e| Failure(format!("the payload is not JSON: {e}")))?;
-            let engine = open_write(db)?;
-            let sent = engine.send_signal(ExecutionId(id), &name, &payload).await;
-            finish(engine, sent).await.map(|()| say(cli.json, json!({"id": id, "signal": name, "sent": true})))
+            let mut target = Target::write(db).await?;
+            let sent = target.signal(ExecutionId(id), &name, payload).await;
+            target.finish(sent).await?;
+            say(cli.json, json!({"id": id, "signal": name, "sent": true}));
+            Ok(())
         }
         Command::Cleanup { older_than, executions, dlq, cache, dry_run } => {
             let parts = if executions || dlq || cache {
@@ -207,14 +212,14 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
                 CleanupParts::ALL
             };
             let older_than = DurationArg::from(older_than.as_str()).get().map_err(Failure::from)?;
-            let report = if dry_run {
-                open_read(db, false)?.cleanup_preview_parts(older_than, parts)?
+            let mut target = if dry_run {
+                Target::read(db, false).await?
             } else {
                 confirm(cli.yes, &format!("remove what finished more than {older_than:?} ago"))?;
-                let engine = open_write(db)?;
-                let report = engine.cleanup_parts(older_than, parts).await;
-                finish(engine, report).await?
+                Target::write(db).await?
             };
+            let report = target.cleanup(older_than, parts, dry_run).await;
+            let report = target.finish(report).await?;
             say(
                 cli.json,
                 json!({"dry_run": dry_run, "executions": report.executions,
@@ -222,10 +227,11 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
             );
             Ok(())
         }
-        Command::Check => check(db, cli.json),
+        Command::Check => check(db, cli.json).await,
         Command::Export { file } => {
-            let engine = open_read(db, false)?;
-            let report = engine.export(&file).await?;
+            let mut target = Target::read(db, false).await?;
+            let report = target.export(&file).await;
+            let report = target.finish(report).await?;
             say(
                 cli.json,
                 json!({"file": file, "records": report.records, "executions": report.executions,
@@ -254,56 +260,6 @@ pub(crate) fn say(json: bool, value: Value) {
             println!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string));
         }
     }
-}
-
-fn missing(db: &Path) -> Result<(), Failure> {
-    if db.exists() {
-        Ok(())
-    } else {
-        Err(Failure(format!("no database at {}", db.display())))
-    }
-}
-
-/// Read-only: nothing in the file changes (docs/operations.md).
-pub(crate) fn open_read(db: &Path, full: bool) -> Result<Engine, Failure> {
-    missing(db)?;
-    let verify = if full { VerifyOnOpen::Full } else { VerifyOnOpen::Live };
-    Engine::builder()
-        .path(db)
-        .read_only(true)
-        .verify_on_open(verify)
-        .page_cache_bytes(16 * 1024 * 1024)
-        .open()
-        .map_err(|e| in_use(db, e))
-}
-
-/// For a change: an engine with no workers.
-pub(crate) fn open_write(db: &Path) -> Result<Engine, Failure> {
-    missing(db)?;
-    Engine::builder().path(db).page_cache_bytes(16 * 1024 * 1024).open().map_err(|e| in_use(db, e))
-}
-
-/// The CLI does not yet reach a running engine (docs/operations.md): say so plainly.
-fn in_use(db: &Path, e: Error) -> Failure {
-    match e {
-        Error::InUseBy { pid, .. } => Failure(format!(
-            "{} is in use by a running application (pid {pid}); the CLI cannot reach a running engine yet",
-            db.display()
-        )),
-        Error::Storage(stent::StorageError::InUse) => Failure(format!(
-            "{} is in use by a running application; the CLI cannot reach a running engine yet",
-            db.display()
-        )),
-        e => Failure(e.to_string()),
-    }
-}
-
-/// Closes the engine a change opened, then hands back the change's result.
-pub(crate) async fn finish<T>(engine: Engine, result: stent::Result<T>) -> Result<T, Failure> {
-    let closed = engine.close().await;
-    let value = result?;
-    closed?;
-    Ok(value)
 }
 
 /// Asks on a terminal; `--yes` (or no terminal) goes ahead.
@@ -337,7 +293,7 @@ fn parse_time(s: &str) -> Result<u64, Failure> {
 /// Executions at most this far down are looked at for filters the store has no index for.
 const SCAN_MAX: usize = 100_000;
 
-fn list(engine: &Engine, args: &ListArgs, json: bool) -> Outcome {
+async fn list(mut target: Target, args: &ListArgs, json: bool) -> Outcome {
     let filter = ExecutionFilter {
         state: args.state.as_deref().map(parse_state).transpose()?,
         function: args.function.clone(),
@@ -352,7 +308,8 @@ fn list(engine: &Engine, args: &ListArgs, json: bool) -> Outcome {
             && since.is_none_or(|s| e.created_ms >= s)
             && until.is_none_or(|u| e.created_ms < u)
     };
-    let (found, _) = collect(engine, &filter, args.before.map(ExecutionId), args.limit as usize, keep)?;
+    let found = collect(&mut target, &filter, args.before.map(ExecutionId), args.limit as usize, keep).await;
+    let (found, _) = target.finish(found).await?;
     if json {
         println!("{}", Value::Array(found.iter().map(views::execution_summary).collect()));
         return Ok(());
@@ -382,17 +339,17 @@ fn list(engine: &Engine, args: &ListArgs, json: bool) -> Outcome {
 
 /// Pages through executions newest first, keeping those `keep` accepts, until `limit` are
 /// kept or `SCAN_MAX` looked at. Returns them and whether the scan stopped at its bound.
-fn collect(
-    engine: &Engine,
+async fn collect(
+    target: &mut Target,
     filter: &ExecutionFilter,
     mut before: Option<ExecutionId>,
     limit: usize,
     keep: impl Fn(&ExecutionInfo) -> bool,
-) -> Result<(Vec<ExecutionInfo>, bool), Failure> {
+) -> stent::Result<(Vec<ExecutionInfo>, bool)> {
     let mut found = Vec::new();
     let mut seen = 0;
     while found.len() < limit {
-        let page = engine.list_executions(filter, &Page { limit: 500, before })?;
+        let page = target.list_executions(filter, &Page { limit: 500, before }).await?;
         let Some(last) = page.last() else { break };
         before = Some(last.id);
         seen += page.len();
@@ -404,12 +361,18 @@ fn collect(
     Ok((found, false))
 }
 
-fn show(engine: &Engine, id: ExecutionId, json: bool) -> Outcome {
-    let info = engine.state_of(id)?;
-    let steps = engine.steps(id)?;
-    // Children are created after their parent: look at the executions newer than it.
-    let (children, _) = collect(engine, &ExecutionFilter::default(), None, 1000, |e| e.parent == Some(id))
-        .map(|(c, full)| (c.into_iter().filter(|c| c.id > id).collect::<Vec<_>>(), full))?;
+async fn show(mut target: Target, id: ExecutionId, json: bool) -> Outcome {
+    let read = async {
+        let info = target.state_of(id).await?;
+        let steps = target.steps(id).await?;
+        // Children are created after their parent: look at the executions newer than it.
+        let (children, _) =
+            collect(&mut target, &ExecutionFilter::default(), None, 1000, |e| e.parent == Some(id) && e.id > id)
+                .await?;
+        Ok((info, steps, children))
+    }
+    .await;
+    let (info, steps, children) = target.finish(read).await?;
     if json {
         println!("{}", views::execution_detail(&info, &steps, &children));
         return Ok(());
@@ -467,8 +430,9 @@ fn show(engine: &Engine, id: ExecutionId, json: bool) -> Outcome {
     Ok(())
 }
 
-fn tasks(engine: &Engine, json: bool) -> Outcome {
-    let running = engine.running_tasks()?;
+async fn tasks(mut target: Target, json: bool) -> Outcome {
+    let running = target.running_tasks().await;
+    let running = target.finish(running).await?;
     if json {
         println!("{}", Value::Array(running.iter().map(views::running_task).collect()));
         return Ok(());
@@ -490,8 +454,9 @@ fn tasks(engine: &Engine, json: bool) -> Outcome {
     Ok(())
 }
 
-fn task(engine: &Engine, id: stent::TaskId, json: bool) -> Outcome {
-    let t = engine.task(id)?;
+async fn task(mut target: Target, id: stent::TaskId, json: bool) -> Outcome {
+    let t = target.task(id).await;
+    let t = target.finish(t).await?;
     if json {
         println!("{}", views::task(&t));
         return Ok(());
@@ -517,16 +482,21 @@ fn task(engine: &Engine, id: stent::TaskId, json: bool) -> Outcome {
     Ok(())
 }
 
-fn stats(engine: &Engine, queues: &[String], json: bool) -> Outcome {
-    let counts = engine.counts_by_state()?;
-    let dead_letters = engine.dead_letter_count()?;
-    let running = engine.running_tasks()?;
+async fn stats(mut target: Target, queues: &[String], json: bool) -> Outcome {
     let default = ["default".to_string()];
     let queues = if queues.is_empty() { &default[..] } else { queues };
-    let mut depths = serde_json::Map::new();
-    for q in queues {
-        depths.insert(q.clone(), json!(engine.queue_depth(q)?));
+    let read = async {
+        let counts = target.counts_by_state().await?;
+        let dead_letters = target.dead_letter_count().await?;
+        let running = target.running_tasks().await?;
+        let mut depths = serde_json::Map::new();
+        for q in queues {
+            depths.insert(q.clone(), json!(target.queue_depth(q).await?));
+        }
+        Ok((counts, dead_letters, running, depths))
     }
+    .await;
+    let (counts, dead_letters, running, depths) = target.finish(read).await?;
     let executions: serde_json::Map<String, Value> = ExecutionState::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), json!(counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n))))
@@ -561,17 +531,30 @@ fn stats(engine: &Engine, queues: &[String], json: bool) -> Outcome {
     Ok(())
 }
 
-fn check(db: &Path, json: bool) -> Outcome {
-    // The full open verifies every page's checksum (in memory: the file is not written), then
-    // every record and index.
-    let problems = match open_read(db, true) {
-        Ok(engine) => engine.check()?,
-        Err(Failure(why)) => vec![why],
+async fn check(db: &Path, json: bool) -> Outcome {
+    // A local full open verifies every page's checksum (in memory: the file is not written),
+    // then every record and index. A running engine checks the records and indexes in one
+    // snapshot; redb's page check needs the file to itself.
+    let (problems, held_by) = match Target::read(db, true).await {
+        Ok(mut target) => {
+            let held_by = target.remote_pid();
+            let problems = target.check().await;
+            (target.finish(problems).await?, held_by)
+        }
+        // A file the open refuses (damaged pages, not a stent file) is the damage to report.
+        Err(Failure(why)) => (vec![why], None),
     };
     if json {
-        println!("{}", json!({"ok": problems.is_empty(), "problems": problems}));
+        println!("{}", json!({"ok": problems.is_empty(), "problems": problems, "pages_checked": held_by.is_none()}));
     } else if problems.is_empty() {
-        println!("{}: every page, record and index is sound", db.display());
+        match held_by {
+            None => println!("{}: every page, record and index is sound", db.display()),
+            Some(pid) => println!(
+                "{}: every record and index is sound (pages not checked: pid {pid} holds the file; \
+                 stop it, or check an import of an export)",
+                db.display()
+            ),
+        }
     } else {
         for p in &problems {
             println!("damage: {p}");

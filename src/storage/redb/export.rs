@@ -45,7 +45,7 @@ macro_rules! every_table {
 }
 
 /// What an export or an import carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TransferReport {
     pub records: u64,
     pub executions: u64,
