@@ -121,6 +121,7 @@ impl ReplyError {
     pub(crate) fn of(e: &crate::Error) -> ReplyError {
         use crate::Error;
         let kind = match e {
+            Error::Remote { kind, .. } => kind.as_str(),
             Error::UnknownExecution(_) | Error::UnknownTask { .. } | Error::UnknownDeadLetter(_) => "not_found",
             Error::Payload { .. }
             | Error::PayloadTooLarge { .. }
