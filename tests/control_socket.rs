@@ -50,13 +50,14 @@ async fn bad_requests_get_one_error_each_and_the_engine_keeps_serving() {
     let replies = tokio::task::spawn_blocking({
         let db = db.clone();
         move || {
-            let mut lines = Vec::new();
-            lines.push(b"not json\n".to_vec());
-            lines.push(b"{\"v\":1,\"request\":\"run_shell\"}\n".to_vec());
-            lines.push(b"{\"v\":1,\"request\":{\"cancel\":{\"id\":1,\"also\":true}}}\n".to_vec());
-            lines.push(b"{\"v\":99,\"request\":\"hello\"}\n".to_vec());
-            lines.push(b"{\"v\":1,\"request\":{\"execution\":{\"id\":424242}}}\n".to_vec());
-            lines.push(b"{\"v\":1,\"request\":{\"export\":{\"path\":\"relative.export\"}}}\n".to_vec());
+            let lines: [&[u8]; 6] = [
+                b"not json\n",
+                b"{\"v\":1,\"request\":\"run_shell\"}\n",
+                b"{\"v\":1,\"request\":{\"cancel\":{\"id\":1,\"also\":true}}}\n",
+                b"{\"v\":99,\"request\":\"hello\"}\n",
+                b"{\"v\":1,\"request\":{\"execution\":{\"id\":424242}}}\n",
+                b"{\"v\":1,\"request\":{\"export\":{\"path\":\"relative.export\"}}}\n",
+            ];
             // Every line on one connection: each is answered in order.
             raw(&db, &lines.concat())
         }
