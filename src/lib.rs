@@ -37,7 +37,7 @@ pub use api::{
     WorkerStatus, Workflow, PROGRESS_LINES_MAX,
 };
 pub use engine::activity;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 #[doc(hidden)]
 pub use engine::control_socket;
 pub use engine::{

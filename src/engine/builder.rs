@@ -365,7 +365,7 @@ impl EngineBuilder {
             parked: parked::ParkedSet::new(self.parked_workflows_max),
             evict_after_ms: duration_ms(self.evict_after),
             read_only: self.read_only,
-            #[cfg(unix)]
+            #[cfg(all(unix, not(loom)))]
             control_socket: Mutex::new(None),
         });
         let engine = Engine { inner: inner.clone() };
@@ -387,7 +387,7 @@ impl EngineBuilder {
         if let Some(period) = self.retention {
             runtime.spawn(inner.clone().retain(period, inner.clock.now_ms()));
         }
-        #[cfg(unix)]
+        #[cfg(all(unix, not(loom)))]
         if let (true, Some(path)) = (self.control_socket, &self.path) {
             match super::control_socket::ControlSocket::start(engine.clone(), path, &runtime) {
                 Ok(socket) => *lock(&inner.control_socket) = Some(socket),

@@ -93,7 +93,7 @@ impl Engine {
         self.inner.shutdown.send_replace(true);
         // The socket goes first, while this engine still holds the file: a successor that
         // opens the file next binds its own socket, which nothing of ours may then remove.
-        #[cfg(unix)]
+        #[cfg(all(unix, not(loom)))]
         if let Some(socket) = lock(&self.inner.control_socket).take() {
             socket.stop();
         }

@@ -22,7 +22,7 @@ mod writer;
 mod backup;
 mod builder;
 mod control;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 #[doc(hidden)]
 pub mod control_socket;
 mod dead_letters;

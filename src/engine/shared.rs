@@ -63,7 +63,7 @@ pub(crate) struct Inner {
     /// Opened with `EngineBuilder::read_only`: every change is refused.
     pub(super) read_only: bool,
     /// The socket the CLI reaches this engine by, while it is served (path-backed engines).
-    #[cfg(unix)]
+    #[cfg(all(unix, not(loom)))]
     pub(super) control_socket: Mutex<Option<super::control_socket::ControlSocket>>,
 }
 
