@@ -9,6 +9,7 @@ mod dlq;
 mod human;
 mod target;
 mod views;
+mod watch;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -75,6 +76,12 @@ enum Command {
         cache: bool,
         #[arg(long)]
         dry_run: bool,
+    },
+    /// A live dashboard: counts, throughput, running tasks, newest executions, dead letters.
+    Watch {
+        /// How often it reads the database.
+        #[arg(long, default_value = "1s")]
+        interval: String,
     },
     /// Verifies every page checksum, every record and every index; exit 1 on damage.
     Check,
@@ -226,6 +233,10 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
                 "dead_letters": report.dead_letters, "cache_entries": report.cache_entries}),
             );
             Ok(())
+        }
+        Command::Watch { interval } => {
+            let interval = DurationArg::from(interval.as_str()).get().map_err(Failure::from)?;
+            watch::run(db, interval).await
         }
         Command::Check => check(db, cli.json).await,
         Command::Export { file } => {
