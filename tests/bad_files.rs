@@ -631,3 +631,12 @@ async fn database_with_a_zeroed_magic_number_is_refused_and_left_as_it_is() -> a
     assert_eq!(std::fs::read(&path)?, bytes, "the damaged file was changed");
     Ok(())
 }
+
+#[test]
+fn a_runtime_without_timers_is_refused_at_open() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = runtime.block_on(async { open(&dir.path().join("stent.db")) }).unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("enable_time"), "{err}");
+}

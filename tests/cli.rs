@@ -256,3 +256,46 @@ async fn a_running_engine_without_its_control_socket_is_reported_in_use_with_its
     assert_eq!(std::fs::read(&db).unwrap(), before, "a refused command changed the file");
     running.close().await.unwrap();
 }
+
+/// Holds the file's lock from another process, as a CLI read does, for `seconds` (or until
+/// killed); returns once the lock is taken (`flock` runs the command only then).
+#[cfg(target_os = "linux")]
+fn hold_lock(db: &Path, seconds: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut holder = Command::new("flock")
+        .args(["--exclusive", "--close"])
+        .arg(db)
+        .args(["sh", "-c", &format!("echo locked; exec sleep {seconds}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `flock` runs");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line, "locked\n");
+    holder
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_starting_during_a_cli_read_waits_for_it_and_another_engine_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sample(dir.path()).await;
+
+    // A read that lets go within the wait (2 s by default): the lock is held when the open
+    // starts, so an open that succeeds is one that waited.
+    let mut short = tokio::task::block_in_place(|| hold_lock(&db, "0.3"));
+    let engine = tokio::task::block_in_place(|| engine(&db));
+    short.wait().unwrap();
+    assert_eq!(engine.state_of(stent::ExecutionId(1)).unwrap().state, ExecutionState::Completed);
+    engine.close().await.unwrap();
+
+    // A holder that keeps the file: after the wait, the error names its pid.
+    let mut long = tokio::task::block_in_place(|| hold_lock(&db, "30"));
+    let refused = Engine::builder().path(&db).wait_for_file("200ms").open().unwrap_err();
+    long.kill().unwrap();
+    long.wait().unwrap();
+    match refused {
+        stent::Error::InUseBy { pid, .. } => assert_eq!(pid, long.id()),
+        other => panic!("expected in use by the holder, got {other}"),
+    }
+}

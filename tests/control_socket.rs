@@ -113,3 +113,17 @@ async fn something_else_at_the_socket_path_is_left_alone_and_the_engine_runs_wit
     engine.close().await.unwrap();
     assert_eq!(std::fs::read(socket_path(&db)).unwrap(), b"user data");
 }
+
+#[test]
+fn an_engine_on_a_runtime_without_io_runs_without_a_socket() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.stent");
+    runtime.block_on(async {
+        let engine = open(&db);
+        assert!(!socket_path(&db).exists(), "a socket no one can serve");
+        let id = engine.dispatch(AWAIT_GO, &1).await.unwrap();
+        assert_eq!(engine.state_of(id).unwrap().state, ExecutionState::Pending);
+        engine.close().await.unwrap();
+    });
+}

@@ -45,6 +45,7 @@ pub struct EngineBuilder {
     read_only: bool,
     file_mode: u32,
     control_socket: bool,
+    wait_for_file: Duration,
     faults: Arc<Faults>,
 }
 
@@ -104,6 +105,20 @@ impl EngineBuilder {
     /// directory), the engine runs without it and logs a warning.
     pub fn control_socket(mut self, serve: bool) -> Self {
         self.control_socket = serve;
+        self
+    }
+
+    /// How long the open waits when another process holds the file's lock, before it gives
+    /// up with [`Error::InUseBy`]; default 2 s. A `stent` CLI read (`stats`, `list`, each
+    /// refresh of `watch`) holds the lock for milliseconds, and an application starting at
+    /// that instant should wait for it rather than fail. Another engine holds the lock for
+    /// its whole life, so the wait ends in the same error, later. Zero fails at once (the CLI
+    /// opens this way, then turns to the holder's control socket).
+    pub fn wait_for_file(mut self, wait: impl Into<DurationArg>) -> Self {
+        match wait.into().get() {
+            Ok(d) => self.wait_for_file = d,
+            Err(e) => self.errors.push(e.to_string()),
+        }
         self
     }
 
@@ -297,6 +312,43 @@ impl EngineBuilder {
 
     /// Opens (or creates) the database, re-queues work left running by a previous process,
     /// and starts the writer and timers. Must be called inside a tokio runtime.
+    /// Opens the store, waiting up to `wait_for_file` while another process holds the file.
+    fn open_store(&mut self) -> Result<RedbStore> {
+        let deadline = std::time::Instant::now() + self.wait_for_file;
+        let mut gone_retried = false;
+        loop {
+            let opened = RedbStore::open(OpenOptions {
+                path: self.path.clone(),
+                backend: self.backend.take(),
+                verify_on_open: self.verify_on_open,
+                faults: self.faults.clone(),
+                cache_entries_max: self.cache_entries_max,
+                page_cache_bytes: self.page_cache_bytes,
+                init_empty_file: self.init_empty_file,
+                read_only: self.read_only,
+                file_mode: self.file_mode,
+            });
+            let (Some(StorageError::InUse), Some(path)) = (opened.as_ref().err(), &self.path) else {
+                return opened.map_err(Error::Storage);
+            };
+            // Only a holder in another process can let go while this one waits: an engine of
+            // this process keeps the file until it closes. No holder in `/proc/locks` is that,
+            // or a holder that let go since the open was refused: one more try tells which.
+            let Some(pid) = super::holder::holder_pid(path) else {
+                if gone_retried {
+                    return Err(Error::Storage(StorageError::InUse));
+                }
+                gone_retried = true;
+                continue;
+            };
+            gone_retried = false;
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::InUseBy { path: path.display().to_string(), pid });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn open(mut self) -> Result<Engine> {
         if !self.errors.is_empty() {
             return Err(Error::Config(self.errors.join("; ")));
@@ -309,24 +361,12 @@ impl EngineBuilder {
         ))?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("Engine::open must be called inside a tokio runtime".into()))?;
-        let store = RedbStore::open(OpenOptions {
-            path: self.path.clone(),
-            backend: self.backend.take(),
-            verify_on_open: self.verify_on_open,
-            faults: self.faults.clone(),
-            cache_entries_max: self.cache_entries_max,
-            page_cache_bytes: self.page_cache_bytes,
-            init_empty_file: self.init_empty_file,
-            read_only: self.read_only,
-            file_mode: self.file_mode,
-        })
-        .map_err(|e| match (e, &self.path) {
-            (StorageError::InUse, Some(path)) => match super::holder::holder_pid(path) {
-                Some(pid) => Error::InUseBy { path: path.display().to_string(), pid },
-                None => Error::Storage(StorageError::InUse),
-            },
-            (e, _) => Error::Storage(e),
-        })?;
+        if !has_driver(&runtime, || drop(tokio::time::sleep(Duration::ZERO))) {
+            return Err(Error::Config(
+                "the tokio runtime has no timers: build it with enable_time() or enable_all()".into(),
+            ));
+        }
+        let store = self.open_store()?;
         // Every call from here on runs under `unpanic` (storage/guard.rs): a damaged page that
         // the open did not read must not take the process down when it is read later.
         let store: Arc<dyn Store> = Arc::new(Guarded(store));
@@ -389,7 +429,17 @@ impl EngineBuilder {
         }
         #[cfg(all(unix, not(loom)))]
         if let (true, Some(path)) = (self.control_socket, &self.path) {
-            match super::control_socket::ControlSocket::start(engine.clone(), path, &runtime) {
+            let io = has_driver(&runtime, || {
+                let (a, _b) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+                a.set_nonblocking(true).expect("nonblocking");
+                drop(tokio::net::UnixStream::from_std(a));
+            });
+            let started = if io {
+                super::control_socket::ControlSocket::start(engine.clone(), path, &runtime)
+            } else {
+                Err(std::io::Error::other("the tokio runtime has no I/O driver (enable_io() or enable_all())"))
+            };
+            match started {
                 Ok(socket) => *lock(&inner.control_socket) = Some(socket),
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -400,6 +450,13 @@ impl EngineBuilder {
         }
         Ok(engine)
     }
+}
+
+/// Whether `probe`, which needs one of the runtime's drivers (timers, I/O), runs on `runtime`
+/// without tokio's panic for a missing driver; tokio has no way to ask that does not panic.
+fn has_driver(runtime: &tokio::runtime::Handle, probe: impl FnOnce()) -> bool {
+    let _entered = runtime.enter();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(probe)).is_ok()
 }
 
 impl EngineBuilder {
@@ -424,6 +481,7 @@ impl EngineBuilder {
             read_only: false,
             file_mode: crate::storage::FILE_MODE_DEFAULT,
             control_socket: true,
+            wait_for_file: Duration::from_secs(2),
             faults: Arc::new(Faults::default()),
         }
     }

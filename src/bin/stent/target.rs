@@ -33,15 +33,25 @@ impl Target {
     pub(crate) async fn read(db: &Path, full: bool) -> Result<Target, Failure> {
         missing(db)?;
         let verify = if full { VerifyOnOpen::Full } else { VerifyOnOpen::Live };
-        let opened =
-            Engine::builder().path(db).read_only(true).verify_on_open(verify).page_cache_bytes(CACHE_BYTES).open();
+        let opened = Engine::builder()
+            .path(db)
+            .read_only(true)
+            .wait_for_file(Duration::ZERO)
+            .verify_on_open(verify)
+            .page_cache_bytes(CACHE_BYTES)
+            .open();
         Target::or_remote(db, opened).await
     }
 
     /// For a change: an engine with no workers (and no control socket of its own).
     pub(crate) async fn write(db: &Path) -> Result<Target, Failure> {
         missing(db)?;
-        let opened = Engine::builder().path(db).control_socket(false).page_cache_bytes(CACHE_BYTES).open();
+        let opened = Engine::builder()
+            .path(db)
+            .control_socket(false)
+            .wait_for_file(Duration::ZERO)
+            .page_cache_bytes(CACHE_BYTES)
+            .open();
         Target::or_remote(db, opened).await
     }
 
