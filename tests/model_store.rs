@@ -230,6 +230,7 @@ enum Outcome {
     Claimed { task: u64, exec: u64, token: u32, expires: u64 },
     Renewed(Vec<Result<u64, Rej>>),
     Done,
+    Failed { buried: bool },
     Expired(bool),
     State(ExecutionState),
     Replayed { exec: u64 },
@@ -314,6 +315,8 @@ struct Model {
     /// `Finished` and `Abort` effects the batch must carry.
     finished: Vec<u64>,
     aborted: Vec<u64>,
+    /// Executions that failed into the dead-letter queue in the last step (`DeadLettered`).
+    buried: Vec<u64>,
 }
 
 fn retry_delay(initial_ms: u64, attempts_done: u32) -> u64 {
@@ -339,6 +342,7 @@ impl Model {
             last: Last::Start,
             finished: Vec::new(),
             aborted: Vec::new(),
+            buried: Vec::new(),
         }
     }
 
@@ -465,6 +469,7 @@ impl Model {
         e.state = ExecutionState::Failed;
         e.finished = Some(self.now);
         self.finished.push(exec);
+        self.buried.push(exec);
         let id = self.next_dead;
         self.next_dead += 1;
         self.dead.insert(id, MDead { exec, task, attempts, failed_ms: self.now });
@@ -664,13 +669,14 @@ impl Model {
                 t.ended_badly += 1;
                 let attempts = t.attempt - t.round_start;
                 let retries = matches!(error, ErrPick::Retryable);
-                if retries && attempts < t.max_attempts {
+                let buried = !(retries && attempts < t.max_attempts);
+                if buried {
+                    self.bury(*task);
+                } else {
                     let delay = retry_delay(t.initial_delay_ms, attempts);
                     self.requeue(*task, delay);
-                } else {
-                    self.bury(*task);
                 }
-                Outcome::Done
+                Outcome::Failed { buried }
             }
             COp::Expire { task, token } => {
                 let Some(t) = self.tasks.get(task) else {
@@ -908,6 +914,7 @@ impl ReferenceStateMachine for StoreModel {
     fn apply(mut s: Model, step: &Step) -> Model {
         s.finished.clear();
         s.aborted.clear();
+        s.buried.clear();
         match step {
             Step::Batch(cmds) => {
                 let planned = cmds.iter().map(|c| s.plan(c)).collect();
@@ -944,6 +951,7 @@ impl ReferenceStateMachine for StoreModel {
                 s.recover();
                 // Recovery rebuilds memory from the indexes; it reports no endings.
                 s.finished.clear();
+                s.buried.clear();
                 s.last = Last::Crash;
             }
             Step::Cleanup { older_than_ms, budget } => {
@@ -1127,6 +1135,7 @@ fn outcome(r: &OpResult) -> Outcome {
         }
         Ok(OpOutput::Renewed(rs)) => Outcome::Renewed(rs.iter().map(|r| r.as_ref().copied().map_err(rej)).collect()),
         Ok(OpOutput::Done) => Outcome::Done,
+        Ok(OpOutput::Failed { buried }) => Outcome::Failed { buried: *buried },
         Ok(OpOutput::Expired(b)) => Outcome::Expired(*b),
         Ok(OpOutput::State(s)) => Outcome::State(*s),
         Ok(OpOutput::Replayed { execution_id }) => Outcome::Replayed { exec: *execution_id },
@@ -1213,6 +1222,7 @@ impl<F: StoreFactory> Sut<F> {
     fn apply_effects(&mut self, ref_state: &Model, effects: &[Effect]) {
         let mut finished = Vec::new();
         let mut aborted = Vec::new();
+        let mut buried = Vec::new();
         for e in effects {
             match e {
                 Effect::Ready(item) => {
@@ -1230,6 +1240,7 @@ impl<F: StoreFactory> Sut<F> {
                     self.mem_deadlines.insert(*execution_id, *deadline_ms);
                 }
                 Effect::Finished { execution_id } => finished.push(*execution_id),
+                Effect::DeadLettered { execution_id, .. } => buried.push(*execution_id),
                 Effect::Claimed { .. } => panic!("an eager claim effect for a dispatch that asked for none"),
                 Effect::Abort { task_id, .. } => {
                     self.mem_leases.remove(task_id);
@@ -1239,11 +1250,13 @@ impl<F: StoreFactory> Sut<F> {
         }
         let mut want_finished = ref_state.finished.clone();
         let mut want_aborted = ref_state.aborted.clone();
-        for v in [&mut finished, &mut aborted, &mut want_finished, &mut want_aborted] {
+        let mut want_buried = ref_state.buried.clone();
+        for v in [&mut finished, &mut aborted, &mut buried, &mut want_finished, &mut want_aborted, &mut want_buried] {
             v.sort_unstable();
         }
         assert_eq!(finished, want_finished, "Finished effects of the batch");
         assert_eq!(aborted, want_aborted, "Abort effects of the batch");
+        assert_eq!(buried, want_buried, "DeadLettered effects of the batch");
     }
 
     fn run_failed_commit(&mut self, ref_state: &Model, planned: &[Planned]) {

@@ -91,7 +91,8 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         };
         let result = inner.submit(Op::Dispatch(new)).await;
         match result {
-            Ok(OpOutput::Dispatched { execution_id, claimed, .. }) => {
+            Ok(OpOutput::Dispatched { execution_id, created, claimed }) => {
+                super::metrics::dispatch(function.name, created);
                 if let Some(r) = reservation {
                     r.finish(claimed);
                 }

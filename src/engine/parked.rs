@@ -92,6 +92,7 @@ impl<W> ParkedSet<W> {
         parked.seq = map.seq;
         map.order.insert(parked.seq, execution_id);
         map.by_execution.insert(execution_id, parked);
+        super::metrics::parked_workflows(map.by_execution.len());
         (dropped, true)
     }
 
@@ -109,7 +110,10 @@ impl<W> ParkedSet<W> {
     /// Takes the future parked for `execution_id`, whatever the task or token (the caller
     /// checks them and drops a future that does not fit).
     pub fn take(&self, execution_id: u64) -> Option<Parked<W>> {
-        self.lock().remove(execution_id)
+        let mut map = self.lock();
+        let parked = map.remove(execution_id);
+        super::metrics::parked_workflows(map.by_execution.len());
+        parked
     }
 
     /// Takes the future parked by the attempt `token` of `execution_id`'s workflow, if it is
@@ -117,7 +121,9 @@ impl<W> ParkedSet<W> {
     pub fn take_if(&self, execution_id: u64, token: u32) -> Option<Parked<W>> {
         let mut map = self.lock();
         if map.by_execution.get(&execution_id).is_some_and(|p| p.token == token) {
-            map.remove(execution_id)
+            let parked = map.remove(execution_id);
+            super::metrics::parked_workflows(map.by_execution.len());
+            parked
         } else {
             None
         }
@@ -131,6 +137,7 @@ impl<W> ParkedSet<W> {
     pub fn drain(&self) -> Vec<Parked<W>> {
         let mut map = self.lock();
         map.order.clear();
+        super::metrics::parked_workflows(0);
         map.by_execution.drain().map(|(_, p)| p).collect()
     }
 }

@@ -52,7 +52,10 @@ impl ReadyQueue {
 
     pub fn push(&self, item: ReadyItem) {
         let key = (priority_key(item.priority), item.ready_ms, item.task_id);
-        self.queue(&item.queue).insert(key, item);
+        let queue = self.queue(&item.queue);
+        let name = item.queue.clone();
+        queue.insert(key, item);
+        super::metrics::queue_depth(name, queue.len());
         self.notify.notify_waiters();
     }
 
@@ -105,6 +108,7 @@ impl ReadyQueue {
                 continue 'retry;
             }
             if entry.remove() {
+                super::metrics::queue_depth(item.queue.clone(), maps[i].len());
                 return Some((item, function));
             }
             function.limiter.release();

@@ -122,6 +122,7 @@ impl Inner {
                         let _ = waiter.send(());
                     }
                 }
+                Effect::DeadLettered { function, .. } => super::metrics::dead_letter(function),
                 Effect::Abort { task_id, token } => {
                     self.timers.clear_lease(task_id);
                     self.abort_local(task_id, token);
@@ -184,16 +185,22 @@ impl Inner {
             let notified = self.timers.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (due, next) = self.timers.pop_due(self.clock.now_ms());
-            for what in due {
+            let now_ms = self.clock.now_ms();
+            let (due, next) = self.timers.pop_due(now_ms);
+            for (due_ms, what) in due {
                 match what {
-                    Due::Task(item) => self.push_ready(item),
+                    Due::Task(item) => {
+                        super::metrics::wakeup_lateness(now_ms.saturating_sub(due_ms));
+                        self.push_ready(item);
+                    }
                     Due::UnservedCheck => self.check_unserved(),
                     Due::Lease { task_id, token } => {
                         let inner = self.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = inner.submit(Op::Expire { task_id, token }).await {
-                                tracing::debug!(task_id, error = %e, "lease expiry not applied");
+                            match inner.submit(Op::Expire { task_id, token }).await {
+                                Ok(OpOutput::Expired(true)) => super::metrics::lease_expired(),
+                                Ok(_) => {}
+                                Err(e) => tracing::debug!(task_id, error = %e, "lease expiry not applied"),
                             }
                         });
                     }

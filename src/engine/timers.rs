@@ -37,6 +37,9 @@ pub struct Timers {
     /// Current lease timer per task, so a renewal or an ended attempt removes the old entry
     /// (keeps the map at one entry per running task).
     lease_keys: Mutex<HashMap<u64, Key>>,
+    /// How many entries are `Due::Task` (changed under the `entries` lock), for the
+    /// `stent_sleeping_tasks` gauge.
+    tasks: AtomicU64,
     seq: AtomicU64,
     pub notify: Notify,
 }
@@ -48,9 +51,13 @@ impl Timers {
 
     pub fn add(&self, due_ms: u64, what: Due) -> Key {
         let key = (due_ms, self.seq.fetch_add(1, Ordering::Relaxed));
+        let is_task = matches!(what, Due::Task(_));
         let earliest = {
             let mut entries = self.lock();
             entries.insert(key, what);
+            if is_task {
+                self.count_tasks(1, 0);
+            }
             entries.keys().next() == Some(&key)
         };
         if earliest {
@@ -60,7 +67,18 @@ impl Timers {
     }
 
     pub fn remove(&self, key: Key) {
-        self.lock().remove(&key);
+        let mut entries = self.lock();
+        if let Some(Due::Task(_)) = entries.remove(&key) {
+            self.count_tasks(0, 1);
+        }
+    }
+
+    /// Adjusts the count of task entries (the caller holds the `entries` lock) and the gauge.
+    fn count_tasks(&self, added: u64, removed: u64) {
+        let before = self.tasks.load(Ordering::Relaxed);
+        let now = (before + added).saturating_sub(removed);
+        self.tasks.store(now, Ordering::Relaxed);
+        super::metrics::sleeping_tasks(now);
     }
 
     pub fn set_lease(&self, task_id: u64, token: u32, expires_ms: u64) {
@@ -78,12 +96,17 @@ impl Timers {
         }
     }
 
-    /// Removes and returns every entry due at `now_ms`, and the next due time after them.
-    pub fn pop_due(&self, now_ms: u64) -> (Vec<Due>, Option<u64>) {
+    /// Removes and returns every entry due at `now_ms` with its due time, and the next due
+    /// time after them.
+    pub fn pop_due(&self, now_ms: u64) -> (Vec<(u64, Due)>, Option<u64>) {
         let mut entries = self.lock();
         let later = entries.split_off(&(now_ms.saturating_add(1), 0));
         let due = std::mem::replace(&mut *entries, later);
         let next = entries.keys().next().map(|k| k.0);
+        let tasks = due.values().filter(|d| matches!(d, Due::Task(_))).count() as u64;
+        if tasks > 0 {
+            self.count_tasks(0, tasks);
+        }
         drop(entries);
         let mut out = Vec::with_capacity(due.len());
         for (key, what) in due {
@@ -93,7 +116,7 @@ impl Timers {
                     keys.remove(task_id);
                 }
             }
-            out.push(what);
+            out.push((key.0, what));
         }
         (out, next)
     }

@@ -420,6 +420,7 @@ async fn run_one(
         attempt.await
     };
     let join = tokio::spawn(tracing::Instrument::instrument(gated, span));
+    let running_gauge = super::metrics::RunningAttempt::start();
     {
         let mut running = lock(&inner.running);
         let go = match running.get_mut(&serial) {
@@ -437,6 +438,7 @@ async fn run_one(
         }
     }
     let outcome = join.await;
+    drop(running_gauge);
     lock(&inner.running).remove(&serial);
     let mut prepared = None;
     let mut parking = None;
@@ -485,8 +487,15 @@ async fn run_one(
             Op::Suspend { .. } => (&inner.stats.suspensions, "suspended"),
             _ => (&inner.stats.failures, "failed"),
         };
+        let nondeterministic =
+            matches!(&op, Op::Fail { error, .. } if error.code.as_deref() == Some(drive::NON_DETERMINISM));
         match inner.submit(op).await {
             Ok(output) => {
+                match output {
+                    OpOutput::Failed { buried: false } => super::metrics::retry(function.name),
+                    _ if nondeterministic => super::metrics::nondeterminism(function.name),
+                    _ => {}
+                }
                 // Committed: the future may wait in memory for the step's outcome. (Parked
                 // before the suspension is counted, so a test that sees the count sees it.)
                 if let Some((parked, earliest_wake_ms)) = parking.take() {

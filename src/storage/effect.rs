@@ -28,6 +28,13 @@ pub enum Effect {
     Finished {
         execution_id: u64,
     },
+    /// The execution failed into the dead-letter queue (after `Finished` for it): for the
+    /// engine's metrics, whatever the cause (a failed attempt, a lost lease, a journal that
+    /// cannot be read).
+    DeadLettered {
+        execution_id: u64,
+        function: String,
+    },
     /// Running attempts of the task must stop: all of them (`token: None`: cancelled, timed
     /// out) or the one holding `token` (its lease expired). Emitted before any effect that
     /// re-queues the task, so the abort can never reach the attempt that replaces it.

@@ -284,6 +284,11 @@ pub enum OpOutput {
     Claimed(ClaimedTask),
     Renewed(Vec<Result<u64, Rejection>>),
     Done,
+    /// A failed attempt was recorded: its task was re-queued for a retry (`buried: false`) or
+    /// its execution failed into the dead-letter queue (`buried: true`).
+    Failed {
+        buried: bool,
+    },
     /// Whether the lease was in fact expired and the task re-queued or buried.
     Expired(bool),
     /// The execution's state after the request.

@@ -11,6 +11,9 @@ use crate::engine::Ctx;
 use crate::error::Error;
 use crate::storage::{Local, NewStep, StepBody};
 
+/// The error code of an attempt that asked for another step than its journal recorded.
+pub(super) const NON_DETERMINISM: &str = "non_determinism";
+
 /// How an attempt ended.
 pub(super) enum Outcome {
     Output {
@@ -47,7 +50,7 @@ pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outc
     let state = ctx.take_suspension();
     if let Some((step, recorded, requested)) = state.nondeterminism {
         let error = Error::NonDeterminism { step, recorded, requested };
-        return Outcome::Error(ActivityError::permanent(error.to_string()).with_code("non_determinism"));
+        return Outcome::Error(ActivityError::permanent(error.to_string()).with_code(NON_DETERMINISM));
     }
     match result {
         Some(Ok(output)) => {
@@ -84,7 +87,7 @@ pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outc
 pub(super) fn workflow_error(error: &Error) -> ActivityError {
     match error {
         Error::StepFailed { error, .. } => error.clone(),
-        Error::NonDeterminism { .. } => ActivityError::permanent(error.to_string()).with_code("non_determinism"),
+        Error::NonDeterminism { .. } => ActivityError::permanent(error.to_string()).with_code(NON_DETERMINISM),
         other => ActivityError::permanent(other.to_string()).with_code("workflow_error"),
     }
 }

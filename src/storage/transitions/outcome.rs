@@ -79,13 +79,14 @@ impl<R: Records> Batch<'_, R> {
         });
         let policy = RetryPolicy::from(&task.retry);
         let attempts = task.attempts_in_round();
-        if policy.retries(&error) && attempts < policy.max_attempts {
+        let buried = !(policy.retries(&error) && attempts < policy.max_attempts);
+        if buried {
+            self.bury(task, &old, exec, error)?;
+        } else {
             let delay_ms = crate::storage::records::duration_ms(policy.delay_after(attempts, jitter_unit));
             self.requeue(task, &old, delay_ms)?;
-        } else {
-            self.bury(task, &old, exec, error)?;
         }
-        Ok(Ok(OpOutput::Done))
+        Ok(Ok(OpOutput::Failed { buried }))
     }
 
     pub(super) fn expire(&mut self, task_id: u64, token: u32) -> OpRes<OpOutput> {
@@ -215,6 +216,7 @@ impl<R: Records> Batch<'_, R> {
         };
         self.r.put_dead_letter(&letter)?;
         self.effects.push(Effect::Finished { execution_id: exec.id });
+        self.effects.push(Effect::DeadLettered { execution_id: exec.id, function: letter.function.clone() });
         Ok(letter)
     }
 }
