@@ -403,6 +403,8 @@ impl EngineBuilder {
             unserved_check_armed: std::sync::atomic::AtomicBool::new(false),
             stats: Counters::default(),
             parked: parked::ParkedSet::new(self.parked_workflows_max),
+            spans: Default::default(),
+            trace_seed: store.trace_seed(),
             evict_after_ms: duration_ms(self.evict_after),
             read_only: self.read_only,
             #[cfg(all(unix, not(loom)))]

@@ -110,6 +110,7 @@ impl Engine {
         // drop them with the engine.
         lock(&self.inner.idle).clear();
         drop(self.inner.parked.drain());
+        self.inner.spans.clear();
         drop(lock(&self.inner.tx).take());
         let thread = lock(&self.inner.writer_thread).take();
         if let Some(thread) = thread {

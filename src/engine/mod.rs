@@ -29,10 +29,12 @@ mod dead_letters;
 mod dispatch;
 mod holder;
 mod metrics;
+mod otel;
 mod queries;
 mod redb_ext;
 mod retention;
 mod shared;
+mod spans;
 mod stats;
 
 use std::sync::Arc;

@@ -27,12 +27,14 @@ pub(crate) struct Parked<W = Workflow> {
     pub workflow: W,
     /// The eviction timer's key, removed when the future is taken.
     pub timer: Option<(u64, u64)>,
+    /// Keeps the execution's tracing span open while the future waits here.
+    pub hold: Option<super::spans::ExecutionHold>,
     seq: u64,
 }
 
 impl<W> Parked<W> {
     pub fn new(task_id: u64, token: u32, workflow: W) -> Self {
-        Parked { task_id, token, workflow, timer: None, seq: 0 }
+        Parked { task_id, token, workflow, timer: None, hold: None, seq: 0 }
     }
 }
 

@@ -128,6 +128,13 @@ impl Engine {
         })
     }
 
+    /// The OpenTelemetry trace id (32 hex digits) that the `otel` feature gives every span of
+    /// the execution, in any process and after any restart: to find its trace in a backend.
+    /// Derived from the file and the id; the execution need not exist.
+    pub fn trace_id(&self, id: ExecutionId) -> String {
+        super::otel::trace_id_hex(self.inner.trace_seed, id.0)
+    }
+
     /// Every journal step of a workflow execution, in order (empty for an activity).
     pub fn steps(&self, id: ExecutionId) -> Result<Vec<StepInfo>> {
         let store = self.inner.store()?;

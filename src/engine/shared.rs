@@ -59,6 +59,10 @@ pub(crate) struct Inner {
     pub(super) stats: Counters,
     /// Blocked workflow futures kept in memory (see `EngineBuilder::evict_after`).
     pub(super) parked: parked::ParkedSet,
+    /// The `execution` tracing spans of executions in memory.
+    pub(super) spans: Arc<super::spans::ExecutionSpans>,
+    /// Mixed into the trace id of an execution's spans (feature `otel`): random per file.
+    pub(super) trace_seed: u64,
     pub(super) evict_after_ms: u64,
     /// Opened with `EngineBuilder::read_only`: every change is refused.
     pub(super) read_only: bool,
@@ -118,6 +122,7 @@ impl Inner {
                 }
                 Effect::Finished { execution_id } => {
                     drop(self.unpark(execution_id));
+                    self.spans.finished(execution_id);
                     for (_, waiter) in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
                         let _ = waiter.send(());
                     }

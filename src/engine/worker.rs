@@ -17,6 +17,7 @@ use std::pin::Pin;
 use super::parked::Parked;
 use super::ready::Filter;
 use super::registry::{Function, Handler, WorkflowFuture};
+use super::spans::ExecutionHold;
 use super::Ctx;
 use super::{lock, Inner, Running};
 use crate::api::{ActivityError, WorkerOptions, WorkerStatus};
@@ -281,10 +282,16 @@ async fn run_claimed(
             None
         }
     };
+    // The previous attempt's hold on its execution's span, kept until the next attempt (most
+    // often a step of the same workflow) holds it too, so one span covers the chain.
+    let mut held = None;
     while let Some((serial, claimed, function)) = next.take() {
-        next = run_one(&pool, serial, claimed, &function).await;
+        let (continued, hold) = run_one(&pool, serial, claimed, &function, held.take()).await;
+        next = continued;
+        held = Some(hold);
         function.limiter.release();
     }
+    drop(held);
     drop(permit);
     // A freed function slot may make a skipped task claimable.
     inner.ready.notify.notify_waiters();
@@ -349,19 +356,25 @@ fn workflow_attempt(
 }
 
 /// One attempt: run it, commit its outcome, and return the continuation if the commit claimed
-/// one for this worker.
+/// one for this worker, with this attempt's hold on its execution's span (`previous`: the
+/// hold of the attempt before it in this worker's chain, released once this one holds).
 async fn run_one(
     pool: &Arc<Pool>,
     serial: u64,
     claimed: ClaimedTask,
     function: &Arc<Function>,
-) -> Option<(u64, ClaimedTask, Arc<Function>)> {
+    previous: Option<ExecutionHold>,
+) -> (Option<(u64, ClaimedTask, Arc<Function>)>, ExecutionHold) {
     let inner = &pool.inner;
     let task_id = claimed.task_id;
     inner.stats.claims.fetch_add(1, Ordering::Relaxed);
     super::metrics::claim(function.name);
     let attempt_started = std::time::Instant::now();
+    let execution_function = claimed.wakes.as_deref().unwrap_or(&claimed.function);
+    let hold = inner.spans.hold(claimed.execution_id, execution_function, inner.trace_seed);
+    drop(previous);
     let span = tracing::info_span!(
+        parent: hold.span(),
         "attempt",
         execution_id = claimed.execution_id,
         task_id,
@@ -462,7 +475,11 @@ async fn run_one(
         }
         Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
         Ok(Outcome::Suspend { steps, awaiting, keep, earliest_wake_ms }) => {
-            parking = keep.map(|workflow| (Parked::new(task_id, token, workflow), earliest_wake_ms));
+            parking = keep.map(|workflow| {
+                let mut parked = Parked::new(task_id, token, workflow);
+                parked.hold = Some(hold.clone());
+                (parked, earliest_wake_ms)
+            });
             // The first new call this attempt asked for: run it here, next.
             let first = steps.iter().find_map(|s| match &s.body {
                 StepBody::Task(t) if t.due_ms.is_none() => Some((s.step, t.function.clone())),
@@ -517,5 +534,5 @@ async fn run_one(
     }
     undo_continuation(inner, prepared);
     inner.timers.clear_lease(task_id);
-    continued
+    (continued, hold)
 }

@@ -98,6 +98,9 @@ impl<S: Store> Store for Guarded<S> {
     fn check(&self) -> Result<Vec<String>, StorageError> {
         unpanic("checking the file", || self.0.check())
     }
+    fn trace_seed(&self) -> u64 {
+        self.0.trace_seed()
+    }
 }
 
 #[cfg(test)]

@@ -46,4 +46,6 @@ pub trait Store: Send + Sync + 'static {
     /// Verifies every record's checksum and every index against the records. Returns the
     /// problems found (empty when consistent).
     fn check(&self) -> Result<Vec<String>, StorageError>;
+    /// The file's random seed for trace ids (the `otel` feature's trace per execution).
+    fn trace_seed(&self) -> u64;
 }

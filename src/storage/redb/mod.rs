@@ -103,6 +103,8 @@ pub struct RedbStore {
     cache_entries_max: u64,
     /// Opened over the overlay (`overlay.rs`): every op is refused.
     read_only: bool,
+    /// `trace_seed` in `meta`, read at open.
+    trace_seed: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -177,7 +179,7 @@ impl RedbStore {
                 (None, None) => builder.create_with_backend(redb::backends::InMemoryBackend::new()),
             }?)
         })?;
-        let ids = match unpanic("reading the schema", || Self::init_schema(&db)) {
+        let (ids, trace_seed) = match unpanic("reading the schema", || Self::init_schema(&db)) {
             Ok(ids) => ids,
             // Under Live, a damaged `meta` page can read as any version: tell that apart from a
             // file a newer stent wrote before saying "upgrade stent".
@@ -187,7 +189,7 @@ impl RedbStore {
             }
             Err(e) => return Err(e),
         };
-        let mut store = RedbStore { db, ids: Mutex::new(ids), faults, cache_entries_max, read_only };
+        let mut store = RedbStore { db, ids: Mutex::new(ids), faults, cache_entries_max, read_only, trace_seed };
         if full {
             let problems = unpanic("checking every record", || store.check())?;
             if !problems.is_empty() {
@@ -282,6 +284,9 @@ impl Store for RedbStore {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+    fn trace_seed(&self) -> u64 {
+        self.trace_seed
     }
     fn check(&self) -> Result<Vec<String>, StorageError> {
         self.check_all()

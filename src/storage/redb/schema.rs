@@ -51,9 +51,11 @@ pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), Sto
 }
 
 impl RedbStore {
-    pub(super) fn init_schema(db: &Database) -> Result<Ids, StorageError> {
+    /// Creates or upgrades the schema; returns the next ids and the file's trace seed.
+    pub(super) fn init_schema(db: &Database) -> Result<(Ids, u64), StorageError> {
         let txn = db.begin_write()?;
         let counters;
+        let trace_seed;
         {
             let mut meta = txn.open_table(META)?;
             let found = meta.get("schema_version")?.map(|v| v.value());
@@ -75,6 +77,15 @@ impl RedbStore {
                 next_execution: get("next_execution_id")?,
                 next_task: get("next_task_id")?,
                 next_dead_letter: get("next_dead_letter_id")?,
+            };
+            let found = meta.get("trace_seed")?.map(|v| v.value());
+            trace_seed = match found {
+                Some(seed) => seed,
+                None => {
+                    let seed = fresh_trace_seed();
+                    meta.insert("trace_seed", seed)?;
+                    seed
+                }
             };
             // Create every table so readers never meet a missing one.
             txn.open_table(EXECUTIONS)?;
@@ -98,6 +109,16 @@ impl RedbStore {
             txn.open_table(EXEC_COUNTS)?;
         }
         txn.commit()?;
-        Ok(counters)
+        Ok((counters, trace_seed))
     }
+}
+
+/// A random seed for the file's trace ids (`trace_seed` in `meta`, written once, carried by
+/// export and import): the high half of every execution's trace id, so executions of two files
+/// never share a trace. Never zero (a trace id of zero is invalid).
+fn fresh_trace_seed() -> u64 {
+    use std::hash::BuildHasher;
+    // `RandomState` is keyed from the operating system's randomness.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id())).max(1)
 }
