@@ -41,6 +41,10 @@ impl ExecutionSpans {
     /// A hold on `execution_id`'s span, opening it if no hold is left (`function`: the
     /// execution's own function, a workflow's for its steps).
     pub(crate) fn hold(self: &Arc<Self>, execution_id: u64, function: &str, trace_seed: u64) -> ExecutionHold {
+        // No subscriber wants info spans (the global max level says so): no lock, no map.
+        if !tracing::level_enabled!(tracing::Level::INFO) {
+            return ExecutionHold { spans: None, span: Span::none() };
+        }
         let mut map = self.lock();
         if let Some(entry) = map.get_mut(&execution_id) {
             entry.holds += 1;
