@@ -35,6 +35,9 @@ struct Shared {
     inner: Arc<Inner>,
     execution_id: u64,
     queue: String,
+    /// A replay check (`Engine::verify_replay`): a step the journal does not hold is never
+    /// built (nothing runs, nothing is computed), it only blocks the workflow there.
+    verifying: bool,
     state: Mutex<State>,
 }
 
@@ -123,8 +126,31 @@ pub(crate) const SLEEP_FUNCTION: &str = "stent.sleep";
 
 impl Ctx {
     pub(crate) fn new(inner: Arc<Inner>, execution_id: u64, queue: String, journal: Vec<JournalEntry>) -> Self {
+        Self::with_mode(inner, execution_id, queue, journal, false)
+    }
+
+    /// A context for replaying `journal` without effects (see `Shared::verifying`).
+    pub(crate) fn verifying(inner: Arc<Inner>, execution_id: u64, queue: String, journal: Vec<JournalEntry>) -> Self {
+        Self::with_mode(inner, execution_id, queue, journal, true)
+    }
+
+    fn with_mode(
+        inner: Arc<Inner>,
+        execution_id: u64,
+        queue: String,
+        journal: Vec<JournalEntry>,
+        verifying: bool,
+    ) -> Self {
         let state = State { journal: journal.into_iter().map(|e| (e.step, e)).collect(), ..State::default() };
-        Ctx { shared: Arc::new(Shared { inner, execution_id, queue, state: Mutex::new(state) }) }
+        Ctx { shared: Arc::new(Shared { inner, execution_id, queue, verifying, state: Mutex::new(state) }) }
+    }
+
+    /// Where a replay check stands: the next step number the workflow would take, the steps
+    /// the journal holds, and the first non-determinism (step, recorded, requested).
+    pub(crate) fn replay_position(&self) -> (u32, Vec<(u32, String)>, Option<(u32, String, String)>) {
+        let state = self.journal_state();
+        let recorded = state.journal.values().map(|e| (e.step, e.kind.to_string())).collect();
+        (state.next_step, recorded, state.nondeterminism.clone())
     }
 
     pub fn execution_id(&self) -> crate::api::ExecutionId {
@@ -204,6 +230,8 @@ impl Ctx {
                 }
                 StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => None,
             },
+            // A replay check stops at the first step the journal does not hold.
+            None if self.shared.verifying => None,
             None => match body(self, step) {
                 // Known now: recorded with the next commit, returned at once.
                 Ok(StepBody::Recorded(output)) => {
@@ -342,6 +370,59 @@ impl Ctx {
         self.step(StepKind::Random, "random", decode, |ctx, _| {
             Ok(StepBody::Recorded(encode(&ctx.shared.inner.next_random())))
         })
+    }
+
+    /// Whether this execution runs the code behind patch `id`: true for an execution that
+    /// reaches this point under code that has the patch (the decision is journaled, so its
+    /// replays say true too), false for one whose journal shows it passed this point under
+    /// the code before the patch. One body then serves both:
+    ///
+    /// ```ignore
+    /// ctx.call(RESERVE, &order).await?;
+    /// if ctx.patched("audit") {
+    ///     ctx.call(AUDIT, &order).await?; // New code: only executions that reach here now.
+    /// }
+    /// let go: bool = ctx.wait_for_signal("go").await?;
+    /// ```
+    ///
+    /// An old execution's step numbers do not shift: a `false` takes no step. Once no
+    /// execution from before the patch is left (`Engine::verify_replay` tells), replace the
+    /// call with [`Ctx::deprecate_patch`] and keep only the patched branch; once no execution
+    /// that recorded the patch is left either, remove that call too.
+    pub fn patched(&self, id: &str) -> bool {
+        let mut state = self.journal_state();
+        let step = state.next_step;
+        let kind = StepKind::Patch { id: id.to_string() };
+        match state.journal.get(&step) {
+            Some(entry) if entry.kind == kind => {
+                state.next_step += 1;
+                true
+            }
+            // The code before the patch went on to another step here.
+            Some(_) => false,
+            None => {
+                state.next_step += 1;
+                if !self.shared.verifying {
+                    let output = b"true".to_vec();
+                    let outcome = StepOutcome::Completed { output: output.clone() };
+                    state.journal.insert(step, JournalEntry { step, kind: kind.clone(), outcome, recorded_ms: 0 });
+                    state.new_steps.push(NewStep { step, kind, body: StepBody::Recorded(output) });
+                }
+                true
+            }
+        }
+    }
+
+    /// The cleanup phase of patch `id`: the patched branch is the only code left, and this
+    /// call steps over the marker that executions started under [`Ctx::patched`] recorded
+    /// here (recording nothing for new executions). Executions from before the patch must be
+    /// gone by then: their replay would now diverge (`Engine::verify_replay` reports it).
+    pub fn deprecate_patch(&self, id: &str) {
+        let mut state = self.journal_state();
+        let step = state.next_step;
+        if state.journal.get(&step).is_some_and(|e| e.kind == StepKind::Patch { id: id.to_string() }) {
+            state.next_step += 1;
+        }
     }
 
     /// Waits for the next signal `name` sent to this execution (`Engine::send_signal`). Signals

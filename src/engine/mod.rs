@@ -16,6 +16,7 @@ mod ready;
 mod registry;
 mod timers;
 mod unserved;
+mod verify;
 mod worker;
 mod writer;
 
@@ -46,6 +47,7 @@ pub use ctx::{CallOptions, CounterRef, Ctx, StateRef, Step};
 pub use dispatch::DispatchBuilder;
 use stats::Counters;
 pub use stats::Stats;
+pub use verify::{ReplayCheck, ReplayOutcome};
 pub use worker::WorkerPool;
 
 pub(crate) use shared::Inner;

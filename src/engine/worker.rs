@@ -30,6 +30,7 @@ mod drive;
 mod handoff;
 mod heartbeat;
 
+pub(super) use drive::poll_until_blocked;
 use drive::{drive_workflow, panic_message, Outcome};
 pub(super) use handoff::{reserve_idle, Idle};
 use handoff::{wait_idle, Taken};

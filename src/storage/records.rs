@@ -189,6 +189,11 @@ pub enum StepKind {
     Local {
         name: String,
     },
+    /// `Ctx::patched(id)` reached under code that has the patch: a marker with no outcome of
+    /// its own (recorded as completed), telling replays to take the patched branch.
+    Patch {
+        id: String,
+    },
 }
 
 impl StepKind {
@@ -216,6 +221,7 @@ impl std::fmt::Display for StepKind {
             StepKind::SetState { key } => write!(f, "set state {key:?}"),
             StepKind::GetState { key } => write!(f, "read state {key:?}"),
             StepKind::Local { name } => write!(f, "local step {name:?}"),
+            StepKind::Patch { id } => write!(f, "patch {id:?}"),
         }
     }
 }

@@ -36,17 +36,7 @@ pub(super) enum Outcome {
 /// journal: the attempt suspends, handing back the future so it may be parked. A wake-up from
 /// anything else (a combinator re-polling its children) is honoured by polling again.
 pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outcome {
-    let woken = Arc::new(WakeFlag(AtomicBool::new(false)));
-    let waker = Waker::from(woken.clone());
-    let result = loop {
-        woken.0.store(false, Ordering::SeqCst);
-        let poll = future.as_mut().poll(&mut std::task::Context::from_waker(&waker));
-        match poll {
-            Poll::Ready(result) => break Some(result),
-            Poll::Pending if woken.0.load(Ordering::SeqCst) => tokio::task::yield_now().await,
-            Poll::Pending => break None,
-        }
-    };
+    let result = poll_until_blocked(&mut future).await;
     let state = ctx.take_suspension();
     if let Some((step, recorded, requested)) = state.nondeterminism {
         let error = Error::NonDeterminism { step, recorded, requested };
@@ -84,6 +74,23 @@ pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outc
     }
 }
 
+/// Polls a workflow future until it finishes (`Some`) or is pending without having been woken
+/// (`None`): blocked on journal steps, or on something that is not a stent operation.
+pub(in crate::engine) async fn poll_until_blocked(future: &mut WorkflowFuture) -> Option<Result<Vec<u8>, Error>> {
+    let woken = Arc::new(WakeFlag(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    loop {
+        woken.0.store(false, Ordering::SeqCst);
+        // The poll's `Context` is not `Send`: dropped before any await.
+        let poll = future.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+        match poll {
+            Poll::Ready(result) => return Some(result),
+            Poll::Pending if woken.0.load(Ordering::SeqCst) => tokio::task::yield_now().await,
+            Poll::Pending => return None,
+        }
+    }
+}
+
 pub(super) fn workflow_error(error: &Error) -> ActivityError {
     match error {
         Error::StepFailed { error, .. } => error.clone(),
@@ -92,7 +99,7 @@ pub(super) fn workflow_error(error: &Error) -> ActivityError {
     }
 }
 
-pub(in crate::engine) struct WakeFlag(AtomicBool);
+struct WakeFlag(AtomicBool);
 
 impl std::task::Wake for WakeFlag {
     fn wake(self: Arc<Self>) {
