@@ -63,6 +63,16 @@ pub(crate) struct Suspension {
     pub nondeterminism: Option<(u32, String, String)>,
 }
 
+/// See [`Ctx::replay_position`].
+pub(crate) struct ReplayPosition {
+    /// The step number the workflow's next operation would take.
+    pub next_step: u32,
+    /// The journal's steps and what each recorded.
+    pub recorded: Vec<(u32, String)>,
+    /// The first step asked for as something else than recorded: (step, recorded, requested).
+    pub nondeterminism: Option<(u32, String, String)>,
+}
+
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx").field("execution_id", &self.shared.execution_id).finish_non_exhaustive()
@@ -147,10 +157,13 @@ impl Ctx {
 
     /// Where a replay check stands: the next step number the workflow would take, the steps
     /// the journal holds, and the first non-determinism (step, recorded, requested).
-    pub(crate) fn replay_position(&self) -> (u32, Vec<(u32, String)>, Option<(u32, String, String)>) {
+    pub(crate) fn replay_position(&self) -> ReplayPosition {
         let state = self.journal_state();
-        let recorded = state.journal.values().map(|e| (e.step, e.kind.to_string())).collect();
-        (state.next_step, recorded, state.nondeterminism.clone())
+        ReplayPosition {
+            next_step: state.next_step,
+            recorded: state.journal.values().map(|e| (e.step, e.kind.to_string())).collect(),
+            nondeterminism: state.nondeterminism.clone(),
+        }
     }
 
     pub fn execution_id(&self) -> crate::api::ExecutionId {

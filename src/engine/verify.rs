@@ -109,7 +109,7 @@ async fn replay(future: super::registry::WorkflowFuture, ctx: Ctx) -> (u32, Repl
         super::worker::poll_until_blocked(&mut future).await.is_some()
     })
     .await;
-    let (next_step, recorded, nondeterminism) = ctx.replay_position();
+    let super::ctx::ReplayPosition { next_step, recorded, nondeterminism } = ctx.replay_position();
     let finished = match polled {
         Ok(finished) => finished,
         Err(e) => {
@@ -121,7 +121,7 @@ async fn replay(future: super::registry::WorkflowFuture, ctx: Ctx) -> (u32, Repl
         return (step, ReplayOutcome::Diverged { step, recorded, requested });
     }
     // Steps the journal holds that the code never asked for.
-    if let Some((step, kind)) = recorded.iter().cloned().find(|(step, _)| *step >= next_step) {
+    if let Some((step, kind)) = recorded.iter().find(|&(step, _)| *step >= next_step).cloned() {
         let requested = if finished {
             "the workflow's end".to_string()
         } else {
