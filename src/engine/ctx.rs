@@ -390,12 +390,17 @@ impl Ctx {
     /// replays say true too), false for one whose journal shows it passed this point under
     /// the code before the patch. One body then serves both:
     ///
-    /// ```ignore
+    /// ```
+    /// # use stent::{Activity, Ctx};
+    /// # const RESERVE: Activity<u32, u32> = Activity::new("reserve");
+    /// # const AUDIT: Activity<u32, u32> = Activity::new("audit");
+    /// # async fn order_body(ctx: Ctx, order: u32) -> stent::Result<bool> {
     /// ctx.call(RESERVE, &order).await?;
     /// if ctx.patched("audit") {
     ///     ctx.call(AUDIT, &order).await?; // New code: only executions that reach here now.
     /// }
     /// let go: bool = ctx.wait_for_signal("go").await?;
+    /// # Ok(go) }
     /// ```
     ///
     /// An old execution's step numbers do not shift: a `false` takes no step. Once no
