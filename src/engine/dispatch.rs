@@ -1,4 +1,5 @@
-//! Starting executions: `Engine::dispatch` and `schedule`, and the `DispatchBuilder`.
+//! Starting executions: `Engine::dispatch`, `schedule` and `signal_with_start`, and the
+//! `DispatchBuilder`.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -6,7 +7,8 @@ use std::pin::Pin;
 use super::worker::{self};
 
 use super::{unexpected, Engine};
-use crate::api::{DurationArg, ExecutionId, FunctionHandle};
+use crate::api::{DurationArg, ExecutionId, FunctionHandle, Workflow};
+use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, RetryRecord};
 use crate::storage::{EagerClaim, NewExecution, Op, OpOutput};
@@ -23,6 +25,8 @@ pub struct DispatchBuilder<'e, F: FunctionHandle> {
     priority: Option<i32>,
     tags: Vec<String>,
     idempotency_key: Option<String>,
+    /// `Engine::signal_with_start`: the signal (name, payload) for the key's execution.
+    signal: Option<(String, Result<Vec<u8>>)>,
 }
 
 impl<F: FunctionHandle> DispatchBuilder<'_, F> {
@@ -65,6 +69,14 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         let function = inner.registry.require(self.function.name())?;
         let input = self.input?;
         self.engine.check_payload(&input)?;
+        let signal = match self.signal {
+            Some((name, payload)) => {
+                let payload = payload?;
+                self.engine.check_payload(&payload)?;
+                Some((name, payload))
+            }
+            None => None,
+        };
         let delay_ms = self.delay.map(|d| d.get()).transpose()?.map_or(0, duration_ms);
         let max_duration_ms = self.max_duration.map(|d| d.get()).transpose()?.map(duration_ms);
         let queue = self.queue.unwrap_or_else(|| function.queue.clone());
@@ -89,7 +101,14 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
             timeout_ms: function.timeout.map(duration_ms),
             cache: function.cache.filter(|c| c.ttl_ms > 0),
         };
-        let result = inner.submit(Op::Dispatch(new)).await;
+        let op = match (signal, new.idempotency_key.clone()) {
+            // A cached result would finish the execution before the signal could be taken.
+            (Some((name, payload)), Some(key)) => {
+                Op::SignalWithStart { key, new: NewExecution { cache: None, ..new }, name, payload }
+            }
+            _ => Op::Dispatch(new),
+        };
+        let result = inner.submit(op).await;
         match result {
             Ok(OpOutput::Dispatched { execution_id, created, claimed }) => {
                 super::metrics::dispatch(function.name, created);
@@ -152,7 +171,40 @@ impl Engine {
             priority: None,
             tags: Vec::new(),
             idempotency_key: None,
+            signal: None,
         }
+    }
+
+    /// Sends signal `signal` to the execution of `workflow` that holds `idempotency_key`,
+    /// starting it with `input` first if no execution holds the key, in one transaction: two
+    /// calls (or a call and a `dispatch` with the same key) racing make one execution, and the
+    /// signal is in its mailbox before it runs. `.await` the returned builder (its options
+    /// apply only when the execution is created); it gives the execution's id. Fails with
+    /// `Error::ExecutionFinished` (nothing changed) when the key's execution has finished.
+    ///
+    /// ```no_run
+    /// # async fn demo(engine: stent::Engine) -> stent::Result<()> {
+    /// const CART: stent::Workflow<String, u32> = stent::Workflow::new("cart");
+    /// // Each "add" goes to the customer's one cart, started by the first.
+    /// let id = engine.signal_with_start(CART, "cart-ada", &"ada".to_string(), "add", &"book").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn signal_with_start<I, O, T: Serialize>(
+        &self,
+        workflow: Workflow<I, O>,
+        idempotency_key: impl Into<String>,
+        input: &I,
+        signal: &str,
+        payload: &T,
+    ) -> DispatchBuilder<'_, Workflow<I, O>>
+    where
+        Workflow<I, O>: FunctionHandle<Input = I>,
+    {
+        let payload = serde_json::to_vec(payload)
+            .map_err(|e| Error::Payload { function: format!("signal {signal:?}"), reason: e.to_string() });
+        let mut builder = self.dispatch(workflow, input).idempotency_key(idempotency_key);
+        builder.signal = Some((signal.to_string(), payload));
+        builder
     }
 
     /// `dispatch` with a delay.

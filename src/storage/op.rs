@@ -215,6 +215,14 @@ pub enum Op {
     TimeOut {
         execution_id: u64,
     },
+    /// Delivers signal `name` to the execution that holds idempotency key `key`, creating it
+    /// from `new` (with that key) first if none does: both in one transaction.
+    SignalWithStart {
+        key: String,
+        new: NewExecution,
+        name: String,
+        payload: Vec<u8>,
+    },
     ReplayDeadLetter {
         id: u64,
         input: Option<Vec<u8>>,

@@ -200,6 +200,7 @@ impl<R: Records> Batch<'_, R> {
             Op::Cancel { execution_id } => self.end_execution(execution_id, ExecutionState::Cancelled),
             Op::Signal { execution_id, name, payload } => self.signal(execution_id, &name, payload),
             Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
+            Op::SignalWithStart { key, new, name, payload } => self.signal_with_start(key, new, name, payload),
             Op::ReplayDeadLetter { id, input } => self.replay(id, input),
             Op::DiscardDeadLetter { id } => self.discard(id),
             Op::ReplayDeadLetterStep { id, step, input } => self.replay_step(id, step, input),

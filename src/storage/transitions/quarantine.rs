@@ -40,9 +40,11 @@ fn subject(op: &Op) -> Option<Subject> {
         Op::ReplayDeadLetter { id, .. } | Op::DiscardDeadLetter { id } | Op::ReplayDeadLetterStep { id, .. } => {
             Some(Subject::DeadLetter(*id))
         }
-        // A dispatch creates its execution (a refused one created nothing); renewals refuse
-        // per lease without a corrupted result; a cleanup stops at the damaged record.
-        Op::Dispatch(_) | Op::Renew { .. } | Op::Cleanup { .. } => None,
+        // A dispatch creates its execution (a refused one created nothing), as a signal with
+        // start does when its key is free (else it is refused unchanged, like a signal to an
+        // unreadable execution found by id would not be); renewals refuse per lease without a
+        // corrupted result; a cleanup stops at the damaged record.
+        Op::Dispatch(_) | Op::SignalWithStart { .. } | Op::Renew { .. } | Op::Cleanup { .. } => None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Signals: delivered to the oldest step waiting for one, else kept in the FIFO mailbox.
+//! Signals: delivered to the oldest step waiting for one, else kept in the FIFO mailbox; a
+//! signal with start creates the execution its idempotency key names when none holds it.
 
 use super::*;
 
@@ -34,5 +35,30 @@ impl<R: Records> Batch<'_, R> {
             }
         }
         Ok(Ok(OpOutput::Done))
+    }
+
+    /// The execution holding idempotency key `key` gets the signal, as `signal` would give it
+    /// (refused unchanged if that execution has finished); with no holder, the execution is
+    /// created from `new` under that key and the signal waits in its mailbox for its first
+    /// wait, in the same transaction, so no start with the same key (in this batch or
+    /// another) can slip between.
+    pub(super) fn signal_with_start(
+        &mut self,
+        key: String,
+        mut new: NewExecution,
+        name: String,
+        payload: Vec<u8>,
+    ) -> OpRes<OpOutput> {
+        if let Some(existing) = self.r.idempotent(&key)? {
+            return Ok(self
+                .signal(existing, &name, payload)?
+                .map(|_| OpOutput::Dispatched { execution_id: existing, created: false, claimed: None }));
+        }
+        new.idempotency_key = Some(key);
+        let created = self.dispatch(new)?;
+        if let Ok(OpOutput::Dispatched { execution_id, .. }) = &created {
+            self.r.push_signal(*execution_id, &name, &payload)?;
+        }
+        Ok(created)
     }
 }
