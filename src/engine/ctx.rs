@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::storage::records::{JournalEntry, RetryRecord, StepKind, StepOutcome};
 use crate::storage::{NewStep, StepBody, StepTask};
 
+mod children;
+pub use children::ChildOptions;
+
 /// The durable context of one workflow execution. Cheap to clone.
 #[derive(Clone)]
 pub struct Ctx {
@@ -285,37 +288,6 @@ impl Ctx {
         let name = activity.name();
         self.step(StepKind::Call { function: name.to_string() }, name, decode, |ctx, _| {
             ctx.new_call(name, input, options)
-        })
-    }
-
-    /// Starts a child execution of `workflow` (an activity works too) and awaits its result.
-    /// The child is an execution of its own (visible in `list_executions`); its failure,
-    /// cancellation or timeout is this step's error, and cancelling this execution cancels it.
-    pub fn child<H: FunctionHandle>(&self, workflow: H, input: &H::Input) -> Step<H::Output> {
-        let name = workflow.name();
-        self.step(StepKind::Child { function: name.to_string() }, name, decode, |ctx, _| {
-            let inner = &ctx.shared.inner;
-            let function = inner.registry.require(name)?;
-            let input = serde_json::to_vec(input)
-                .map_err(|e| Error::Payload { function: name.to_string(), reason: e.to_string() })?;
-            if input.len() as u64 > inner.payload_bytes_max {
-                return Err(Error::PayloadTooLarge { bytes: input.len() as u64, limit: inner.payload_bytes_max });
-            }
-            Ok(StepBody::Child(crate::storage::NewExecution {
-                function: name.to_string(),
-                kind: function.handler.kind(),
-                queue: function.queue.clone(),
-                priority: function.priority,
-                tags: Vec::new(),
-                input,
-                delay_ms: 0,
-                max_duration_ms: None,
-                idempotency_key: None,
-                retry: RetryRecord::from(&function.retry),
-                timeout_ms: function.timeout.map(crate::storage::records::duration_ms),
-                cache: function.cache.filter(|c| c.ttl_ms > 0),
-                claim: None,
-            }))
         })
     }
 

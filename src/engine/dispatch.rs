@@ -8,10 +8,10 @@ use super::worker::{self};
 
 use super::{unexpected, Engine};
 use crate::api::{DurationArg, ExecutionId, FunctionHandle, Workflow};
-use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, RetryRecord};
 use crate::storage::{EagerClaim, NewExecution, Op, OpOutput};
+use serde::Serialize;
 
 /// A dispatch being prepared; `.await` it to commit.
 #[must_use = "a dispatch does nothing until awaited"]

@@ -124,8 +124,11 @@ pub enum StepBody {
     /// Take the oldest signal of this name from the mailbox, or wait for one (until
     /// `timer.due_ms` when a timer task is given).
     Signal { name: String, timer: Option<StepTask> },
-    /// Start a child execution; its end is the step's outcome.
-    Child(NewExecution),
+    /// Start a child execution; its end is the step's outcome. A `detached` child has no
+    /// parent link (ending the parent leaves it running) and the step's outcome is its id, at
+    /// once. A child with an idempotency key held by an execution: a detached start gets that
+    /// execution's id, an attached child's step fails (code `duplicate_key`).
+    Child { new: NewExecution, detached: bool },
     /// Add to an execution counter; the outcome is the new total.
     Counter { name: String, delta: i64 },
     /// Set a custom state value (JSON).

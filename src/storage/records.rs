@@ -194,6 +194,10 @@ pub enum StepKind {
     Patch {
         id: String,
     },
+    /// `Ctx::start_child`: a detached child execution; the outcome is its id.
+    StartChild {
+        function: String,
+    },
 }
 
 impl StepKind {
@@ -222,6 +226,7 @@ impl std::fmt::Display for StepKind {
             StepKind::GetState { key } => write!(f, "read state {key:?}"),
             StepKind::Local { name } => write!(f, "local step {name:?}"),
             StepKind::Patch { id } => write!(f, "patch {id:?}"),
+            StepKind::StartChild { function } => write!(f, "detached child {function:?}"),
         }
     }
 }

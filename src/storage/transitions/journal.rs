@@ -74,12 +74,7 @@ impl<R: Records> Batch<'_, R> {
                         None => continue,
                     }
                 }
-                StepBody::Child(new) => {
-                    let parent = ParentStep { execution_id: exec.id, step: s.step };
-                    let (child, root) = self.create_execution(new, Some(parent))?;
-                    self.effects.push(pending_effect(&root));
-                    StepOutcome::Child { execution_id: child.id }
-                }
+                StepBody::Child { new, detached } => self.start_child(&exec, s.step, new, detached)?,
                 StepBody::Task(mut t) => match self.cached(t.cache, &t.function, &t.input)? {
                     // A cached function's fresh result: the step is done without a task.
                     Some(output) => StepOutcome::Completed { output },
@@ -132,6 +127,42 @@ impl<R: Records> Batch<'_, R> {
             self.effects.push(pending_effect(&child));
         }
         Ok(Ok(OpOutput::Done))
+    }
+
+    /// Creates the child execution of step `step` (see `StepBody::Child`) and gives the step's
+    /// outcome.
+    fn start_child(
+        &mut self,
+        exec: &ExecutionRecord,
+        step: u32,
+        new: NewExecution,
+        detached: bool,
+    ) -> Result<StepOutcome, StorageError> {
+        let held = match &new.idempotency_key {
+            Some(key) => self.r.idempotent(key)?.map(|id| (key.clone(), id)),
+            None => None,
+        };
+        let child = match held {
+            Some((_, holder)) if detached => holder,
+            Some((key, holder)) => {
+                let error = ActivityError::permanent(format!(
+                    "idempotency key {key:?} is held by execution {holder}; a child with a key starts only once"
+                ))
+                .with_code("duplicate_key");
+                return Ok(StepOutcome::Failed { error });
+            }
+            None => {
+                let parent = (!detached).then_some(ParentStep { execution_id: exec.id, step });
+                let (child, root) = self.create_execution(new, parent)?;
+                self.effects.push(pending_effect(&root));
+                child.id
+            }
+        };
+        Ok(if detached {
+            StepOutcome::Completed { output: child.to_string().into_bytes() }
+        } else {
+            StepOutcome::Child { execution_id: child }
+        })
     }
 
     /// Cancels the live tasks of scheduled steps (the execution is ending).
@@ -237,7 +268,7 @@ impl<R: Records> Batch<'_, R> {
             },
             StepBody::Task(_)
             | StepBody::Signal { .. }
-            | StepBody::Child(_)
+            | StepBody::Child { .. }
             | StepBody::Local(_)
             | StepBody::Failed(_) => return Ok(None),
         };

@@ -50,9 +50,11 @@ impl<R: Records> Batch<'_, R> {
         payload: Vec<u8>,
     ) -> OpRes<OpOutput> {
         if let Some(existing) = self.r.idempotent(&key)? {
-            return Ok(self
-                .signal(existing, &name, payload)?
-                .map(|_| OpOutput::Dispatched { execution_id: existing, created: false, claimed: None }));
+            return Ok(self.signal(existing, &name, payload)?.map(|_| OpOutput::Dispatched {
+                execution_id: existing,
+                created: false,
+                claimed: None,
+            }));
         }
         new.idempotency_key = Some(key);
         let created = self.dispatch(new)?;
