@@ -27,7 +27,8 @@ const WAITER: Workflow<u32, u32> = Workflow::new("waiter");
 fn open(disk: &MemoryDisk, clock: &ManualClock) -> Engine {
     builder(disk, clock)
         .workflow(PARENT, |ctx: Ctx, key: String| async move {
-            let options = ChildOptions::new().queue("gpu").priority(5).tag("eu").max_duration("1h").idempotency_key(key);
+            let options =
+                ChildOptions::new().queue("gpu").priority(5).tag("eu").max_duration("1h").idempotency_key(key);
             match ctx.child_with(WAITER, &1, options).await {
                 Ok(n) => Ok(format!("done {n}")),
                 Err(Error::StepFailed { error, .. }) => Ok(error.code.unwrap_or_default()),
