@@ -196,7 +196,7 @@ async fn a_file_of_schema_2_is_migrated_with_its_counts() -> anyhow::Result<()> 
 
     let db = redb::Database::open(&path)?;
     let read = db.begin_read()?;
-    assert_eq!(read.open_table(META)?.get("schema_version")?.map(|v| v.value()), Some(3));
+    assert_eq!(read.open_table(META)?.get("schema_version")?.map(|v| v.value()), Some(4));
     assert_eq!(read.open_table(EXEC_COUNTS)?.get(2)?.map(|v| v.value()), Some(6), "completed, on disk");
     Ok(())
 }

@@ -148,7 +148,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
     for op in [
         Op::Complete { task_id, token: old, output: b"\"stale\"".to_vec(), local: Default::default(), next: None },
         Op::Fail { task_id, token: old, error: ActivityError::permanent("stale"), jitter_unit: 0.0 },
-        Op::Renew { leases: vec![(task_id, old)], lease_ms: 100 },
+        Op::Renew { leases: vec![(task_id, old)], lease_ms: 100, details: vec![(task_id, b"\"stale\"".to_vec())] },
     ] {
         match one(&store, 160, op) {
             Err(Error::Lease(stent::LeaseError::LeaseLost { token, .. })) => assert_eq!(token, old),
@@ -158,6 +158,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
     }
     let (exec, task) = store.execution(execution_id)?.expect("exists");
     assert_eq!(exec.state, ExecutionState::Running);
+    assert_eq!(store.heartbeat(execution_id, task_id)?, None, "a refused renewal records no progress");
     assert_eq!(task.lease.as_ref().map(|l| (l.worker.as_str(), l.token)), Some(("b", new)));
 
     one(

@@ -1089,7 +1089,9 @@ fn to_op(op: &COp) -> Op {
             timeout_ms: None,
         }),
         COp::Claim { task, lease_ms } => Op::Claim { task_id: *task, worker: "w".into(), lease_ms: *lease_ms },
-        COp::Renew { leases, lease_ms } => Op::Renew { leases: leases.clone(), lease_ms: *lease_ms },
+        COp::Renew { leases, lease_ms } => {
+            Op::Renew { leases: leases.clone(), lease_ms: *lease_ms, details: Vec::new() }
+        }
         COp::Complete { task, token } => {
             Op::Complete { task_id: *task, token: *token, output: b"1".to_vec(), local: Default::default(), next: None }
         }

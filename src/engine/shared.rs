@@ -28,6 +28,8 @@ pub(super) struct Running {
     pub(super) abort: Option<tokio::task::AbortHandle>,
     /// Set when an abort arrived before the attempt's future started.
     pub(super) aborted: bool,
+    /// An activity attempt's heartbeat details, for the pool's renewals.
+    pub(super) progress: Option<Arc<super::activity::Progress>>,
 }
 
 pub(crate) struct Inner {

@@ -231,8 +231,10 @@ async fn claim_loop(pool: Arc<Pool>) {
             Some(Taken::Ready(taken)) => taken,
         };
         let serial = pool.inner.next_attempt.fetch_add(1, Ordering::Relaxed);
-        lock(&pool.inner.running)
-            .insert(serial, Running { task_id: item.task_id, pool: pool.id, token: None, abort: None, aborted: false });
+        lock(&pool.inner.running).insert(
+            serial,
+            Running { task_id: item.task_id, pool: pool.id, token: None, abort: None, aborted: false, progress: None },
+        );
         tokio::spawn(run_attempt(pool.clone(), serial, item, function, permit));
     }
     // Closing the engine stops the pool as a drain would (a drain sets `Stopped` itself once
@@ -311,8 +313,10 @@ fn prepare_continuation(pool: &Arc<Pool>, function: &str, step: Option<u32>) -> 
     }
     let serial = inner.next_attempt.fetch_add(1, Ordering::Relaxed);
     // Registered before the commit that may claim, like every claim (see `reserve_idle`).
-    lock(&inner.running)
-        .insert(serial, Running { task_id: u64::MAX, pool: pool.id, token: None, abort: None, aborted: false });
+    lock(&inner.running).insert(
+        serial,
+        Running { task_id: u64::MAX, pool: pool.id, token: None, abort: None, aborted: false, progress: None },
+    );
     let continuation = Continuation {
         worker: pool.options.worker_id.clone(),
         lease_ms: duration_ms(pool.options.lease_duration),
@@ -387,10 +391,13 @@ async fn run_one(
     let wakes = claimed.wakes.clone();
     let clock = inner.clock.clone();
     let timeout_ms = claimed.timeout_ms;
+    let mut progress = None;
     let attempt: Pin<Box<dyn Future<Output = Outcome> + Send>> = match &function.handler {
         Handler::Activity(handler) => {
             let local = Arc::new(std::sync::Mutex::new(Local::default()));
-            let future = super::activity::scope(local.clone(), handler(claimed.input));
+            let heartbeats = Arc::new(super::activity::Progress::new(inner.clone(), execution_id, task_id));
+            progress = Some(heartbeats.clone());
+            let future = super::activity::scope(local.clone(), heartbeats, handler(claimed.input));
             Box::pin(async move {
                 let result = match timeout_ms {
                     None => future.await,
@@ -441,6 +448,7 @@ async fn run_one(
             Some(r) => {
                 r.token = Some(token);
                 r.abort = Some(join.abort_handle());
+                r.progress = progress;
                 !(r.aborted || *inner.shutdown.borrow())
             }
             None => !*inner.shutdown.borrow(),

@@ -86,6 +86,9 @@ impl<S: Store> Store for Guarded<S> {
     fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError> {
         unpanic("reading journal steps", || self.0.journal_steps(execution_id, steps))
     }
+    fn heartbeat(&self, execution_id: u64, task_id: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        unpanic("reading a heartbeat", || self.0.heartbeat(execution_id, task_id))
+    }
     fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError> {
         unpanic("reading an execution's counters and state", || self.0.context(execution_id))
     }

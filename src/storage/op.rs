@@ -166,9 +166,13 @@ pub enum Op {
         worker: String,
         lease_ms: u64,
     },
+    /// Renews each `(task id, token)` lease; `details` are progress an attempt recorded since
+    /// the last renewal (`stent::activity::heartbeat`), by task id, written only where that
+    /// task's renewal is accepted.
     Renew {
         leases: Vec<(u64, u32)>,
         lease_ms: u64,
+        details: Vec<(u64, Vec<u8>)>,
     },
     /// The attempt's outcome; `local` carries what it recorded beside it (activity counters
     /// and state, a workflow's last local steps), committed in the same transaction.

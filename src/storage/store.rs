@@ -35,6 +35,8 @@ pub trait Store: Send + Sync + 'static {
     fn cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<crate::api::CleanupReport, StorageError>;
     /// The entries of `steps` that exist, in step order (a parked workflow's unsettled steps).
     fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError>;
+    /// The progress details (JSON) last made durable for a task (`stent::activity::heartbeat`).
+    fn heartbeat(&self, execution_id: u64, task_id: u64) -> Result<Option<Vec<u8>>, StorageError>;
     /// An execution's counters and custom state (JSON), by name.
     fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError>;
     /// Work that can proceed at `now_ms` without outside help: (tasks ready, tasks running,

@@ -46,6 +46,11 @@ pub const CACHE_BY_EXPIRY: TableDefinition<(u64, &str, u32, &[u8]), ()> = TableD
 /// Operator-edited inputs for failed steps, consumed when the replayed workflow re-creates the
 /// step: (execution id, step) → JSON input.
 pub const STEP_INPUTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("step_inputs");
+/// Activity progress: (execution id, task id) → the JSON details an attempt last recorded with
+/// `stent::activity::heartbeat`, written by the lease renewal that carried them (so only an
+/// attempt still holding its lease writes here), read by the task's later attempts. Kept
+/// until retention removes the execution. Since schema version 4.
+pub const HEARTBEATS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("heartbeats");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.

@@ -102,8 +102,10 @@ pub(in crate::engine) fn reserve_idle(
     let serial = inner.next_attempt.fetch_add(1, Ordering::Relaxed);
     // Registered before the dispatch commits, like a normal claim, so an abort that follows
     // the commit always finds the attempt (`Effect::Claimed` fills in the task).
-    lock(&inner.running)
-        .insert(serial, Running { task_id: u64::MAX, pool: idle.pool.id, token: None, abort: None, aborted: false });
+    lock(&inner.running).insert(
+        serial,
+        Running { task_id: u64::MAX, pool: idle.pool.id, token: None, abort: None, aborted: false, progress: None },
+    );
     let (claim_tx, claim_rx) = oneshot::channel();
     let worker = idle.pool.options.worker_id.clone();
     let lease_ms = duration_ms(idle.pool.options.lease_duration);

@@ -1,5 +1,7 @@
-//! The heartbeat loop of a pool: every interval, one command renews every lease the pool holds;
-//! a renewal refused (`LeaseLost`) aborts that attempt, since another worker may own it now.
+//! The heartbeat loop of a pool: every interval, one command renews every lease the pool holds,
+//! carrying the progress details activities recorded since (`stent::activity::heartbeat`),
+//! written only where the renewal is accepted; a renewal refused (`LeaseLost`) aborts that
+//! attempt, since another worker may own it now.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,15 +33,30 @@ pub(super) async fn heartbeat_loop(pool: Arc<Pool>) {
         if next <= now {
             next = now.saturating_add(interval_ms);
         }
-        let leases: Vec<(u64, u32)> = lock(&inner.running)
-            .values()
-            .filter(|r| r.pool == pool.id)
-            .filter_map(|r| r.token.map(|t| (r.task_id, t)))
-            .collect();
+        let mut leases = Vec::new();
+        let mut details = Vec::new();
+        let mut carried = Vec::new();
+        for r in lock(&inner.running).values().filter(|r| r.pool == pool.id) {
+            let Some(token) = r.token else { continue };
+            leases.push((r.task_id, token));
+            if let Some(progress) = &r.progress {
+                if let Some(bytes) = progress.take() {
+                    details.push((r.task_id, bytes.clone()));
+                    carried.push((progress.clone(), bytes));
+                }
+            }
+        }
         if leases.is_empty() {
             continue;
         }
-        match inner.submit(Op::Renew { leases: leases.clone(), lease_ms }).await {
+        let renewed = inner.submit(Op::Renew { leases: leases.clone(), lease_ms, details }).await;
+        if renewed.is_err() {
+            // Nothing was written: the next beat carries the details again.
+            for (progress, bytes) in carried {
+                progress.restore(bytes);
+            }
+        }
+        match renewed {
             Ok(OpOutput::Renewed(results)) => {
                 for ((task_id, token), result) in leases.into_iter().zip(results) {
                     match result {

@@ -38,6 +38,7 @@ macro_rules! every_table {
         $each!(CACHE);
         $each!(CACHE_BY_EXPIRY);
         $each!(STEP_INPUTS);
+        $each!(HEARTBEATS);
         $each!(IDEMPOTENCY);
         $each!(DEAD_LETTERS);
         $each!(DLQ_BY_TIME);

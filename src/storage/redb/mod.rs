@@ -276,6 +276,11 @@ impl Store for RedbStore {
     fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError> {
         self.read_journal_steps(execution_id, steps)
     }
+    fn heartbeat(&self, execution_id: u64, task_id: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let read = self.db.begin_read()?;
+        let table = read.open_table(crate::storage::tables::HEARTBEATS)?;
+        Ok(table.get((execution_id, task_id))?.map(|v| v.value().to_vec()))
+    }
     fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError> {
         self.read_context(execution_id)
     }

@@ -37,6 +37,7 @@ pub(super) struct RedbRecords<'t> {
     step_inputs: Table<'t, (u64, u32), &'static [u8]>,
     exec_tasks: Table<'t, (u64, u64), ()>,
     exec_counts: Table<'t, u8, u64>,
+    heartbeats: Table<'t, (u64, u64), &'static [u8]>,
     /// Changes to `exec_counts` by state code, written once at the end of the batch
     /// (`finish`): a state change costs an array update instead of two B-tree writes.
     count_deltas: [i64; STATE_CODES],
@@ -69,6 +70,7 @@ impl<'t> RedbRecords<'t> {
             step_inputs: txn.open_table(STEP_INPUTS)?,
             exec_tasks: txn.open_table(EXEC_TASKS)?,
             exec_counts: txn.open_table(EXEC_COUNTS)?,
+            heartbeats: txn.open_table(HEARTBEATS)?,
             count_deltas: [0; STATE_CODES],
         })
     }
@@ -252,6 +254,7 @@ impl Records for RedbRecords<'_> {
         self.counters.retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)?;
         self.state.retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)?;
         self.step_inputs.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+        self.heartbeats.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
         if let Some(key) = &exec.idempotency_key {
             // The key is free again: a later dispatch with it starts a new execution.
             if self.idempotency.get(key.as_str())?.is_some_and(|v| v.value() == id) {
@@ -265,6 +268,11 @@ impl Records for RedbRecords<'_> {
             self.deadlines.remove((d, id))?;
         }
         self.executions.remove(id)?;
+        Ok(())
+    }
+
+    fn put_heartbeat(&mut self, execution_id: u64, task_id: u64, details: &[u8]) -> Result<(), StorageError> {
+        self.heartbeats.insert((execution_id, task_id), details)?;
         Ok(())
     }
 

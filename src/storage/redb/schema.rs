@@ -12,8 +12,9 @@ use crate::storage::StorageError;
 
 /// Schema version this build writes. Files with a larger one are refused.
 /// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file), version 3
-/// `exec_counts` (counted from `idx_exec_state` on open of an older file).
-pub const SCHEMA_VERSION: u64 = 3;
+/// `exec_counts` (counted from `idx_exec_state` on open of an older file), version 4
+/// `heartbeats` (empty in an older file: no attempt there recorded details).
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Brings a file of schema version `from` up to `SCHEMA_VERSION`, in the open transaction.
 pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
@@ -47,6 +48,7 @@ pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), Sto
             }
         }
     }
+    // Version 4: `heartbeats`, created empty with every other table by `init_schema`.
     Ok(())
 }
 
@@ -107,6 +109,7 @@ impl RedbStore {
             txn.open_table(STEP_INPUTS)?;
             txn.open_table(EXEC_TASKS)?;
             txn.open_table(EXEC_COUNTS)?;
+            txn.open_table(HEARTBEATS)?;
         }
         txn.commit()?;
         Ok((counters, trace_seed))

@@ -57,7 +57,12 @@ impl<R: Records> Batch<'_, R> {
         })
     }
 
-    pub(super) fn renew(&mut self, leases: &[(u64, u32)], lease_ms: u64) -> OpRes<OpOutput> {
+    pub(super) fn renew(
+        &mut self,
+        leases: &[(u64, u32)],
+        lease_ms: u64,
+        mut details: Vec<(u64, Vec<u8>)>,
+    ) -> OpRes<OpOutput> {
         let mut results = Vec::with_capacity(leases.len());
         for &(task_id, token) in leases {
             let mut task = match soft(self.r.task(task_id))? {
@@ -76,6 +81,10 @@ impl<R: Records> Batch<'_, R> {
             match fence.renew(token, self.now, lease_ms) {
                 Ok(expires_ms) => {
                     self.r.put_task(&task, &old)?;
+                    if let Some(i) = details.iter().position(|(id, _)| *id == task_id) {
+                        let (_, bytes) = details.swap_remove(i);
+                        self.r.put_heartbeat(task.execution_id, task_id, &bytes)?;
+                    }
                     self.effects.push(Effect::Lease { task_id, token, expires_ms });
                     results.push(Ok(expires_ms));
                 }

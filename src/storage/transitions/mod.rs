@@ -81,6 +81,9 @@ pub trait Records {
     /// Removes and returns an operator's edited input for a step (a DLQ replay).
     fn take_step_input(&mut self, execution_id: u64, step: u32) -> Result<Option<Vec<u8>>, StorageError>;
     fn put_step_input(&mut self, execution_id: u64, step: u32, input: &[u8]) -> Result<(), StorageError>;
+    /// Replaces the progress details a task's attempt recorded (`stent::activity::heartbeat`);
+    /// removed with the execution.
+    fn put_heartbeat(&mut self, execution_id: u64, task_id: u64, details: &[u8]) -> Result<(), StorageError>;
 
     /// Appends to the execution's FIFO mailbox of signals named `name`.
     fn push_signal(&mut self, execution_id: u64, name: &str, payload: &[u8]) -> Result<(), StorageError>;
@@ -189,7 +192,7 @@ impl<R: Records> Batch<'_, R> {
         match op {
             Op::Dispatch(new) => self.dispatch(new),
             Op::Claim { task_id, worker, lease_ms } => self.claim(task_id, &worker, lease_ms),
-            Op::Renew { leases, lease_ms } => self.renew(&leases, lease_ms),
+            Op::Renew { leases, lease_ms, details } => self.renew(&leases, lease_ms, details),
             Op::Complete { task_id, token, output, local, next } => self.complete(task_id, token, output, local, next),
             Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
             Op::Expire { task_id, token } => self.expire(task_id, token),
