@@ -99,6 +99,9 @@ fn journal() -> Vec<JournalEntry> {
         StepKind::SetState { key: "stage".into() },
         StepKind::GetState { key: "stage".into() },
         StepKind::Local { name: "ledger".into() },
+        // Appended later: the variants before keep their tags, so older entries' bytes hold.
+        StepKind::Patch { id: "audit".into() },
+        StepKind::StartChild { function: "report".into() },
     ];
     let outcomes = [
         StepOutcome::Scheduled { task_id: 8 },
