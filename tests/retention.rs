@@ -259,12 +259,14 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     pool.drain().await?;
     engine.close().await?;
 
-    // Make it a version 1 file: no index of tasks by execution, no counts by state (version 3).
+    // Make it a version 1 file: no index of tasks by execution, no counts by state (version 3),
+    // no heartbeats (version 4).
     {
         let db = redb::Database::open(&path)?;
         let txn = db.begin_write()?;
         txn.delete_table(TableDefinition::<(u64, u64), ()>::new("idx_exec_tasks"))?;
         txn.delete_table(TableDefinition::<u8, u64>::new("exec_counts"))?;
+        txn.delete_table(TableDefinition::<(u64, u64), &[u8]>::new("heartbeats"))?;
         txn.open_table(TableDefinition::<&str, u64>::new("meta"))?.insert("schema_version", 1)?;
         txn.commit()?;
     }
@@ -279,6 +281,6 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     assert_eq!(records_of(&path, old.0)?, vec![]);
     let db = redb::Database::open(&path)?;
     let version = db.begin_read()?.open_table(TableDefinition::<&str, u64>::new("meta"))?.get("schema_version")?;
-    assert_eq!(version.map(|v| v.value()), Some(3), "migrated through version 2 to 3");
+    assert_eq!(version.map(|v| v.value()), Some(4), "migrated through versions 2 and 3 to 4");
     Ok(())
 }
