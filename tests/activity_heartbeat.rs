@@ -108,9 +108,12 @@ async fn a_retry_after_a_timeout_resumes_from_the_timed_out_attempts_progress() 
     let id = engine.dispatch(UPLOAD, &6).await.unwrap();
     wait_until(LIMIT, "the first attempt stops at part 4", || world.stalls.lock().unwrap().is_empty()).await;
     world.renew_once(&engine).await;
-    // Past the attempt's timeout, then past the retry's backoff.
-    world.clock.advance(Duration::from_secs(10));
+    // To the attempt's timeout (10 s after it started) and inside its lease (10 s from the
+    // renewal at 3 s): were the clock to pass 13 s the lease would expire at the same instant
+    // and the reclaimer could end the attempt first, as an expiry rather than a timeout.
+    world.clock.advance(Duration::from_secs(7));
     wait_until(LIMIT, "the attempt timed out", || engine.stats().failures == 1).await;
+    // Past the retry's backoff.
     world.clock.advance(Duration::from_secs(5));
     assert_eq!(finished(&engine, UPLOAD, id).await.unwrap(), 6);
     assert_eq!(world.starts(), [0, 4]);
