@@ -189,13 +189,16 @@ async fn executions_parked_at_every_kind_of_wait_keep_the_old_branch_after_an_up
     wait_until(LIMIT, "the new execution reaches its wait", || engine.steps(fresh).unwrap().len() == 4).await;
     assert_eq!(kinds(&engine, fresh)[1..3], ["patch \"extra\"".to_string(), "call \"extra\"".to_string()]);
 
-    // Release every wait: the timer, the signals, the child, the activity in flight.
+    // Release every wait: the activity in flight first (a clock moved past its lease while
+    // it runs would end its attempt as expired, and the retry's backoff would wait for the
+    // clock again), then the timer, the signals and the child.
+    world.gate.add_permits(1);
+    assert!(!finished(&engine, ORDER, old_ids[3]).await.unwrap(), "the activity's execution kept the old branch");
     world.clock.advance(Duration::from_secs(2 * 3600));
     engine.send_signal(old_ids[1], "go", &true).await.unwrap();
     engine.send_signal(fresh, "go", &true).await.unwrap();
     let child = engine.steps(old_ids[2]).unwrap()[1].child.expect("the child step names its execution");
     engine.send_signal(child, "helper-go", &true).await.unwrap();
-    world.gate.add_permits(1);
     for &id in &old_ids {
         assert!(!finished(&engine, ORDER, id).await.unwrap(), "execution {id} took the patched branch");
         assert_eq!(kinds(&engine, id).len(), 3, "old step numbers unchanged: {:?}", kinds(&engine, id));
@@ -299,6 +302,8 @@ async fn executions_that_recorded_the_patch_replay_under_the_cleanup_code() {
     assert!(finished(&engine, ORDER, id).await.unwrap());
     // And a new execution under the cleanup code records no marker.
     let fresh = engine.dispatch(ORDER, &TIMER).await.unwrap();
+    // At its sleep (prep, extra, sleep) before the clock moves, so no attempt runs meanwhile.
+    wait_until(LIMIT, "the new execution sleeps", || engine.steps(fresh).unwrap().len() == 3).await;
     world.clock.advance(Duration::from_secs(2 * 3600));
     run_until_idle(&engine, LIMIT).await.unwrap();
     world.clock.advance(Duration::from_secs(2 * 3600));
