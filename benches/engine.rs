@@ -47,6 +47,7 @@ fn task_record() -> TaskRecord {
         cache: None,
         history: Vec::new(),
         created_ms: 1_700_000_000_000,
+        version: 1,
     }
 }
 
@@ -162,6 +163,7 @@ fn store(c: &mut Criterion) {
         idempotency_key: None,
         retry: RetryRecord::from(&RetryPolicy::none()),
         timeout_ms: None,
+        version: 1,
     };
     let mut now = 1_700_000_000_000u64;
     let mut one = |op: Op| {
@@ -176,7 +178,7 @@ fn store(c: &mut Criterion) {
             };
             // A fresh execution's root task has the same id as the execution.
             let OpOutput::Claimed(claimed) =
-                one(Op::Claim { task_id: execution_id, worker: "bench".into(), lease_ms: 30_000 })
+                one(Op::Claim { task_id: execution_id, worker: "bench".into(), lease_ms: 30_000, version: 1 })
             else {
                 panic!("claim answered something else")
             };

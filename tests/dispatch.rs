@@ -114,6 +114,7 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
         idempotency_key: None,
         retry: (&stent::RetryPolicy::default()).into(),
         timeout_ms: None,
+        version: 1,
     };
     let (results, _) = store.apply_batch(
         1_000,

@@ -9,10 +9,10 @@
 //! variant that a record can hold. `STENT_WRITE_FIXTURE=1 cargo test --test file_format`
 //! rewrites the fixture (only when the format is changed on purpose).
 
-use stent::storage::codec::{decode, encode};
+use stent::storage::codec::{append_fields, decode, encode};
 use stent::storage::records::{
     CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, LeaseRecord, ParentStep, RetryRecord,
-    StepKind, StepOutcome, TaskKind, TaskRecord,
+    StepKind, StepOutcome, TaskKind, TaskRecord, SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS,
 };
 use stent::{ActivityError, AttemptRecord, ExecutionState, TaskState};
 
@@ -59,6 +59,8 @@ fn execution() -> ExecutionRecord {
         error: Some(error()),
         idempotency_key: Some("order-42".into()),
         parent: Some(ParentStep { execution_id: 41, step: 3 }),
+        version: 3,
+        run: 2,
     }
 }
 
@@ -84,6 +86,7 @@ fn task() -> TaskRecord {
         cache: Some(CachePolicy { version: 2, ttl_ms: 3_600_000 }),
         history: vec![attempt()],
         created_ms: 1_700_000_000_000,
+        version: 3,
     }
 }
 
@@ -165,6 +168,10 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
 }
 
+/// Records as a file of schema 4 holds them (before schema 5 appended versions and runs):
+/// kept in the fixture as they were committed, and migrated, not re-encoded.
+const SCHEMA4_RECORDS: [&str; 2] = ["execution_schema4", "task_schema4"];
+
 fn fixture() -> Vec<(String, Vec<u8>)> {
     let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/records_v1.hex is committed");
     text.lines()
@@ -179,13 +186,15 @@ fn fixture() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn records_written_by_the_current_format_decode_unchanged() {
     if std::env::var_os("STENT_WRITE_FIXTURE").is_some() {
+        let older: Vec<_> = fixture().into_iter().filter(|(n, _)| SCHEMA4_RECORDS.contains(&n.as_str())).collect();
         let mut text = String::from("# Records in stent's file format v1 (see tests/file_format.rs). Do not edit.\n");
-        for (name, bytes) in samples() {
+        for (name, bytes) in older.iter().cloned().chain(samples()) {
             text.push_str(&format!("{name} {}\n", hex(&bytes)));
         }
         std::fs::write(FIXTURE, text).expect("write fixture");
     }
-    let fixture = fixture();
+    let (older, fixture): (Vec<_>, Vec<_>) =
+        fixture().into_iter().partition(|(name, _)| SCHEMA4_RECORDS.contains(&name.as_str()));
     let names: Vec<_> = fixture.iter().map(|(n, _)| n.clone()).collect();
     assert_eq!(names, samples().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), "fixture lists every sample");
 
@@ -205,5 +214,22 @@ fn records_written_by_the_current_format_decode_unchanged() {
     // And the other way: today's encoder writes exactly the committed bytes.
     for ((name, committed), (_, now)) in fixture.iter().zip(samples()) {
         assert_eq!(hex(committed), hex(&now), "{name}: the encoding changed");
+    }
+
+    // Schema 4's records: refused as they are, and the migration makes them today's records
+    // with version 1 and run 1 (and nothing else changed).
+    assert_eq!(older.len(), SCHEMA4_RECORDS.len(), "the fixture keeps schema 4's records");
+    for (name, bytes) in &older {
+        let key = &name.as_str();
+        if name == "execution_schema4" {
+            assert!(decode::<ExecutionRecord>("executions", key, bytes).is_err(), "an unmigrated record is refused");
+            let migrated = append_fields("executions", key, bytes, &SCHEMA5_EXECUTION_DEFAULTS).unwrap();
+            let expected = ExecutionRecord { version: 1, run: 1, ..execution() };
+            assert_eq!(decode::<ExecutionRecord>("executions", key, &migrated).unwrap(), expected);
+        } else {
+            assert!(decode::<TaskRecord>("tasks", key, bytes).is_err(), "an unmigrated record is refused");
+            let migrated = append_fields("tasks", key, bytes, &SCHEMA5_TASK_DEFAULTS).unwrap();
+            assert_eq!(decode::<TaskRecord>("tasks", key, &migrated).unwrap(), TaskRecord { version: 1, ..task() });
+        }
     }
 }

@@ -109,6 +109,7 @@ fn new_execution() -> NewExecution {
         idempotency_key: None,
         retry: (&stent::RetryPolicy::default()).into(),
         timeout_ms: None,
+        version: 1,
     }
 }
 
@@ -134,8 +135,11 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
         panic!("not dispatched")
     };
     let task_id = store.execution(execution_id)?.expect("exists").1.id;
-    let claim = |now, worker: &str| match one(&store, now, Op::Claim { task_id, worker: worker.into(), lease_ms: 100 })
-    {
+    let claim = |now, worker: &str| match one(
+        &store,
+        now,
+        Op::Claim { task_id, worker: worker.into(), lease_ms: 100, version: 1 },
+    ) {
         Ok(OpOutput::Claimed(c)) => c.token,
         other => panic!("claim failed: {other:?}"),
     };

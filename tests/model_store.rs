@@ -132,6 +132,8 @@ struct DispatchSpec {
     max_duration_ms: Option<u64>,
     queue: usize,
     priority: i32,
+    /// The code version the execution starts under (a claim by older code is refused).
+    version: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +142,7 @@ enum Cmd {
     Claim {
         task: TaskPick,
         lease_ms: u64,
+        version: u32,
     },
     Renew {
         leases: Vec<(TaskPick, TokenPick)>,
@@ -197,7 +200,7 @@ enum Step {
 #[derive(Clone, Debug)]
 enum COp {
     Dispatch(DispatchSpec),
-    Claim { task: u64, lease_ms: u64 },
+    Claim { task: u64, lease_ms: u64, version: u32 },
     Renew { leases: Vec<(u64, u32)>, lease_ms: u64 },
     Complete { task: u64, token: u32 },
     Fail { task: u64, token: u32, error: ErrPick },
@@ -279,6 +282,7 @@ struct MTask {
     initial_delay_ms: u64,
     /// Attempts that ended in a failure or were lost: the task's history entries.
     ended_badly: u32,
+    version: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -519,9 +523,9 @@ impl Model {
     fn resolve(&self, cmd: &Cmd) -> (COp, Option<u64>) {
         match cmd {
             Cmd::Dispatch(d) => (COp::Dispatch(d.clone()), None),
-            Cmd::Claim { task, lease_ms } => {
+            Cmd::Claim { task, lease_ms, version } => {
                 let task = self.pick_task(task);
-                (COp::Claim { task, lease_ms: *lease_ms }, Some(task))
+                (COp::Claim { task, lease_ms: *lease_ms, version: *version }, Some(task))
             }
             Cmd::Renew { leases, lease_ms } => {
                 let leases = leases
@@ -596,6 +600,7 @@ impl Model {
                         max_attempts: d.max_attempts,
                         initial_delay_ms: d.initial_delay_ms,
                         ended_badly: 0,
+                        version: d.version,
                     },
                 );
                 if let Some(k) = d.key {
@@ -603,7 +608,7 @@ impl Model {
                 }
                 Outcome::Dispatched { exec, created: true }
             }
-            COp::Claim { task, lease_ms } => {
+            COp::Claim { task, lease_ms, version } => {
                 let Some(t) = self.tasks.get(task) else {
                     return Outcome::Rejected(Rej::MissingRecord);
                 };
@@ -612,6 +617,7 @@ impl Model {
                     || t.due.is_some_and(|d| d > now)
                     || self.execs[&exec].state.is_terminal()
                     || t.lease.is_some()
+                    || t.version > *version
                 {
                     return Outcome::Rejected(Rej::NotClaimable(*task));
                 }
@@ -797,9 +803,10 @@ fn dispatch_spec() -> impl Strategy<Value = DispatchSpec> {
         prop_oneof![3 => Just(None), 1 => Just(Some(300u64)), 1 => Just(Some(2_000u64))],
         0usize..QUEUES.len(),
         -1i32..=1,
+        prop_oneof![3 => Just(1u32), 1 => Just(2u32)],
     )
-        .prop_map(|(delay_ms, max_attempts, initial_delay_ms, key, max_duration_ms, queue, priority)| {
-            DispatchSpec { delay_ms, max_attempts, initial_delay_ms, key, max_duration_ms, queue, priority }
+        .prop_map(|(delay_ms, max_attempts, initial_delay_ms, key, max_duration_ms, queue, priority, version)| {
+            DispatchSpec { delay_ms, max_attempts, initial_delay_ms, key, max_duration_ms, queue, priority, version }
         })
 }
 
@@ -831,8 +838,12 @@ fn cmd(s: &Model) -> BoxedStrategy<Cmd> {
     let w = |cond: bool, yes: u32, no: u32| if cond { yes } else { no };
     prop_oneof![
         w(s.tasks.len() < 3, 8, 3) => dispatch_spec().prop_map(Cmd::Dispatch),
-        w(has_claimable, 8, 1) => (task_pick(max_task, TaskPick::Claimable), lease_ms())
-            .prop_map(|(task, lease_ms)| Cmd::Claim { task, lease_ms }),
+        w(has_claimable, 8, 1) => (
+            task_pick(max_task, TaskPick::Claimable),
+            lease_ms(),
+            prop_oneof![3 => Just(2u32), 1 => Just(1u32)],
+        )
+            .prop_map(|(task, lease_ms, version)| Cmd::Claim { task, lease_ms, version }),
         w(has_running, 2, 1) => (
             proptest::collection::vec((running(), token_pick()), 1..=3),
             lease_ms(),
@@ -1087,8 +1098,11 @@ fn to_op(op: &COp) -> Op {
             idempotency_key: d.key.map(|k| format!("key-{k}")),
             retry: retry_record(d),
             timeout_ms: None,
+            version: d.version,
         }),
-        COp::Claim { task, lease_ms } => Op::Claim { task_id: *task, worker: "w".into(), lease_ms: *lease_ms },
+        COp::Claim { task, lease_ms, version } => {
+            Op::Claim { task_id: *task, worker: "w".into(), lease_ms: *lease_ms, version: *version }
+        }
         COp::Renew { leases, lease_ms } => {
             Op::Renew { leases: leases.clone(), lease_ms: *lease_ms, details: Vec::new() }
         }
@@ -1586,6 +1600,7 @@ fn a_cleanup_op_never_removes_more_than_its_budget<F: StoreFactory>() {
         max_duration_ms: None,
         queue: 0,
         priority: 0,
+        version: 1,
     };
     let now = START_MS;
     let apply = |op: Op| -> OpOutput {
@@ -1602,7 +1617,7 @@ fn a_cleanup_op_never_removes_more_than_its_budget<F: StoreFactory>() {
             new.input = format!("[{i}]").into_bytes();
         }
         apply(dispatch);
-        apply_c(COp::Claim { task: i, lease_ms: 1_000 });
+        apply_c(COp::Claim { task: i, lease_ms: 1_000, version: 1 });
         if i % 2 == 1 {
             apply_c(COp::Fail { task: i, token: 1, error: ErrPick::Permanent });
         } else {

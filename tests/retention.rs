@@ -260,7 +260,7 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     engine.close().await?;
 
     // Make it a version 1 file: no index of tasks by execution, no counts by state (version 3),
-    // no heartbeats (version 4).
+    // no heartbeats (version 4), records without versions and runs (version 5).
     {
         let db = redb::Database::open(&path)?;
         let txn = db.begin_write()?;
@@ -268,6 +268,7 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
         txn.delete_table(TableDefinition::<u8, u64>::new("exec_counts"))?;
         txn.delete_table(TableDefinition::<(u64, u64), &[u8]>::new("heartbeats"))?;
         txn.open_table(TableDefinition::<&str, u64>::new("meta"))?.insert("schema_version", 1)?;
+        support::cut_schema5_fields(&txn);
         txn.commit()?;
     }
 
@@ -281,6 +282,6 @@ async fn a_file_of_schema_1_is_migrated_on_open() -> anyhow::Result<()> {
     assert_eq!(records_of(&path, old.0)?, vec![]);
     let db = redb::Database::open(&path)?;
     let version = db.begin_read()?.open_table(TableDefinition::<&str, u64>::new("meta"))?.get("schema_version")?;
-    assert_eq!(version.map(|v| v.value()), Some(4), "migrated through versions 2 and 3 to 4");
+    assert_eq!(version.map(|v| v.value()), Some(5), "migrated through versions 2, 3 and 4 to 5");
     Ok(())
 }

@@ -218,12 +218,19 @@ async fn tagged_work_no_pool_serves_is_visible() -> anyhow::Result<()> {
     assert_eq!(
         unserved,
         vec![
-            stent::UnservedWork { queue: "billing".into(), tags: vec![], pending: 1, oldest_ready_ms: start },
+            stent::UnservedWork {
+                queue: "billing".into(),
+                tags: vec![],
+                pending: 1,
+                oldest_ready_ms: start,
+                newer_version: 0
+            },
             stent::UnservedWork {
                 queue: "default".into(),
                 tags: vec!["cpu".into()],
                 pending: 1,
-                oldest_ready_ms: start
+                oldest_ready_ms: start,
+                newer_version: 0
             },
         ]
     );

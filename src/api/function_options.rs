@@ -73,8 +73,10 @@ impl FunctionOptions {
         self
     }
 
-    /// The version of this function's code in cache keys (default 1): bump it when its
-    /// results change.
+    /// The version of this function's code (default 1). Every execution and task records the
+    /// version it started under, and an engine whose registration is older does not run it
+    /// (it stays pending, counted by `Engine::unserved_work`): rolling a deploy back leaves
+    /// what newer code started alone. Also part of cache keys: bump it when results change.
     pub fn version(mut self, version: u32) -> Self {
         self.version = Some(version);
         self

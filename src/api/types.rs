@@ -260,6 +260,11 @@ pub struct ExecutionInfo {
     pub idempotency_key: Option<String>,
     /// The execution that started this one as a child workflow.
     pub parent: Option<ExecutionId>,
+    /// The version of the function's code its current run started under
+    /// (`FunctionOptions::version`); an engine with older code leaves it pending.
+    pub version: u32,
+    /// Its run: 1, plus one per `Ctx::continue_as_new`.
+    pub run: u32,
     /// Execution counters (filled by `state_of`).
     pub counters: std::collections::BTreeMap<String, i64>,
     /// Custom state values (filled by `state_of`).
@@ -296,6 +301,8 @@ pub struct TaskInfo {
     pub lease_expires_ms: Option<u64>,
     pub history: Vec<AttemptRecord>,
     pub created_ms: u64,
+    /// The version of its function's code it needs (an engine with older code leaves it).
+    pub version: u32,
 }
 
 /// One journal step of a workflow execution (`Engine::steps`).
@@ -396,6 +403,9 @@ pub struct UnservedWork {
     pub pending: u64,
     /// When the longest-waiting of them became ready (ms since the epoch, engine clock).
     pub oldest_ready_ms: u64,
+    /// Of `pending`, tasks that need newer code: their function is registered here, but at an
+    /// older version than the one they started under (a rolled-back deploy).
+    pub newer_version: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

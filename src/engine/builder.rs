@@ -242,6 +242,7 @@ impl EngineBuilder {
             function.queue = queue;
         }
         function.priority = o.priority;
+        function.version = o.version.unwrap_or(1);
         let mut durations = |what: &str, d: Option<DurationArg>| match d.map(|d| d.get()).transpose() {
             Ok(d) => d,
             Err(e) => {

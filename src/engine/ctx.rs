@@ -455,6 +455,8 @@ impl Ctx {
             timeout_ms: None,
             due_ms: Some(until_ms.max(self.shared.inner.clock.now_ms())),
             cache: None,
+            // The built-in timer function is version 1 in every engine.
+            version: 1,
         }
     }
 
@@ -484,6 +486,7 @@ impl Ctx {
             timeout_ms: timeout.map(crate::storage::records::duration_ms),
             due_ms: None,
             cache: function.cache.filter(|c| c.ttl_ms > 0),
+            version: function.version,
         }))
     }
 }

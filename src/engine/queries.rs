@@ -125,6 +125,7 @@ impl Engine {
             lease_expires_ms: t.lease.as_ref().map(|l| l.expires_ms),
             history: t.history,
             created_ms: t.created_ms,
+            version: t.version,
         })
     }
 
@@ -265,6 +266,8 @@ pub(super) fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
         history: task.history.clone(),
         idempotency_key: exec.idempotency_key,
         parent: exec.parent.map(|p| ExecutionId(p.execution_id)),
+        version: exec.version,
+        run: exec.run,
         counters: Default::default(),
         custom_state: Default::default(),
         steps: 0,

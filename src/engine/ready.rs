@@ -86,7 +86,7 @@ impl ReadyQueue {
                     if !filter.accepts(item) {
                         continue;
                     }
-                    let Some(function) = registry.get(&item.function) else {
+                    let Some(function) = runnable(registry, item) else {
                         continue;
                     };
                     if !has_room(function) {
@@ -114,6 +114,12 @@ impl ReadyQueue {
             function.limiter.release();
         }
     }
+}
+
+/// The function that runs the item, if this engine has it and its code is not older than the
+/// version the task needs (a task of newer code waits for an engine that has it).
+pub fn runnable<'r>(registry: &'r Registry, item: &ReadyItem) -> Option<&'r Arc<Function>> {
+    registry.get(&item.function).filter(|f| f.version >= item.version)
 }
 
 fn has_room(function: &Function) -> bool {

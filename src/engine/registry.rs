@@ -47,6 +47,9 @@ pub struct Function {
     /// Whether a JSON input decodes as the function's declared input type (an operator's
     /// replay input is checked with it before anything changes).
     pub input_check: InputCheck,
+    /// The version of this code (`FunctionOptions::version`, default 1): what its new tasks
+    /// and executions record, and the newest it claims.
+    pub version: u32,
 }
 
 /// Decodes a JSON input as a function's input type: `Err` carries serde's reason.
@@ -71,6 +74,7 @@ impl Function {
             limiter: Limiter::new(0),
             cache: None,
             input_check: |_| Ok(()),
+            version: 1,
         }
     }
 }

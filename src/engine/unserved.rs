@@ -36,7 +36,7 @@ impl Inner {
         let pools = worker::live_pools(self);
         let mut groups: BTreeMap<(String, Vec<String>), UnservedWork> = BTreeMap::new();
         self.ready.for_each(|item| {
-            let runnable = self.registry.get(&item.function).is_some();
+            let runnable = super::ready::runnable(&self.registry, item).is_some();
             if runnable && pools.iter().any(|p| worker::serves(p, &item.queue, &item.tags)) {
                 return;
             }
@@ -47,8 +47,12 @@ impl Inner {
                 tags,
                 pending: 0,
                 oldest_ready_ms: item.ready_ms,
+                newer_version: 0,
             });
             group.pending += 1;
+            if self.registry.get(&item.function).is_some_and(|f| f.version < item.version) {
+                group.newer_version += 1;
+            }
             group.oldest_ready_ms = group.oldest_ready_ms.min(item.ready_ms);
         });
         groups.into_values().collect()
@@ -68,8 +72,10 @@ impl Inner {
                     tags = ?group.tags,
                     pending = group.pending,
                     waited_ms,
+                    newer_version = group.newer_version,
                     "ready work that no worker pool in this process serves (its queue is not served, no \
-                     pool has one of its tags, or its function is not registered here)"
+                     pool has one of its tags, its function is not registered here, or it needs a newer \
+                     version of the function's code)"
                 );
             }
         }

@@ -254,7 +254,9 @@ async fn run_attempt(
     let inner = &pool.inner;
     let task_id = item.task_id;
     let lease_ms = duration_ms(pool.options.lease_duration);
-    let claim = inner.submit(Op::Claim { task_id, worker: pool.options.worker_id.clone(), lease_ms }).await;
+    let claim = inner
+        .submit(Op::Claim { task_id, worker: pool.options.worker_id.clone(), lease_ms, version: function.version })
+        .await;
     let claimed = match claim {
         Ok(OpOutput::Claimed(c)) => Some(c),
         Ok(_) | Err(Error::TaskNotClaimable { .. }) => None,
@@ -322,6 +324,7 @@ fn prepare_continuation(pool: &Arc<Pool>, function: &str, step: Option<u32>) -> 
         lease_ms: duration_ms(pool.options.lease_duration),
         serial,
         function: function.to_string(),
+        version: f.version,
         queues: pool.queues.clone(),
         tags: pool.options.tags.clone(),
         step,

@@ -54,4 +54,6 @@ pub struct ReadyItem {
     pub priority: i32,
     pub ready_ms: u64,
     pub tags: Vec<String>,
+    /// The version of the function's code the task needs.
+    pub version: u32,
 }

@@ -59,6 +59,7 @@ pub fn ready_item(task: &TaskRecord) -> ReadyItem {
         priority: task.priority,
         ready_ms: task.ready_ms,
         tags: task.tags.clone(),
+        version: task.version,
     }
 }
 

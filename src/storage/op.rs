@@ -20,6 +20,8 @@ pub struct NewExecution {
     pub retry: RetryRecord,
     pub timeout_ms: Option<u64>,
     pub cache: Option<CachePolicy>,
+    /// The version of the code it starts under (its function's registration).
+    pub version: u32,
     /// Claim the new task in the same transaction, for an idle worker reserved by the engine
     /// (saves a commit on the path from dispatch to completion). Ignored for delayed tasks.
     pub claim: Option<EagerClaim>,
@@ -36,6 +38,9 @@ pub struct Continuation {
     /// The engine's number for the next attempt (bound by `Effect::Claimed`).
     pub serial: u64,
     pub function: String,
+    /// The worker's version of `function`: a task needing newer code is left to the normal
+    /// claim (which an engine with that code makes).
+    pub version: u32,
     pub queues: Vec<String>,
     pub tags: Vec<String>,
     /// For a suspension: the new step whose task to claim.
@@ -47,6 +52,7 @@ impl Continuation {
         // A task out of fencing tokens is left to the normal claim, which refuses it.
         task.attempt < u32::MAX
             && task.function == self.function
+            && task.version <= self.version
             && self.queues.contains(&task.queue)
             && (task.tags.is_empty() || task.tags.iter().any(|t| self.tags.contains(t)))
     }
@@ -152,6 +158,8 @@ pub struct StepTask {
     pub timeout_ms: Option<u64>,
     pub due_ms: Option<u64>,
     pub cache: Option<CachePolicy>,
+    /// The version of the function's code the task needs.
+    pub version: u32,
 }
 
 /// One engine-level state transition.
@@ -161,10 +169,13 @@ pub struct StepTask {
 #[derive(Debug, Clone)]
 pub enum Op {
     Dispatch(NewExecution),
+    /// `version`: the claiming engine's version of the task's function; a task that needs
+    /// newer code is refused (`TaskNotClaimable`).
     Claim {
         task_id: u64,
         worker: String,
         lease_ms: u64,
+        version: u32,
     },
     /// Renews each `(task id, token)` lease; `details` are progress an attempt recorded since
     /// the last renewal (`stent::activity::heartbeat`), by task id, written only where that

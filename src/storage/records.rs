@@ -30,7 +30,19 @@ pub struct ExecutionRecord {
     pub idempotency_key: Option<String>,
     /// For a child workflow: the parent's execution and the step waiting for this one.
     pub parent: Option<ParentStep>,
+    // Appended in schema 5 (`SCHEMA5_EXECUTION_DEFAULTS` for older records):
+    /// The version of the registered code the current run started under (`FunctionOptions::
+    /// version`, default 1). An engine whose code is older does not run it.
+    pub version: u32,
+    /// The run number: 1, plus one per `Ctx::continue_as_new`.
+    pub run: u32,
 }
+
+/// The encoding of the fields schema 5 appended to an `ExecutionRecord` (version 1, run 1),
+/// appended to the records of an older file by its migration.
+pub const SCHEMA5_EXECUTION_DEFAULTS: (u32, u32) = (1, 1);
+/// The field schema 5 appended to a `TaskRecord` (version 1).
+pub const SCHEMA5_TASK_DEFAULTS: (u32,) = (1,);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentStep {
@@ -141,6 +153,10 @@ pub struct TaskRecord {
     #[serde(with = "super::wire::attempts")]
     pub history: Vec<AttemptRecord>,
     pub created_ms: u64,
+    // Appended in schema 5 (`SCHEMA5_TASK_DEFAULTS` for older records):
+    /// The version of its function's code it needs: an engine whose registration of
+    /// `function` is older does not claim it (a workflow's root task has its execution's).
+    pub version: u32,
 }
 
 impl TaskRecord {

@@ -56,3 +56,33 @@ pub async fn finished<H: stent::FunctionHandle>(
         Err(_) => panic!("execution {id} did not finish within {LIMIT:?}"),
     }
 }
+
+/// Makes the records of a current file those of a schema 4 file: the fields schema 5 appended
+/// (an execution's version and run, a task's version, all 1 here) are cut off each record and
+/// its checksum recomputed, as a file written by a build of schema 4 holds them. For tests
+/// that turn a current file into an older one (the caller also sets `schema_version` and
+/// removes what later versions added).
+pub fn cut_schema5_fields(txn: &redb::WriteTransaction) {
+    use redb::{ReadableTable, TableDefinition};
+    use stent::storage::records::{ExecutionRecord, TaskRecord};
+    fn cut<T: serde::de::DeserializeOwned>(
+        txn: &redb::WriteTransaction,
+        name: &'static str,
+        appended: usize,
+        check: impl Fn(&T),
+    ) {
+        let mut table = txn.open_table(TableDefinition::<u64, &[u8]>::new(name)).unwrap();
+        let records: Vec<(u64, Vec<u8>)> =
+            table.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value(), v.value().to_vec())).collect();
+        for (key, bytes) in records {
+            check(&stent::storage::codec::decode::<T>(name, &key, &bytes).unwrap());
+            // Each appended field is 1, one varint byte, just before the 4-byte checksum.
+            let mut body = bytes[..bytes.len() - 4 - appended].to_vec();
+            let crc = crc32fast::hash(&body);
+            body.extend_from_slice(&crc.to_le_bytes());
+            table.insert(key, body.as_slice()).unwrap();
+        }
+    }
+    cut::<ExecutionRecord>(txn, "executions", 2, |e| assert_eq!((e.version, e.run), (1, 1)));
+    cut::<TaskRecord>(txn, "tasks", 1, |t| assert_eq!(t.version, 1));
+}

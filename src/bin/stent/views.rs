@@ -24,6 +24,8 @@ pub fn execution_summary(e: &ExecutionInfo) -> Value {
         "tags": e.tags,
         "idempotency_key": e.idempotency_key,
         "parent": e.parent.map(|p| p.0),
+        "version": e.version,
+        "run": e.run,
         "attempts": e.attempts,
         "created_at": time(e.created_ms),
         "started_at": opt_time(e.started_ms),
@@ -116,6 +118,7 @@ pub fn task(t: &TaskInfo) -> Value {
         "lease_expires_at": opt_time(t.lease_expires_ms),
         "history": t.history.iter().map(|a| json!({"attempt": a.attempt, "worker": a.worker, "ended_at": time(a.ended_ms), "error": a.error})).collect::<Vec<_>>(),
         "created_at": time(t.created_ms),
+        "version": t.version,
     })
 }
 

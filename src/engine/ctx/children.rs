@@ -119,6 +119,7 @@ impl Ctx {
             retry: RetryRecord::from(&function.retry),
             timeout_ms: function.timeout.map(duration_ms),
             cache: function.cache.filter(|c| c.ttl_ms > 0),
+            version: function.version,
             claim: None,
         })
     }

@@ -4,8 +4,8 @@ use ::redb::{Database, ReadableTable};
 
 use super::RedbStore;
 use crate::api::ExecutionState;
-use crate::storage::codec::decode;
-use crate::storage::records::{state_code, TaskRecord};
+use crate::storage::codec::{append_fields, decode};
+use crate::storage::records::{state_code, TaskRecord, SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS};
 use crate::storage::tables::*;
 use crate::storage::transitions::Ids;
 use crate::storage::StorageError;
@@ -13,12 +13,21 @@ use crate::storage::StorageError;
 /// Schema version this build writes. Files with a larger one are refused.
 /// Version 2 added `idx_exec_tasks` (built from the tasks on open of a version 1 file), version 3
 /// `exec_counts` (counted from `idx_exec_state` on open of an older file), version 4
-/// `heartbeats` (empty in an older file: no attempt there recorded details).
-pub const SCHEMA_VERSION: u64 = 4;
+/// `heartbeats` (empty in an older file: no attempt there recorded details), version 5 the code
+/// version of every execution and task and the run number of every execution (appended to
+/// each record of an older file: version 1, run 1) and the tables of past runs (`runs`,
+/// `run_steps`, empty in an older file).
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Brings a file of schema version `from` up to `SCHEMA_VERSION`, in the open transaction.
 pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
     tracing::info!(from, to = SCHEMA_VERSION, "migrating the database schema");
+    // Record layouts first: the steps below read records with today's types.
+    if from < 5 {
+        // Version 5: fields appended to executions (version, run) and tasks (version).
+        append_to_every_record(txn, EXECUTIONS, EXECUTIONS_NAME, &SCHEMA5_EXECUTION_DEFAULTS)?;
+        append_to_every_record(txn, TASKS, TASKS_NAME, &SCHEMA5_TASK_DEFAULTS)?;
+    }
     if from < 2 {
         // Version 2: `idx_exec_tasks` from every task record.
         let mut index = txn.open_table(EXEC_TASKS)?;
@@ -49,7 +58,46 @@ pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), Sto
         }
     }
     // Version 4: `heartbeats`, created empty with every other table by `init_schema`.
+    // Version 5's `runs` and `run_steps` likewise.
     Ok(())
+}
+
+/// Rewrites every record of `table` with `appended` encoded after its old fields (see
+/// `codec::append_fields`), a bounded chunk at a time. A record that does not pass its
+/// checksum is left as it is, for `check` to report; the rest of the file migrates.
+fn append_to_every_record<T: serde::Serialize>(
+    txn: &redb::WriteTransaction,
+    definition: redb::TableDefinition<u64, &[u8]>,
+    name: &'static str,
+    appended: &T,
+) -> Result<(), StorageError> {
+    const CHUNK: usize = 4_096;
+    let mut table = txn.open_table(definition)?;
+    let mut from = 0u64;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        for entry in table.range(from..)?.take(CHUNK) {
+            let (k, v) = entry?;
+            let key = k.value();
+            match append_fields(name, &key, v.value(), appended) {
+                Ok(bytes) => chunk.push((key, Some(bytes))),
+                Err(e) => {
+                    tracing::error!(error = %e, "record not migrated");
+                    chunk.push((key, None));
+                }
+            }
+        }
+        let Some(&(last, _)) = chunk.last() else { return Ok(()) };
+        for (key, bytes) in chunk {
+            if let Some(bytes) = bytes {
+                table.insert(key, bytes.as_slice())?;
+            }
+        }
+        match last.checked_add(1) {
+            Some(next) => from = next,
+            None => return Ok(()),
+        }
+    }
 }
 
 impl RedbStore {

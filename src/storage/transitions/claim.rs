@@ -3,10 +3,10 @@
 use super::*;
 
 impl<R: Records> Batch<'_, R> {
-    pub(super) fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64) -> OpRes<OpOutput> {
+    pub(super) fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64, version: u32) -> OpRes<OpOutput> {
         let (task, exec) = reject!(self.load_pair(task_id)?);
         let due = task.due_ms.is_none_or(|d| d <= self.now);
-        if task.state != TaskState::Pending || !due || exec.state.is_terminal() {
+        if task.state != TaskState::Pending || !due || exec.state.is_terminal() || task.version > version {
             return Ok(Err(Rejection::TaskNotClaimable(task_id)));
         }
         if task.lease.is_some() {

@@ -83,6 +83,8 @@ impl<R: Records> Batch<'_, R> {
             error: None,
             idempotency_key: new.idempotency_key.clone(),
             parent,
+            version: new.version,
+            run: 1,
         };
         self.r.put_execution(&exec, None)?;
         if Faults::take(&self.faults.fail_between_execution_and_task) {
@@ -109,6 +111,7 @@ impl<R: Records> Batch<'_, R> {
             cache: new.cache,
             history: Vec::new(),
             created_ms: now,
+            version: new.version,
         };
         self.r.insert_task(&task)?;
         if let Some(key) = &new.idempotency_key {

@@ -217,6 +217,7 @@ impl<R: Records> Batch<'_, R> {
             cache: t.cache,
             history: Vec::new(),
             created_ms: self.now,
+            version: t.version,
         };
         self.r.insert_task(&child)?;
         if queue_it {

@@ -191,7 +191,7 @@ impl<R: Records> Batch<'_, R> {
     pub fn apply(&mut self, op: Op) -> OpRes<OpOutput> {
         match op {
             Op::Dispatch(new) => self.dispatch(new),
-            Op::Claim { task_id, worker, lease_ms } => self.claim(task_id, &worker, lease_ms),
+            Op::Claim { task_id, worker, lease_ms, version } => self.claim(task_id, &worker, lease_ms, version),
             Op::Renew { leases, lease_ms, details } => self.renew(&leases, lease_ms, details),
             Op::Complete { task_id, token, output, local, next } => self.complete(task_id, token, output, local, next),
             Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
