@@ -7,6 +7,12 @@ use crate::storage::{Rejection, StorageError};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The input of an execution's next run (see [`Error::ContinueAsNew`]).
+#[derive(Debug, Clone)]
+pub struct NextRun {
+    pub(crate) input: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,8 +24,15 @@ pub enum Error {
     #[error("configuration error: {0}")]
     Config(String),
     /// A workflow asked for more steps than one journal holds (`JOURNAL_STEPS_MAX`).
-    #[error("execution {execution_id}: the journal is full ({steps_max} steps)")]
+    #[error(
+        "execution {execution_id}: the journal is full ({steps_max} steps); a workflow that loops should \
+         end each run with `ctx.continue_as_new(&state)`, which starts the next run with an empty journal"
+    )]
     JournalFull { execution_id: ExecutionId, steps_max: u32 },
+    /// Not a failure: what [`crate::Ctx::continue_as_new`] returns, for the workflow to return
+    /// in turn; the engine then ends this run and starts the next one with the input it holds.
+    #[error("the workflow continues as new (return this from the workflow: it ends the run, it is not a failure)")]
+    ContinueAsNew(NextRun),
     /// A dead letter cannot be replayed as asked (its execution is no longer failed, or the
     /// step named is not a failed call).
     #[error("dead letter {id} cannot be replayed: {reason}")]

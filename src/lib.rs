@@ -33,8 +33,8 @@ pub use redb;
 pub use api::{
     Activity, ActivityError, AttemptRecord, CleanupParts, CleanupReport, DeadLetter, DeadLetterId, DurationArg,
     ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page,
-    RetryPolicy, RunningTask, StepInfo, TaskId, TaskInfo, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions,
-    WorkerStatus, Workflow, PROGRESS_LINES_MAX,
+    RetryPolicy, RunInfo, RunningTask, StepInfo, TaskId, TaskInfo, TaskState, UnservedWork, VerifyOnOpen,
+    WorkerOptions, WorkerStatus, Workflow, PROGRESS_LINES_MAX,
 };
 pub use engine::activity;
 #[cfg(all(unix, not(loom)))]
@@ -45,7 +45,7 @@ pub use engine::{
     ReplayCheck, ReplayOutcome, Sleep, StateRef, Stats, Step, SystemClock, WorkerPool, BATCH_OPS_MAX_DEFAULT,
     EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
 };
-pub use error::{Error, Result};
+pub use error::{Error, NextRun, Result};
 pub use lease::LeaseError;
 pub use storage::{ImportError, StorageError, TransferReport};
 

@@ -276,6 +276,21 @@ pub struct ExecutionInfo {
     pub progress: Vec<String>,
 }
 
+/// A past run of an execution that continued as new (`Engine::runs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub run: u32,
+    /// The code version it ran under.
+    pub version: u32,
+    /// The input it started with.
+    pub input: serde_json::Value,
+    pub started_ms: u64,
+    /// When it continued as new.
+    pub ended_ms: u64,
+    /// Journal steps it recorded (`Engine::run_steps` lists them).
+    pub steps: u32,
+}
+
 /// A task as `Engine::task` shows it: the unit of claimable work (an execution's root task,
 /// or the task of one of its workflow's steps).
 #[derive(Debug, Clone, Serialize, Deserialize)]

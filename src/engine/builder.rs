@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 use crate::storage::records::duration_ms;
 use crate::storage::{Faults, Guarded, OpenOptions, RedbStore, StorageError, Store};
 
+/// `EngineBuilder::runs_kept`'s default.
+pub const RUNS_KEPT_DEFAULT: u32 = 10;
+
 /// Builds an [`Engine`]: where its file is, which functions it runs, its clock.
 pub struct EngineBuilder {
     path: Option<PathBuf>,
@@ -34,6 +37,7 @@ pub struct EngineBuilder {
     seed: Option<u64>,
     verify_on_open: VerifyOnOpen,
     payload_bytes_max: u64,
+    runs_kept: u32,
     batch_ops_max: usize,
     cache_entries_max: u64,
     page_cache_bytes: usize,
@@ -151,6 +155,14 @@ impl EngineBuilder {
     /// record; reads the whole file). `Engine::check` runs the full record check at any time.
     pub fn verify_on_open(mut self, verify: VerifyOnOpen) -> Self {
         self.verify_on_open = verify;
+        self
+    }
+
+    /// Past runs kept per execution that continues as new (default 10): the latest ones, with
+    /// their journals, for `Engine::runs` and `Engine::run_steps`; an older run is removed when
+    /// a newer one starts, and all of them with the execution. `0` keeps none.
+    pub fn runs_kept(mut self, runs: u32) -> Self {
+        self.runs_kept = runs;
         self
     }
 
@@ -394,6 +406,7 @@ impl EngineBuilder {
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
             seed,
             payload_bytes_max: self.payload_bytes_max,
+            runs_kept: self.runs_kept,
             poisoned: Mutex::new(None),
             shutdown: watch::Sender::new(false),
             writer_thread: Mutex::new(None),
@@ -473,6 +486,7 @@ impl EngineBuilder {
             seed: None,
             verify_on_open: VerifyOnOpen::Live,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
+            runs_kept: RUNS_KEPT_DEFAULT,
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             cache_entries_max: 10_000,
             page_cache_bytes: 64 * 1024 * 1024,

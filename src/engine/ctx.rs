@@ -26,6 +26,7 @@ use crate::storage::records::{JournalEntry, RetryRecord, StepKind, StepOutcome};
 use crate::storage::{NewStep, StepBody, StepTask};
 
 mod children;
+mod runs;
 pub use children::ChildOptions;
 
 /// The durable context of one workflow execution. Cheap to clone.
@@ -248,6 +249,10 @@ impl Ctx {
             },
             // A replay check stops at the first step the journal does not hold.
             None if self.shared.verifying => None,
+            None if step >= crate::storage::records::JOURNAL_STEPS_MAX => Some(Err(Error::JournalFull {
+                execution_id: crate::api::ExecutionId(self.shared.execution_id),
+                steps_max: crate::storage::records::JOURNAL_STEPS_MAX,
+            })),
             None => match body(self, step) {
                 // Known now: recorded with the next commit, returned at once.
                 Ok(StepBody::Recorded(output)) => {

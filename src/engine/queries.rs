@@ -9,8 +9,8 @@ use super::clock::Sleep;
 
 use super::{json_value, lock, Engine, Inner};
 use crate::api::{
-    ActivityError, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, Page, RunningTask,
-    StepInfo, TaskId, TaskInfo, UnservedWork,
+    ActivityError, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, Page, RunInfo,
+    RunningTask, StepInfo, TaskId, TaskInfo, UnservedWork,
 };
 use crate::error::{Error, Result};
 use crate::storage::records::{duration_ms, ExecutionRecord, TaskRecord};
@@ -143,6 +143,36 @@ impl Engine {
             return Err(Error::UnknownExecution(id));
         }
         Ok(store.journal(id.0)?.into_iter().map(step_info).collect())
+    }
+
+    /// The kept past runs of an execution that continued as new, oldest first (the current
+    /// run is `state_of(id).run`; see `EngineBuilder::runs_kept`).
+    pub fn runs(&self, id: ExecutionId) -> Result<Vec<RunInfo>> {
+        let store = self.inner.store()?;
+        if store.execution(id.0)?.is_none() {
+            return Err(Error::UnknownExecution(id));
+        }
+        Ok(store
+            .runs(id.0)?
+            .into_iter()
+            .map(|r| RunInfo {
+                run: r.run,
+                version: r.version,
+                input: json_value(&r.input),
+                started_ms: r.started_ms,
+                ended_ms: r.ended_ms,
+                steps: r.steps,
+            })
+            .collect())
+    }
+
+    /// The journal steps of one kept past run, in order (empty for a run not kept).
+    pub fn run_steps(&self, id: ExecutionId, run: u32) -> Result<Vec<StepInfo>> {
+        let store = self.inner.store()?;
+        if store.execution(id.0)?.is_none() {
+            return Err(Error::UnknownExecution(id));
+        }
+        Ok(store.run_journal(id.0, run)?.into_iter().map(step_info).collect())
     }
 
     /// Everything known about an execution, with the progress of its last steps.

@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     pub(super) rng: Mutex<rand::rngs::StdRng>,
     pub(super) seed: u64,
     pub(super) payload_bytes_max: u64,
+    /// Past runs kept per execution (`EngineBuilder::runs_kept`).
+    pub(super) runs_kept: u32,
     pub(super) poisoned: Mutex<Option<String>>,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,

@@ -43,6 +43,8 @@ counters! {
     failures,
     /// Workflow attempts that ended blocked on steps (not failures).
     suspensions,
+    /// Workflow runs ended by `Ctx::continue_as_new` (each started the next run).
+    runs_continued,
     /// Workflow attempts that resumed a parked future instead of replaying the journal.
     resumes,
     lease_renewals,

@@ -259,7 +259,8 @@ async fn run_attempt(
         .await;
     let claimed = match claim {
         Ok(OpOutput::Claimed(c)) => Some(c),
-        Ok(_) | Err(Error::TaskNotClaimable { .. }) => None,
+        // Gone: a step task of a run that continued as new, removed with the run.
+        Ok(_) | Err(Error::TaskNotClaimable { .. } | Error::UnknownTask { .. }) => None,
         Err(e) => {
             tracing::warn!(task_id, error = %e, "claim failed");
             None
@@ -485,6 +486,24 @@ async fn run_one(
             let next = prepared.as_ref().map(|(c, _)| c.clone());
             Some(Op::Complete { task_id, token, output, local, next })
         }
+        Ok(Outcome::ContinueAsNew { input, local }) => match (function.input_check)(&input) {
+            Ok(()) => {
+                // The next run starts here, next.
+                prepared = prepare_continuation(pool, function.name, None);
+                let next = prepared.as_ref().map(|(c, _)| c.clone());
+                let (version, runs_kept) = (function.version, inner.runs_kept);
+                Some(Op::ContinueAsNew { task_id, token, input, local, version, runs_kept, next })
+            }
+            Err(reason) => Some(Op::Fail {
+                task_id,
+                token,
+                error: ActivityError::permanent(format!(
+                    "continue_as_new: the input does not decode as the workflow's input: {reason}"
+                ))
+                .with_code("bad_input"),
+                jitter_unit: 0.0,
+            }),
+        },
         Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
         Ok(Outcome::Suspend { steps, awaiting, keep, earliest_wake_ms }) => {
             parking = keep.map(|workflow| {
@@ -513,6 +532,7 @@ async fn run_one(
     if let Some(op) = op {
         let (counter, outcome) = match op {
             Op::Complete { .. } => (&inner.stats.completions, "completed"),
+            Op::ContinueAsNew { .. } => (&inner.stats.runs_continued, "continued"),
             Op::Suspend { .. } => (&inner.stats.suspensions, "suspended"),
             _ => (&inner.stats.failures, "failed"),
         };

@@ -13,7 +13,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, TaskRecord};
+use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
 use super::{Effect, ExecutionContext, Op, OpResult, StorageError, Store};
 use crate::api::{CleanupReport, ExecutionFilter, ExecutionState, Page};
 
@@ -79,6 +79,12 @@ impl<S: Store> Store for Guarded<S> {
     }
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError> {
         unpanic("reading a journal", || self.0.journal(execution_id))
+    }
+    fn runs(&self, execution_id: u64) -> Result<Vec<RunRecord>, StorageError> {
+        unpanic("reading past runs", || self.0.runs(execution_id))
+    }
+    fn run_journal(&self, execution_id: u64, run: u32) -> Result<Vec<JournalEntry>, StorageError> {
+        unpanic("reading a past run's journal", || self.0.run_journal(execution_id, run))
     }
     fn cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<CleanupReport, StorageError> {
         unpanic("previewing a cleanup", || self.0.cleanup_preview(now_ms, cutoff_ms))

@@ -194,6 +194,19 @@ pub enum Op {
         local: Local,
         next: Option<Continuation>,
     },
+    /// A workflow attempt ended its run with `Ctx::continue_as_new`: the run's journal is
+    /// archived (the latest `runs_kept` past runs kept), its live steps cancelled and their
+    /// tasks removed, and the root task made pending again with `input` under `version` (or
+    /// claimed for `next`).
+    ContinueAsNew {
+        task_id: u64,
+        token: u32,
+        input: Vec<u8>,
+        local: Local,
+        version: u32,
+        runs_kept: u32,
+        next: Option<Continuation>,
+    },
     /// `jitter_unit` is a uniform draw in `[0, 1)` from the engine's seeded RNG.
     Fail {
         task_id: u64,

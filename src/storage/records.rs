@@ -291,6 +291,21 @@ pub struct JournalEntry {
 /// Steps recorded per execution at most (bounded like everything that grows).
 pub const JOURNAL_STEPS_MAX: u32 = 100_000;
 
+/// A run an execution ended with `Ctx::continue_as_new`: key (execution id, run). Its journal
+/// moved, entry by entry, to `run_steps` under (execution id, run, step).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run: u32,
+    /// The code version it ran under.
+    pub version: u32,
+    /// The input it started with.
+    pub input: Vec<u8>,
+    pub started_ms: u64,
+    pub ended_ms: u64,
+    /// Journal steps it recorded.
+    pub steps: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterRecord {
     pub id: u64,

@@ -2,7 +2,7 @@
 
 use super::effect::Effect;
 use super::op::{Op, OpResult};
-use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, TaskRecord};
+use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
 use super::StorageError;
 use crate::api::{ExecutionFilter, ExecutionState, Page};
 
@@ -31,6 +31,10 @@ pub trait Store: Send + Sync + 'static {
     fn dead_letter(&self, id: u64) -> Result<Option<DeadLetterRecord>, StorageError>;
     /// A workflow execution's journal, in step order (empty for an activity execution).
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError>;
+    /// An execution's kept past runs (`Ctx::continue_as_new`), oldest first.
+    fn runs(&self, execution_id: u64) -> Result<Vec<RunRecord>, StorageError>;
+    /// The journal of one past run, in step order (empty if it is not kept).
+    fn run_journal(&self, execution_id: u64, run: u32) -> Result<Vec<JournalEntry>, StorageError>;
     /// What `Op::Cleanup` from the start would remove now, without removing anything.
     fn cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<crate::api::CleanupReport, StorageError>;
     /// The entries of `steps` that exist, in step order (a parked workflow's unsettled steps).

@@ -51,6 +51,13 @@ pub const STEP_INPUTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new
 /// attempt still holding its lease writes here), read by the task's later attempts. Kept
 /// until retention removes the execution. Since schema version 4.
 pub const HEARTBEATS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("heartbeats");
+/// Past runs of executions that continued as new: (execution id, run) → `RunRecord`. The
+/// latest `runs_kept` of an execution are kept (older ones go when a new run starts), all of
+/// them until retention removes the execution. Since schema version 5.
+pub const RUNS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("runs");
+/// Journals of past runs: (execution id, run, step) → `JournalEntry`, as the run's journal
+/// held it. Removed with its `runs` record. Since schema version 5.
+pub const RUN_STEPS: TableDefinition<(u64, u32, u32), &[u8]> = TableDefinition::new("run_steps");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.
@@ -64,5 +71,7 @@ pub const TASKS_NAME: &str = "tasks";
 pub const DEAD_LETTERS_NAME: &str = "dead_letters";
 pub const JOURNAL_NAME: &str = "journal";
 pub const CACHE_NAME: &str = "cache";
+pub const RUNS_NAME: &str = "runs";
+pub const RUN_STEPS_NAME: &str = "run_steps";
 
 // Retired table names (never reuse): none yet.

@@ -51,9 +51,19 @@ pub async fn finished<H: stent::FunctionHandle>(
     function: H,
     id: ExecutionId,
 ) -> stent::Result<H::Output> {
-    match tokio::time::timeout(LIMIT, engine.wait_for(function, id, None)).await {
+    finished_within(engine, function, id, LIMIT).await
+}
+
+/// `finished` with another real-time bound (for executions that do a lot of work).
+pub async fn finished_within<H: stent::FunctionHandle>(
+    engine: &Engine,
+    function: H,
+    id: ExecutionId,
+    limit: Duration,
+) -> stent::Result<H::Output> {
+    match tokio::time::timeout(limit, engine.wait_for(function, id, None)).await {
         Ok(result) => result,
-        Err(_) => panic!("execution {id} did not finish within {LIMIT:?}"),
+        Err(_) => panic!("execution {id} did not finish within {limit:?}"),
     }
 }
 

@@ -390,6 +390,7 @@ async fn show(mut target: Target, id: ExecutionId, json: bool) -> Outcome {
     }
     println!("execution {} ({})", info.id, info.function);
     println!("  state      {}", info.state);
+    println!("  version    {} (run {})", info.version, info.run);
     println!("  queue      {} (priority {})", info.queue, info.priority);
     if !info.tags.is_empty() {
         println!("  tags       {}", info.tags.join(", "));

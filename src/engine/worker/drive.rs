@@ -21,6 +21,11 @@ pub(super) enum Outcome {
         local: Local,
     },
     Error(ActivityError),
+    /// A workflow returned `Ctx::continue_as_new`: its next run starts with `input`.
+    ContinueAsNew {
+        input: Vec<u8>,
+        local: Local,
+    },
     /// A workflow is blocked on steps without outcomes.
     Suspend {
         steps: Vec<NewStep>,
@@ -42,23 +47,26 @@ pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outc
         let error = Error::NonDeterminism { step, recorded, requested };
         return Outcome::Error(ActivityError::permanent(error.to_string()).with_code(NON_DETERMINISM));
     }
+    // Local steps since the last suspension commit with the run's end.
+    let local = |new_steps: Vec<NewStep>| {
+        let steps = new_steps
+            .into_iter()
+            .filter(|s| {
+                matches!(
+                    s.body,
+                    StepBody::Recorded(_)
+                        | StepBody::Counter { .. }
+                        | StepBody::SetState { .. }
+                        | StepBody::GetState { .. }
+                )
+            })
+            .collect();
+        Local { steps, ..Local::default() }
+    };
     match result {
-        Some(Ok(output)) => {
-            // Local steps since the last suspension commit with the completion.
-            let steps = state
-                .new_steps
-                .into_iter()
-                .filter(|s| {
-                    matches!(
-                        s.body,
-                        StepBody::Recorded(_)
-                            | StepBody::Counter { .. }
-                            | StepBody::SetState { .. }
-                            | StepBody::GetState { .. }
-                    )
-                })
-                .collect();
-            Outcome::Output { output, local: Local { steps, ..Local::default() } }
+        Some(Ok(output)) => Outcome::Output { output, local: local(state.new_steps) },
+        Some(Err(Error::ContinueAsNew(next))) => {
+            Outcome::ContinueAsNew { input: next.input, local: local(state.new_steps) }
         }
         Some(Err(error)) => Outcome::Error(workflow_error(&error)),
         None if state.awaiting.is_empty() => Outcome::Error(

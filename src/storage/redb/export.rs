@@ -39,6 +39,8 @@ macro_rules! every_table {
         $each!(CACHE_BY_EXPIRY);
         $each!(STEP_INPUTS);
         $each!(HEARTBEATS);
+        $each!(RUNS);
+        $each!(RUN_STEPS);
         $each!(IDEMPOTENCY);
         $each!(DEAD_LETTERS);
         $each!(DLQ_BY_TIME);

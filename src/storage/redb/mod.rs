@@ -28,7 +28,7 @@ use super::effect::Effect;
 use super::faults::Faults;
 use super::guard::unpanic;
 use super::op::{Op, OpResult};
-use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, TaskRecord};
+use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
 use super::store::{ExecutionContext, Store};
 use super::transitions::Ids;
 use super::StorageError;
@@ -269,6 +269,12 @@ impl Store for RedbStore {
     }
     fn journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError> {
         self.read_journal(execution_id)
+    }
+    fn runs(&self, execution_id: u64) -> Result<Vec<RunRecord>, StorageError> {
+        self.read_runs(execution_id)
+    }
+    fn run_journal(&self, execution_id: u64, run: u32) -> Result<Vec<JournalEntry>, StorageError> {
+        self.read_run_journal(execution_id, run)
     }
     fn cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<CleanupReport, StorageError> {
         self.read_cleanup_preview(now_ms, cutoff_ms)

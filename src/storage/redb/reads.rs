@@ -7,7 +7,7 @@ use super::{corrupted, RedbStore};
 use crate::api::{CleanupReport, ExecutionFilter, ExecutionState, Page};
 use crate::storage::codec::decode;
 use crate::storage::op::TERMINAL_STATES;
-use crate::storage::records::{state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, TaskRecord};
+use crate::storage::records::{state_code, DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
 use crate::storage::tables::*;
 use crate::storage::transitions::{retention, Retention};
 use crate::storage::StorageError;
@@ -150,6 +150,28 @@ impl RedbStore {
     pub(super) fn read_journal(&self, execution_id: u64) -> Result<Vec<JournalEntry>, StorageError> {
         let read = self.db.begin_read()?;
         journal_of(&read.open_table(JOURNAL)?, execution_id)
+    }
+
+    /// An execution's past runs, oldest first, and (`Some(run)`) the journal of one of them.
+    pub(super) fn read_runs(&self, execution_id: u64) -> Result<Vec<RunRecord>, StorageError> {
+        let read = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in read.open_table(RUNS)?.range((execution_id, 0)..=(execution_id, u32::MAX))? {
+            let (k, v) = entry?;
+            out.push(decode(RUNS_NAME, &format_args!("{:?}", k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn read_run_journal(&self, execution_id: u64, run: u32) -> Result<Vec<JournalEntry>, StorageError> {
+        let read = self.db.begin_read()?;
+        let mut out = Vec::new();
+        let table = read.open_table(RUN_STEPS)?;
+        for entry in table.range((execution_id, run, 0)..=(execution_id, run, u32::MAX))? {
+            let (k, v) = entry?;
+            out.push(decode(RUN_STEPS_NAME, &format_args!("{:?}", k.value()), v.value())?);
+        }
+        Ok(out)
     }
 
     pub(super) fn read_cleanup_preview(&self, now_ms: u64, cutoff_ms: u64) -> Result<CleanupReport, StorageError> {

@@ -9,10 +9,15 @@ use crate::api::{ActivityError, ExecutionState};
 use crate::storage::codec::{decode, encode_checked};
 use crate::storage::index::{ExecutionIndex, TaskIndex};
 use crate::storage::op::LocalClosure;
-use crate::storage::records::{state_code, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, TaskRecord};
+use crate::storage::records::{
+    state_code, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord,
+};
 use crate::storage::tables::*;
 use crate::storage::transitions::{CacheExpiry, CacheKey, Ids, Records};
 use crate::storage::StorageError;
+
+/// `run_steps`, open in a write transaction.
+type RunStepsTable<'t> = Table<'t, (u64, u32, u32), &'static [u8]>;
 
 /// The tables of one write transaction, opened once per batch.
 pub(super) struct RedbRecords<'t> {
@@ -38,6 +43,10 @@ pub(super) struct RedbRecords<'t> {
     exec_tasks: Table<'t, (u64, u64), ()>,
     exec_counts: Table<'t, u8, u64>,
     heartbeats: Table<'t, (u64, u64), &'static [u8]>,
+    /// Opened by the first transition that needs them (a continue-as-new, a removal): most
+    /// batches never touch past runs.
+    runs: Option<Table<'t, (u64, u32), &'static [u8]>>,
+    run_steps: Option<RunStepsTable<'t>>,
     /// Changes to `exec_counts` by state code, written once at the end of the batch
     /// (`finish`): a state change costs an array update instead of two B-tree writes.
     count_deltas: [i64; STATE_CODES],
@@ -71,6 +80,8 @@ impl<'t> RedbRecords<'t> {
             exec_tasks: txn.open_table(EXEC_TASKS)?,
             exec_counts: txn.open_table(EXEC_COUNTS)?,
             heartbeats: txn.open_table(HEARTBEATS)?,
+            runs: None,
+            run_steps: None,
             count_deltas: [0; STATE_CODES],
         })
     }
@@ -95,6 +106,20 @@ impl<'t> RedbRecords<'t> {
         self.meta.insert("next_task_id", ids.next_task)?;
         self.meta.insert("next_dead_letter_id", ids.next_dead_letter)?;
         Ok(())
+    }
+
+    fn runs(&mut self) -> Result<&mut Table<'t, (u64, u32), &'static [u8]>, StorageError> {
+        match &mut self.runs {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(RUNS)?)),
+        }
+    }
+
+    fn run_steps(&mut self) -> Result<&mut RunStepsTable<'t>, StorageError> {
+        match &mut self.run_steps {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(RUN_STEPS)?)),
+        }
     }
 
     fn remove_task_index(&mut self, id: u64, index: &TaskIndex) -> Result<(), StorageError> {
@@ -255,6 +280,9 @@ impl Records for RedbRecords<'_> {
         self.state.retain_in((id, "")..(id.saturating_add(1), ""), |_, _| false)?;
         self.step_inputs.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
         self.heartbeats.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+        if exec.run > 1 {
+            self.remove_runs_before(id, u32::MAX)?;
+        }
         if let Some(key) = &exec.idempotency_key {
             // The key is free again: a later dispatch with it starts a new execution.
             if self.idempotency.get(key.as_str())?.is_some_and(|v| v.value() == id) {
@@ -268,6 +296,47 @@ impl Records for RedbRecords<'_> {
             self.deadlines.remove((d, id))?;
         }
         self.executions.remove(id)?;
+        Ok(())
+    }
+
+    fn remove_task(&mut self, task: &TaskRecord) -> Result<(), StorageError> {
+        self.remove_task_index(task.id, &TaskIndex::of(task))?;
+        self.tasks.remove(task.id)?;
+        self.exec_tasks.remove((task.execution_id, task.id))?;
+        self.heartbeats.remove((task.execution_id, task.id))?;
+        Ok(())
+    }
+
+    fn archive_run(&mut self, execution_id: u64, run: &RunRecord) -> Result<(), StorageError> {
+        let id = execution_id;
+        let steps: Vec<(u32, Vec<u8>)> = self
+            .journal
+            .range((id, 0)..=(id, u32::MAX))?
+            .map(|e| e.map(|(k, v)| (k.value().1, v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        let table = self.run_steps()?;
+        for (step, bytes) in &steps {
+            table.insert((id, run.run, *step), bytes.as_slice())?;
+        }
+        self.journal.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+        self.step_inputs.retain_in((id, 0)..=(id, u32::MAX), |_, _| false)?;
+        let bytes = encode_checked(RUNS_NAME, run);
+        self.runs()?.insert((id, run.run), bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn run(&mut self, execution_id: u64, run: u32) -> Result<Option<RunRecord>, StorageError> {
+        let key = (execution_id, run);
+        match self.runs()?.get(key)? {
+            Some(v) => Ok(Some(decode(RUNS_NAME, &format!("{key:?}"), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn remove_runs_before(&mut self, execution_id: u64, run: u32) -> Result<(), StorageError> {
+        let id = execution_id;
+        self.runs()?.retain_in((id, 0)..(id, run), |_, _| false)?;
+        self.run_steps()?.retain_in((id, 0, 0)..(id, run, 0), |_, _| false)?;
         Ok(())
     }
 

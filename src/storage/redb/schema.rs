@@ -158,6 +158,8 @@ impl RedbStore {
             txn.open_table(EXEC_TASKS)?;
             txn.open_table(EXEC_COUNTS)?;
             txn.open_table(HEARTBEATS)?;
+            txn.open_table(RUNS)?;
+            txn.open_table(RUN_STEPS)?;
         }
         txn.commit()?;
         Ok((counters, trace_seed))

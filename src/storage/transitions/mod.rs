@@ -10,7 +10,8 @@
 //!
 //! Files by transition: `dispatch` (new executions), `claim` (leases), `outcome` (complete,
 //! fail, expire, abandon: retry or bury), `journal` (workflow steps, suspension, waking),
-//! `signal`, `cache`, `end` (cancel, time out), `dead_letter` (replay, discard), `retention`,
+//! `run` (continue as new), `signal`, `cache`, `end` (cancel, time out), `dead_letter`
+//! (replay, discard), `retention`,
 //! `quarantine`, `recover` (attempts left running by a stopped process).
 
 mod cache;
@@ -23,9 +24,11 @@ mod outcome;
 mod quarantine;
 mod recover;
 mod retention;
+mod run;
 mod signal;
 
 pub use retention::{retention, Retention};
+use run::NextRun;
 
 // The names the transition files share (they `use super::*`).
 use super::effect::Effect;
@@ -33,8 +36,8 @@ use super::faults::Faults;
 use super::index::{pending_effect, ExecutionIndex, TaskIndex};
 use super::op::{ClaimedTask, Continuation, Local, NewExecution, NewStep, Op, OpOutput, StepBody, StepTask};
 use super::records::{
-    CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, StepKind, StepOutcome, TaskKind,
-    TaskRecord, JOURNAL_STEPS_MAX,
+    CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, RunRecord, StepKind, StepOutcome,
+    TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::{EXECUTIONS_NAME, JOURNAL_NAME, TASKS_NAME};
 use super::{Rejection, StorageError};
@@ -81,6 +84,16 @@ pub trait Records {
     /// Removes and returns an operator's edited input for a step (a DLQ replay).
     fn take_step_input(&mut self, execution_id: u64, step: u32) -> Result<Option<Vec<u8>>, StorageError>;
     fn put_step_input(&mut self, execution_id: u64, step: u32, input: &[u8]) -> Result<(), StorageError>;
+    /// Removes a task (an ended step of a run that continued as new) with its index entries
+    /// and its heartbeat details.
+    fn remove_task(&mut self, task: &TaskRecord) -> Result<(), StorageError>;
+    /// Ends the execution's current run: its journal moves to the past run's steps, its
+    /// edited step inputs go, and `run` is written beside them.
+    fn archive_run(&mut self, execution_id: u64, run: &RunRecord) -> Result<(), StorageError>;
+    /// A past run of the execution.
+    fn run(&mut self, execution_id: u64, run: u32) -> Result<Option<RunRecord>, StorageError>;
+    /// Removes the execution's past runs numbered below `run`, with their steps.
+    fn remove_runs_before(&mut self, execution_id: u64, run: u32) -> Result<(), StorageError>;
     /// Replaces the progress details a task's attempt recorded (`stent::activity::heartbeat`);
     /// removed with the execution.
     fn put_heartbeat(&mut self, execution_id: u64, task_id: u64, details: &[u8]) -> Result<(), StorageError>;
@@ -194,6 +207,9 @@ impl<R: Records> Batch<'_, R> {
             Op::Claim { task_id, worker, lease_ms, version } => self.claim(task_id, &worker, lease_ms, version),
             Op::Renew { leases, lease_ms, details } => self.renew(&leases, lease_ms, details),
             Op::Complete { task_id, token, output, local, next } => self.complete(task_id, token, output, local, next),
+            Op::ContinueAsNew { task_id, token, input, local, version, runs_kept, next } => {
+                self.continue_as_new(task_id, token, NextRun { input, version, runs_kept }, local, next)
+            }
             Op::Fail { task_id, token, error, jitter_unit } => self.fail(task_id, token, error, jitter_unit),
             Op::Expire { task_id, token } => self.expire(task_id, token),
             Op::Abandon { task_id, token, reason } => self.abandon(task_id, token, reason),

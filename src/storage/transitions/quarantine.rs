@@ -30,6 +30,7 @@ fn subject(op: &Op) -> Option<Subject> {
     match op {
         Op::Claim { task_id, .. }
         | Op::Complete { task_id, .. }
+        | Op::ContinueAsNew { task_id, .. }
         | Op::Fail { task_id, .. }
         | Op::Expire { task_id, .. }
         | Op::Suspend { task_id, .. }
