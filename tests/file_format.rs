@@ -105,6 +105,7 @@ fn journal() -> Vec<JournalEntry> {
         // Appended later: the variants before keep their tags, so older entries' bytes hold.
         StepKind::Patch { id: "audit".into() },
         StepKind::StartChild { function: "report".into() },
+        StepKind::Race { steps: vec![3, 4] },
     ];
     let outcomes = [
         StepOutcome::Scheduled { task_id: 8 },

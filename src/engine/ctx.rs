@@ -26,8 +26,10 @@ use crate::storage::records::{JournalEntry, RetryRecord, StepKind, StepOutcome};
 use crate::storage::{NewStep, StepBody, StepTask};
 
 mod children;
+mod race;
 mod runs;
 pub use children::ChildOptions;
+pub use race::{Either, Race, Select};
 
 /// The durable context of one workflow execution. Cheap to clone.
 #[derive(Clone)]
@@ -91,6 +93,8 @@ pub struct Step<T> {
     /// if the workflow stayed parked in memory (`EngineBuilder::evict_after`) and resumes
     /// with a journal that holds it.
     pending: Option<Pending<T>>,
+    /// Its journal step (`None` for an operation refused before it took one).
+    number: Option<u32>,
 }
 
 struct Pending<T> {
@@ -102,7 +106,30 @@ struct Pending<T> {
 
 impl<T> Step<T> {
     fn done(result: Result<T>) -> Self {
-        Step { ready: Some(result), pending: None }
+        Step { ready: Some(result), pending: None, number: None }
+    }
+
+    /// The outcome if the journal has it (taken out of the step), else `None` with the step
+    /// noted as awaited: the attempt suspends on it if nothing else can go on.
+    fn check(&mut self) -> Option<Result<T>> {
+        if let Some(result) = self.ready.take() {
+            return Some(result);
+        }
+        let p = self.pending.as_ref()?;
+        let mut state = p.ctx.journal_state();
+        let result = match state.journal.get(&p.step).map(|e| &e.outcome) {
+            Some(StepOutcome::Completed { output }) => (p.decode)(&p.what, output),
+            Some(StepOutcome::Failed { error }) => {
+                Err(Error::StepFailed { step: p.step, function: p.what.clone(), error: error.clone() })
+            }
+            _ => {
+                state.awaiting.insert(p.step);
+                return None;
+            }
+        };
+        drop(state);
+        self.pending = None;
+        Some(result)
     }
 }
 
@@ -112,25 +139,11 @@ impl<T> Future for Step<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<T>> {
-        if let Some(result) = self.ready.take() {
-            return Poll::Ready(result);
+        // Blocked on this step (`None`): the attempt suspends until it has an outcome.
+        match self.check() {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
         }
-        let Some(p) = &self.pending else { return Poll::Pending };
-        let mut state = p.ctx.journal_state();
-        let result = match state.journal.get(&p.step).map(|e| &e.outcome) {
-            Some(StepOutcome::Completed { output }) => (p.decode)(&p.what, output),
-            Some(StepOutcome::Failed { error }) => {
-                Err(Error::StepFailed { step: p.step, function: p.what.clone(), error: error.clone() })
-            }
-            _ => {
-                // Blocked on this step: the attempt suspends until it has an outcome.
-                state.awaiting.insert(p.step);
-                return Poll::Pending;
-            }
-        };
-        drop(state);
-        self.pending = None;
-        Poll::Ready(result)
     }
 }
 
@@ -275,10 +288,12 @@ impl Ctx {
             },
         };
         match ready {
-            Some(result) => Step::done(result),
-            None => {
-                Step { ready: None, pending: Some(Pending { ctx: self.clone(), step, what: what.to_string(), decode }) }
-            }
+            Some(result) => Step { ready: Some(result), pending: None, number: Some(step) },
+            None => Step {
+                ready: None,
+                pending: Some(Pending { ctx: self.clone(), step, what: what.to_string(), decode }),
+                number: Some(step),
+            },
         }
     }
 

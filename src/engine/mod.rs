@@ -43,7 +43,7 @@ use std::time::Duration;
 
 pub use builder::EngineBuilder;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use ctx::{CallOptions, ChildOptions, CounterRef, Ctx, StateRef, Step};
+pub use ctx::{CallOptions, ChildOptions, CounterRef, Ctx, Either, Race, Select, StateRef, Step};
 pub use dispatch::DispatchBuilder;
 use stats::Counters;
 pub use stats::Stats;

@@ -146,6 +146,9 @@ pub enum StepBody {
     Local(LocalFn),
     /// A local step whose closure failed: recorded as failed.
     Failed(ActivityError),
+    /// A race decided (`Ctx::race`): `output` is the winner's index; the `losers` (steps of
+    /// the journal) are cancelled, each failing with code `cancelled` unless it has an outcome.
+    Race { output: Vec<u8>, losers: Vec<u32> },
 }
 
 #[derive(Debug, Clone)]

@@ -214,6 +214,11 @@ pub enum StepKind {
     StartChild {
         function: String,
     },
+    /// `Ctx::race` / `Ctx::select` over these steps: the outcome is the winner's index in the
+    /// list (as JSON); the losers were cancelled by the same record.
+    Race {
+        steps: Vec<u32>,
+    },
 }
 
 impl StepKind {
@@ -243,6 +248,7 @@ impl std::fmt::Display for StepKind {
             StepKind::Local { name } => write!(f, "local step {name:?}"),
             StepKind::Patch { id } => write!(f, "patch {id:?}"),
             StepKind::StartChild { function } => write!(f, "detached child {function:?}"),
+            StepKind::Race { steps } => write!(f, "race of steps {steps:?}"),
         }
     }
 }

@@ -58,6 +58,7 @@ pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outc
                         | StepBody::Counter { .. }
                         | StepBody::SetState { .. }
                         | StepBody::GetState { .. }
+                        | StepBody::Race { .. }
                 )
             })
             .collect();

@@ -68,12 +68,13 @@ impl<R: Records> Batch<'_, R> {
                     }
                 }
                 StepBody::Failed(error) => StepOutcome::Failed { error },
-                body @ (StepBody::Counter { .. } | StepBody::SetState { .. } | StepBody::GetState { .. }) => {
-                    match self.local_outcome(exec.id, body)? {
-                        Some(outcome) => outcome,
-                        None => continue,
-                    }
-                }
+                body @ (StepBody::Counter { .. }
+                | StepBody::SetState { .. }
+                | StepBody::GetState { .. }
+                | StepBody::Race { .. }) => match self.local_outcome(exec.id, body)? {
+                    Some(outcome) => outcome,
+                    None => continue,
+                },
                 StepBody::Child { new, detached } => self.start_child(&exec, s.step, new, detached)?,
                 StepBody::Task(mut t) => match self.cached(t.cache, &t.function, &t.input)? {
                     // A cached function's fresh result: the step is done without a task.
@@ -226,6 +227,35 @@ impl<R: Records> Batch<'_, R> {
         Ok(child_id)
     }
 
+    /// Cancels the steps that lost a race: a task's (activity, timer) is cancelled, a signal
+    /// wait ends (with its timer), a child is cancelled; each step fails with code
+    /// `cancelled`. A step that already has its outcome keeps it.
+    pub(super) fn cancel_losers(&mut self, execution_id: u64, losers: &[u32]) -> Result<(), StorageError> {
+        for &step in losers {
+            let Some(mut entry) = self.r.step(execution_id, step)? else { continue };
+            match entry.outcome {
+                StepOutcome::Scheduled { task_id } | StepOutcome::AwaitingSignal { timer: Some(task_id) } => {
+                    self.cancel_task(task_id)?
+                }
+                StepOutcome::AwaitingSignal { timer: None } => {}
+                StepOutcome::Child { execution_id: child } => {
+                    // Its end settles this step (the parent's attempt is running: no wake).
+                    if let Err(e) = self.end_execution(child, ExecutionState::Cancelled)? {
+                        tracing::error!(child, error = %e, "the losing child execution was not cancelled");
+                    }
+                    continue;
+                }
+                StepOutcome::Completed { .. } | StepOutcome::Failed { .. } => continue,
+            }
+            entry.outcome = StepOutcome::Failed {
+                error: ActivityError::permanent("cancelled: another step won the race").with_code("cancelled"),
+            };
+            entry.recorded_ms = self.now;
+            self.r.put_step(execution_id, &entry)?;
+        }
+        Ok(())
+    }
+
     /// Cancels one live task (its step no longer needs it).
     pub(super) fn cancel_task(&mut self, task_id: u64) -> Result<(), StorageError> {
         let Some(mut task) = self.r.task(task_id)? else { return Ok(()) };
@@ -262,6 +292,10 @@ impl<R: Records> Batch<'_, R> {
             StepBody::SetState { key, value } => {
                 self.r.put_state(execution_id, &key, &value)?;
                 b"null".to_vec()
+            }
+            StepBody::Race { output, losers } => {
+                self.cancel_losers(execution_id, &losers)?;
+                output
             }
             StepBody::GetState { key } => match self.r.state(execution_id, &key)? {
                 Some(v) => wrap_one(&v),
