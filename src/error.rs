@@ -29,6 +29,9 @@ pub enum Error {
          end each run with `ctx.continue_as_new(&state)`, which starts the next run with an empty journal"
     )]
     JournalFull { execution_id: ExecutionId, steps_max: u32 },
+    /// `Engine::update`: the execution ended without answering the update.
+    #[error("execution {id} ended without answering update {name:?}")]
+    UpdateUnanswered { id: ExecutionId, name: String },
     /// Not a failure: what [`crate::Ctx::continue_as_new`] returns, for the workflow to return
     /// in turn; the engine then ends this run and starts the next one with the input it holds.
     #[error("the workflow continues as new (return this from the workflow: it ends the run, it is not a failure)")]

@@ -1258,6 +1258,7 @@ impl<F: StoreFactory> Sut<F> {
                 Effect::Finished { execution_id } => finished.push(*execution_id),
                 Effect::DeadLettered { execution_id, .. } => buried.push(*execution_id),
                 Effect::Claimed { .. } => panic!("an eager claim effect for a dispatch that asked for none"),
+                Effect::Replied { .. } => panic!("a reply effect from ops that run no workflow"),
                 Effect::Abort { task_id, .. } => {
                     self.mem_leases.remove(task_id);
                     aborted.push(*task_id);

@@ -401,6 +401,7 @@ impl EngineBuilder {
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
             running: Mutex::new(HashMap::new()),
+            update_waiters: Mutex::new(HashMap::new()),
             next_attempt: AtomicU64::new(1),
             idle: Mutex::new(Vec::new()),
             rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),

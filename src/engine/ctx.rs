@@ -28,8 +28,10 @@ use crate::storage::{NewStep, StepBody, StepTask};
 mod children;
 mod race;
 mod runs;
+mod updates;
 pub use children::ChildOptions;
 pub use race::{Either, Race, Select};
+pub use updates::Update;
 
 /// The durable context of one workflow execution. Cheap to clone.
 #[derive(Clone)]

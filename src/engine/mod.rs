@@ -16,6 +16,7 @@ mod ready;
 mod registry;
 mod timers;
 mod unserved;
+mod updates;
 mod verify;
 mod worker;
 mod writer;
@@ -43,7 +44,7 @@ use std::time::Duration;
 
 pub use builder::EngineBuilder;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
-pub use ctx::{CallOptions, ChildOptions, CounterRef, Ctx, Either, Race, Select, StateRef, Step};
+pub use ctx::{CallOptions, ChildOptions, CounterRef, Ctx, Either, Race, Select, StateRef, Step, Update};
 pub use dispatch::DispatchBuilder;
 use stats::Counters;
 pub use stats::Stats;

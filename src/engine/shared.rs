@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(super) timers: Timers,
     /// `wait_for` calls by execution, each under its own number so it can remove itself.
     pub(super) waiters: Mutex<HashMap<u64, Vec<WaiterEntry>>>,
+    /// Callers of `Engine::update` awaiting a reply: by execution, then update id.
+    pub(super) update_waiters: Mutex<HashMap<u64, HashMap<u64, oneshot::Sender<()>>>>,
     pub(super) next_waiter: AtomicU64,
     pub(super) running: Mutex<HashMap<u64, Running>>,
     pub(super) next_attempt: AtomicU64,
@@ -129,6 +131,21 @@ impl Inner {
                     self.spans.finished(execution_id);
                     for (_, waiter) in lock(&self.waiters).remove(&execution_id).unwrap_or_default() {
                         let _ = waiter.send(());
+                    }
+                    // Updates it will never answer: their callers find no reply and say so.
+                    for (_, waiter) in lock(&self.update_waiters).remove(&execution_id).unwrap_or_default() {
+                        let _ = waiter.send(());
+                    }
+                }
+                Effect::Replied { execution_id, update } => {
+                    let mut waiters = lock(&self.update_waiters);
+                    if let Some(of_execution) = waiters.get_mut(&execution_id) {
+                        if let Some(waiter) = of_execution.remove(&update) {
+                            let _ = waiter.send(());
+                        }
+                        if of_execution.is_empty() {
+                            waiters.remove(&execution_id);
+                        }
                     }
                 }
                 Effect::DeadLettered { function, .. } => super::metrics::dead_letter(function),

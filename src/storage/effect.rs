@@ -28,6 +28,11 @@ pub enum Effect {
     Finished {
         execution_id: u64,
     },
+    /// A workflow answered update `update` (`Ctx::reply`): its caller may read the reply.
+    Replied {
+        execution_id: u64,
+        update: u64,
+    },
     /// The execution failed into the dead-letter queue (after `Finished` for it): for the
     /// engine's metrics, whatever the cause (a failed attempt, a lost lease, a journal that
     /// cannot be read).

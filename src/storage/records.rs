@@ -297,6 +297,22 @@ pub struct JournalEntry {
 /// Steps recorded per execution at most (bounded like everything that grows).
 pub const JOURNAL_STEPS_MAX: u32 = 100_000;
 
+/// The mailbox name an update named `name` travels under (`Engine::update`): a signal whose
+/// payload is `{"update": id, "payload": ...}`.
+pub fn update_signal(name: &str) -> String {
+    format!("stent.update/{name}")
+}
+
+/// The custom state key holding the reply to update `update` (`Ctx::reply`).
+pub fn reply_key(update: u64) -> String {
+    format!("stent.reply/{update}")
+}
+
+/// The update a custom state key answers, if it is a reply key.
+pub fn reply_of(key: &str) -> Option<u64> {
+    key.strip_prefix("stent.reply/")?.parse().ok()
+}
+
 /// A run an execution ended with `Ctx::continue_as_new`: key (execution id, run). Its journal
 /// moved, entry by entry, to `run_steps` under (execution id, run, step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

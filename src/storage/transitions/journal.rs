@@ -291,6 +291,9 @@ impl<R: Records> Batch<'_, R> {
             }
             StepBody::SetState { key, value } => {
                 self.r.put_state(execution_id, &key, &value)?;
+                if let Some(update) = super::super::records::reply_of(&key) {
+                    self.effects.push(Effect::Replied { execution_id, update });
+                }
                 b"null".to_vec()
             }
             StepBody::Race { output, losers } => {
