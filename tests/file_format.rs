@@ -61,6 +61,7 @@ fn execution() -> ExecutionRecord {
         parent: Some(ParentStep { execution_id: 41, step: 3 }),
         version: 3,
         run: 2,
+        cancel_requested_ms: Some(1_700_000_005_000),
     }
 }
 
@@ -225,7 +226,7 @@ fn records_written_by_the_current_format_decode_unchanged() {
         if name == "execution_schema4" {
             assert!(decode::<ExecutionRecord>("executions", key, bytes).is_err(), "an unmigrated record is refused");
             let migrated = append_fields("executions", key, bytes, &SCHEMA5_EXECUTION_DEFAULTS).unwrap();
-            let expected = ExecutionRecord { version: 1, run: 1, ..execution() };
+            let expected = ExecutionRecord { version: 1, run: 1, cancel_requested_ms: None, ..execution() };
             assert_eq!(decode::<ExecutionRecord>("executions", key, &migrated).unwrap(), expected);
         } else {
             assert!(decode::<TaskRecord>("tasks", key, bytes).is_err(), "an unmigrated record is refused");

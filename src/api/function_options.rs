@@ -24,6 +24,7 @@ pub struct FunctionOptions {
     pub(crate) timeout: Option<DurationArg>,
     pub(crate) cached: Option<DurationArg>,
     pub(crate) version: Option<u32>,
+    pub(crate) cancel_grace: Option<DurationArg>,
 }
 
 impl FunctionOptions {
@@ -70,6 +71,16 @@ impl FunctionOptions {
     /// `EngineBuilder::cache_entries_max`; expired entries are removed as new ones come in.
     pub fn cached(mut self, ttl: impl Into<DurationArg>) -> Self {
         self.cached = Some(ttl.into());
+        self
+    }
+
+    /// For a workflow: `Engine::cancel` lets it compensate. The step it awaits (and every
+    /// other open step) is cancelled and returns `Error::Cancelled`; the steps it takes from
+    /// there (undoing what it did, a saga) run normally, and it ends cancelled when it
+    /// returns that error, or at the latest `grace` after the cancel. Without it (the default)
+    /// a cancel ends the execution at once, as `Engine::cancel_now` always does.
+    pub fn cancel_grace(mut self, grace: impl Into<DurationArg>) -> Self {
+        self.cancel_grace = Some(grace.into());
         self
     }
 

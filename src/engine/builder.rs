@@ -263,6 +263,7 @@ impl EngineBuilder {
             }
         };
         function.timeout = durations("timeout", o.timeout);
+        function.cancel_grace = durations("cancel_grace", o.cancel_grace);
         let ttl = durations("cached", o.cached);
         function.cache = match (ttl, o.version) {
             (None, None) => None,

@@ -15,8 +15,33 @@ use crate::storage::{Faults, Op, OpOutput};
 impl Engine {
     /// Cancels a pending or running execution: its task is cancelled, its running future
     /// aborted, and nothing it does completes afterwards. Returns the state after the call
-    /// (a terminal execution is left as it is).
+    /// (a terminal execution is left as it is). A workflow registered here with
+    /// `FunctionOptions::cancel_grace` is cancelled gracefully instead: its open steps are
+    /// cancelled, the one it awaits returns `Error::Cancelled`, and it may run compensating
+    /// steps until it returns or the grace runs out (the state stays `running` meanwhile); a
+    /// second `cancel`, or `cancel_now`, ends it at once.
     pub async fn cancel(&self, id: ExecutionId) -> Result<ExecutionState> {
+        let store = self.inner.store()?;
+        let Some((exec, _)) = store.execution(id.0)? else { return Err(Error::UnknownExecution(id)) };
+        let grace = self.inner.registry.get(&exec.function).and_then(|f| match f.handler {
+            super::registry::Handler::Workflow(_) => f.cancel_grace,
+            super::registry::Handler::Activity(_) => None,
+        });
+        let op = match grace {
+            Some(grace) => {
+                Op::RequestCancel { execution_id: id.0, grace_ms: crate::storage::records::duration_ms(grace) }
+            }
+            None => Op::Cancel { execution_id: id.0 },
+        };
+        match self.inner.submit(op).await? {
+            OpOutput::State(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends the execution at once, cancelled, with its live tasks and children, whatever its
+    /// `cancel_grace` (a workflow compensating after a cancel is stopped where it stands).
+    pub async fn cancel_now(&self, id: ExecutionId) -> Result<ExecutionState> {
         match self.inner.submit(Op::Cancel { execution_id: id.0 }).await? {
             OpOutput::State(s) => Ok(s),
             other => Err(unexpected(other)),

@@ -121,9 +121,7 @@ impl<T> Step<T> {
         let mut state = p.ctx.journal_state();
         let result = match state.journal.get(&p.step).map(|e| &e.outcome) {
             Some(StepOutcome::Completed { output }) => (p.decode)(&p.what, output),
-            Some(StepOutcome::Failed { error }) => {
-                Err(Error::StepFailed { step: p.step, function: p.what.clone(), error: error.clone() })
-            }
+            Some(StepOutcome::Failed { error }) => Err(step_error(&p.ctx, p.step, &p.what, error)),
             _ => {
                 state.awaiting.insert(p.step);
                 return None;
@@ -147,6 +145,15 @@ impl<T> Future for Step<T> {
             None => Poll::Pending,
         }
     }
+}
+
+/// What awaiting a failed step gives: `Error::Cancelled` for a step cancelled with its
+/// execution (a graceful cancel), else the step's failure.
+fn step_error(ctx: &Ctx, step: u32, what: &str, error: &crate::api::ActivityError) -> Error {
+    if error.code.as_deref() == Some(crate::storage::records::EXECUTION_CANCELLED) {
+        return Error::Cancelled(crate::api::ExecutionId(ctx.shared.execution_id));
+    }
+    Error::StepFailed { step, function: what.to_string(), error: error.clone() }
 }
 
 /// Name of the built-in function behind `Ctx::sleep`: a task that is due at the wake-up time
@@ -257,9 +264,7 @@ impl Ctx {
             }
             Some(entry) => match &entry.outcome {
                 StepOutcome::Completed { output } => Some(decode(what, output)),
-                StepOutcome::Failed { error } => {
-                    Some(Err(Error::StepFailed { step, function: what.to_string(), error: error.clone() }))
-                }
+                StepOutcome::Failed { error } => Some(Err(step_error(self, step, what, error))),
                 StepOutcome::Scheduled { .. } | StepOutcome::AwaitingSignal { .. } | StepOutcome::Child { .. } => None,
             },
             // A replay check stops at the first step the journal does not hold.

@@ -50,6 +50,8 @@ pub struct Function {
     /// The version of this code (`FunctionOptions::version`, default 1): what its new tasks
     /// and executions record, and the newest it claims.
     pub version: u32,
+    /// `FunctionOptions::cancel_grace`: a cancel lets the workflow compensate this long.
+    pub cancel_grace: Option<Duration>,
 }
 
 /// Decodes a JSON input as a function's input type: `Err` carries serde's reason.
@@ -75,6 +77,7 @@ impl Function {
             cache: None,
             input_check: |_| Ok(()),
             version: 1,
+            cancel_grace: None,
         }
     }
 }

@@ -504,6 +504,13 @@ async fn run_one(
                 jitter_unit: 0.0,
             }),
         },
+        // A workflow that gives up after a cancel (returns `Error::Cancelled`) ends cancelled.
+        Ok(Outcome::Error(error))
+            if matches!(function.handler, Handler::Workflow(_))
+                && error.code.as_deref() == Some(crate::storage::records::EXECUTION_CANCELLED) =>
+        {
+            Some(Op::Cancel { execution_id })
+        }
         Ok(Outcome::Error(error)) => Some(Op::Fail { task_id, token, error, jitter_unit: inner.jitter_unit() }),
         Ok(Outcome::Suspend { steps, awaiting, keep, earliest_wake_ms }) => {
             parking = keep.map(|workflow| {

@@ -197,6 +197,14 @@ pub enum Op {
         local: Local,
         next: Option<Continuation>,
     },
+    /// A graceful cancel of a workflow execution: its open steps are cancelled (each fails
+    /// with code `execution_cancelled`), it is woken to compensate, and it is ended as
+    /// cancelled `grace_ms` from now if it has not ended by then. Anything else, or a second
+    /// request, is cancelled at once.
+    RequestCancel {
+        execution_id: u64,
+        grace_ms: u64,
+    },
     /// A workflow attempt ended its run with `Ctx::continue_as_new`: the run's journal is
     /// archived (the latest `runs_kept` past runs kept), its live steps cancelled and their
     /// tasks removed, and the root task made pending again with `input` under `version` (or

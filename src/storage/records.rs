@@ -36,11 +36,15 @@ pub struct ExecutionRecord {
     pub version: u32,
     /// The run number: 1, plus one per `Ctx::continue_as_new`.
     pub run: u32,
+    /// When a graceful cancel was asked for (`Engine::cancel` of a workflow registered with
+    /// `FunctionOptions::cancel_grace`): the workflow is compensating until it ends or its
+    /// grace (in `deadline_ms`) runs out.
+    pub cancel_requested_ms: Option<u64>,
 }
 
-/// The encoding of the fields schema 5 appended to an `ExecutionRecord` (version 1, run 1),
-/// appended to the records of an older file by its migration.
-pub const SCHEMA5_EXECUTION_DEFAULTS: (u32, u32) = (1, 1);
+/// The encoding of the fields schema 5 appended to an `ExecutionRecord` (version 1, run 1, no
+/// cancel asked for), appended to the records of an older file by its migration.
+pub const SCHEMA5_EXECUTION_DEFAULTS: (u32, u32, Option<u64>) = (1, 1, None);
 /// The field schema 5 appended to a `TaskRecord` (version 1).
 pub const SCHEMA5_TASK_DEFAULTS: (u32,) = (1,);
 
@@ -296,6 +300,11 @@ pub struct JournalEntry {
 
 /// Steps recorded per execution at most (bounded like everything that grows).
 pub const JOURNAL_STEPS_MAX: u32 = 100_000;
+
+/// The error code of a step cancelled with its execution (`Op::RequestCancel`): awaiting it
+/// gives the workflow `Error::Cancelled`, and a workflow that returns that error ends
+/// cancelled.
+pub const EXECUTION_CANCELLED: &str = "execution_cancelled";
 
 /// The mailbox name an update named `name` travels under (`Engine::update`): a signal whose
 /// payload is `{"update": id, "payload": ...}`.

@@ -68,7 +68,8 @@ pub async fn finished_within<H: stent::FunctionHandle>(
 }
 
 /// Makes the records of a current file those of a schema 4 file: the fields schema 5 appended
-/// (an execution's version and run, a task's version, all 1 here) are cut off each record and
+/// (an execution's version, run and cancel request, a task's version: 1, 1, none and 1 here,
+/// one byte each) are cut off each record and
 /// its checksum recomputed, as a file written by a build of schema 4 holds them. For tests
 /// that turn a current file into an older one (the caller also sets `schema_version` and
 /// removes what later versions added).
@@ -93,6 +94,8 @@ pub fn cut_schema5_fields(txn: &redb::WriteTransaction) {
             table.insert(key, body.as_slice()).unwrap();
         }
     }
-    cut::<ExecutionRecord>(txn, "executions", 2, |e| assert_eq!((e.version, e.run), (1, 1)));
+    cut::<ExecutionRecord>(txn, "executions", 3, |e| {
+        assert_eq!((e.version, e.run, e.cancel_requested_ms), (1, 1, None))
+    });
     cut::<TaskRecord>(txn, "tasks", 1, |t| assert_eq!(t.version, 1));
 }

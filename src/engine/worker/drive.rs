@@ -104,6 +104,9 @@ pub(super) fn workflow_error(error: &Error) -> ActivityError {
     match error {
         Error::StepFailed { error, .. } => error.clone(),
         Error::NonDeterminism { .. } => ActivityError::permanent(error.to_string()).with_code(NON_DETERMINISM),
+        Error::Cancelled(_) => {
+            ActivityError::permanent(error.to_string()).with_code(crate::storage::records::EXECUTION_CANCELLED)
+        }
         other => ActivityError::permanent(other.to_string()).with_code("workflow_error"),
     }
 }

@@ -85,6 +85,7 @@ impl<R: Records> Batch<'_, R> {
             parent,
             version: new.version,
             run: 1,
+            cancel_requested_ms: None,
         };
         self.r.put_execution(&exec, None)?;
         if Faults::take(&self.faults.fail_between_execution_and_task) {

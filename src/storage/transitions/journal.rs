@@ -231,7 +231,18 @@ impl<R: Records> Batch<'_, R> {
     /// wait ends (with its timer), a child is cancelled; each step fails with code
     /// `cancelled`. A step that already has its outcome keeps it.
     pub(super) fn cancel_losers(&mut self, execution_id: u64, losers: &[u32]) -> Result<(), StorageError> {
-        for &step in losers {
+        let error = ActivityError::permanent("cancelled: another step won the race").with_code("cancelled");
+        self.cancel_open_steps(execution_id, losers, &error)
+    }
+
+    /// Cancels steps without an outcome (see `cancel_losers`); each fails with `error`.
+    pub(super) fn cancel_open_steps(
+        &mut self,
+        execution_id: u64,
+        steps: &[u32],
+        error: &ActivityError,
+    ) -> Result<(), StorageError> {
+        for &step in steps {
             let Some(mut entry) = self.r.step(execution_id, step)? else { continue };
             match entry.outcome {
                 StepOutcome::Scheduled { task_id } | StepOutcome::AwaitingSignal { timer: Some(task_id) } => {
@@ -239,17 +250,17 @@ impl<R: Records> Batch<'_, R> {
                 }
                 StepOutcome::AwaitingSignal { timer: None } => {}
                 StepOutcome::Child { execution_id: child } => {
-                    // Its end settles this step (the parent's attempt is running: no wake).
+                    // Its end settles this step (and wakes the parent if it waits); the step
+                    // then says why it was cancelled.
                     if let Err(e) = self.end_execution(child, ExecutionState::Cancelled)? {
-                        tracing::error!(child, error = %e, "the losing child execution was not cancelled");
+                        tracing::error!(child, error = %e, "the cancelled step's child execution was not cancelled");
                     }
-                    continue;
+                    let Some(settled) = self.r.step(execution_id, step)? else { continue };
+                    entry = settled;
                 }
                 StepOutcome::Completed { .. } | StepOutcome::Failed { .. } => continue,
             }
-            entry.outcome = StepOutcome::Failed {
-                error: ActivityError::permanent("cancelled: another step won the race").with_code("cancelled"),
-            };
+            entry.outcome = StepOutcome::Failed { error: error.clone() };
             entry.recorded_ms = self.now;
             self.r.put_step(execution_id, &entry)?;
         }

@@ -217,6 +217,7 @@ impl<R: Records> Batch<'_, R> {
                 self.suspend(task_id, token, steps, &awaiting, next)
             }
             Op::Cancel { execution_id } => self.end_execution(execution_id, ExecutionState::Cancelled),
+            Op::RequestCancel { execution_id, grace_ms } => self.request_cancel(execution_id, grace_ms),
             Op::Signal { execution_id, name, payload } => self.signal(execution_id, &name, payload),
             Op::TimeOut { execution_id } => self.end_execution(execution_id, ExecutionState::TimedOut),
             Op::SignalWithStart { key, new, name, payload } => self.signal_with_start(key, new, name, payload),

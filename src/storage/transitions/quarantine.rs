@@ -35,9 +35,10 @@ fn subject(op: &Op) -> Option<Subject> {
         | Op::Expire { task_id, .. }
         | Op::Suspend { task_id, .. }
         | Op::Abandon { task_id, .. } => Some(Subject::Task(*task_id)),
-        Op::Cancel { execution_id } | Op::Signal { execution_id, .. } | Op::TimeOut { execution_id } => {
-            Some(Subject::Execution(*execution_id))
-        }
+        Op::Cancel { execution_id }
+        | Op::RequestCancel { execution_id, .. }
+        | Op::Signal { execution_id, .. }
+        | Op::TimeOut { execution_id } => Some(Subject::Execution(*execution_id)),
         Op::ReplayDeadLetter { id, .. } | Op::DiscardDeadLetter { id } | Op::ReplayDeadLetterStep { id, .. } => {
             Some(Subject::DeadLetter(*id))
         }
