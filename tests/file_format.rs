@@ -107,6 +107,7 @@ fn journal() -> Vec<JournalEntry> {
         StepKind::Patch { id: "audit".into() },
         StepKind::StartChild { function: "report".into() },
         StepKind::Race { steps: vec![3, 4] },
+        StepKind::Cancel { step: 2 },
     ];
     let outcomes = [
         StepOutcome::Scheduled { task_id: 8 },

@@ -173,3 +173,44 @@ async fn select_takes_the_first_of_many_and_cancels_the_rest_children_included()
     assert_consistent(&engine);
     engine.close().await.unwrap();
 }
+
+const CANCELS: Workflow<u32, String> = Workflow::new("cancels");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_cancels_one_step_or_one_child_it_started() {
+    let world = World::default();
+    let engine = world
+        .builder()
+        .workflow(CHILD, |ctx: Ctx, n: u32| async move {
+            let _: bool = ctx.wait_for_signal("never").await?;
+            Ok(n)
+        })
+        .workflow(CANCELS, |ctx: Ctx, n: u32| async move {
+            let call = ctx.call(HANG, &n);
+            let child = ctx.child(CHILD, &n);
+            let _: bool = ctx.wait_for_signal("stop").await?;
+            ctx.cancel(&call).await?;
+            ctx.cancel(&child).await?;
+            let code = |r: stent::Result<u32>| match r {
+                Err(stent::Error::StepFailed { error, .. }) => error.code.unwrap_or_default(),
+                other => format!("{other:?}"),
+            };
+            Ok(format!("{} {}", code(call.await), code(child.await)))
+        })
+        .open()
+        .unwrap();
+    let pool = engine.serve(options("w")).unwrap();
+    let id = engine.dispatch(CANCELS, &1).await.unwrap();
+    wait_until(LIMIT, "the activity runs", || running(&engine, "hang") == 1).await;
+    engine.send_signal(id, "stop", &true).await.unwrap();
+    assert_eq!(finished(&engine, CANCELS, id).await.unwrap(), "cancelled cancelled");
+    wait_until(LIMIT, "the cancelled attempt is aborted", || running(&engine, "hang") == 0).await;
+    let all = engine.list_executions(&ExecutionFilter::default(), &Page::default()).unwrap();
+    let child = all.iter().find(|e| e.parent == Some(id)).expect("the child execution");
+    assert_eq!(child.state, ExecutionState::Cancelled);
+    let kinds: Vec<String> = engine.steps(id).unwrap().into_iter().map(|s| s.kind).collect();
+    assert_eq!(kinds[3..], ["cancel step 0".to_string(), "cancel step 1".to_string()]);
+    pool.drain().await.unwrap();
+    assert_consistent(&engine);
+    engine.close().await.unwrap();
+}

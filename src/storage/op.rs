@@ -149,6 +149,8 @@ pub enum StepBody {
     /// A race decided (`Ctx::race`): `output` is the winner's index; the `losers` (steps of
     /// the journal) are cancelled, each failing with code `cancelled` unless it has an outcome.
     Race { output: Vec<u8>, losers: Vec<u32> },
+    /// `Ctx::cancel`: the step is cancelled as a race's loser is, unless it has an outcome.
+    Cancel { step: u32 },
 }
 
 #[derive(Debug, Clone)]

@@ -223,6 +223,10 @@ pub enum StepKind {
     Race {
         steps: Vec<u32>,
     },
+    /// `Ctx::cancel` of an earlier step (an activity, timer, signal wait or child).
+    Cancel {
+        step: u32,
+    },
 }
 
 impl StepKind {
@@ -253,6 +257,7 @@ impl std::fmt::Display for StepKind {
             StepKind::Patch { id } => write!(f, "patch {id:?}"),
             StepKind::StartChild { function } => write!(f, "detached child {function:?}"),
             StepKind::Race { steps } => write!(f, "race of steps {steps:?}"),
+            StepKind::Cancel { step } => write!(f, "cancel step {step}"),
         }
     }
 }

@@ -203,6 +203,33 @@ impl Ctx {
         Race { marker: Marker::new(self), a: Entrant::new(a), b: Entrant::new(b) }
     }
 
+    /// Cancels a step this workflow started and no longer needs (an activity call, a timer,
+    /// a signal wait, a child): journaled, so a re-run cancels it at the same point. The
+    /// step, if it had no outcome yet, fails with code `cancelled` (a running attempt is
+    /// aborted, a child execution cancelled); one that has its outcome keeps it.
+    ///
+    /// ```
+    /// # use stent::{Ctx, Workflow};
+    /// # const REPORT: Workflow<u32, u32> = Workflow::new("report");
+    /// async fn maybe_report(ctx: Ctx) -> stent::Result<()> {
+    ///     let report = ctx.child(REPORT, &7);
+    ///     let needed: bool = ctx.wait_for_signal("still_needed").await?;
+    ///     if !needed {
+    ///         ctx.cancel(&report).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn cancel<T>(&self, step: &Step<T>) -> Step<()> {
+        let Some(target) = step.number else {
+            // Refused before it took a step: nothing to cancel, and no step taken either.
+            return Step::done(Ok(()));
+        };
+        self.step(StepKind::Cancel { step: target }, "cancel", super::decode, move |_, _| {
+            Ok(StepBody::Cancel { step: target })
+        })
+    }
+
     /// [`race`](Self::race) over any number of steps of one type: the index of the first to
     /// settle and its value; the others are cancelled. An empty list never settles.
     pub fn select<T>(&self, steps: Vec<Step<T>>) -> Select<T> {

@@ -59,6 +59,7 @@ pub(super) async fn drive_workflow(mut future: WorkflowFuture, ctx: Ctx) -> Outc
                         | StepBody::SetState { .. }
                         | StepBody::GetState { .. }
                         | StepBody::Race { .. }
+                        | StepBody::Cancel { .. }
                 )
             })
             .collect();

@@ -71,7 +71,8 @@ impl<R: Records> Batch<'_, R> {
                 body @ (StepBody::Counter { .. }
                 | StepBody::SetState { .. }
                 | StepBody::GetState { .. }
-                | StepBody::Race { .. }) => match self.local_outcome(exec.id, body)? {
+                | StepBody::Race { .. }
+                | StepBody::Cancel { .. }) => match self.local_outcome(exec.id, body)? {
                     Some(outcome) => outcome,
                     None => continue,
                 },
@@ -310,6 +311,11 @@ impl<R: Records> Batch<'_, R> {
             StepBody::Race { output, losers } => {
                 self.cancel_losers(execution_id, &losers)?;
                 output
+            }
+            StepBody::Cancel { step } => {
+                let error = ActivityError::permanent("cancelled by the workflow").with_code("cancelled");
+                self.cancel_open_steps(execution_id, &[step], &error)?;
+                b"null".to_vec()
             }
             StepBody::GetState { key } => match self.r.state(execution_id, &key)? {
                 Some(v) => wrap_one(&v),
