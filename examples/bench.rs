@@ -8,7 +8,9 @@
 //! (measured throughput rounds, default 5), `--wf-samples S` / `--wf-warmup W` (latency
 //! samples, default 200 after 20), `--fanout F` (children of the fan-out, default 1,000),
 //! `--fanout-runs R` (default 3), `--long-steps L` (steps of the long workflow, default
-//! 2,000), `--long-runs R` (default 3), `--evict-after DUR` (the engine's `evict_after`
+//! 2,000), `--long-runs R` (default 3; also the repeats of the continue-as-new loop),
+//! `--loop-runs N` (runs of the continue-as-new loop, one call each, default 1,000),
+//! `--evict-after DUR` (the engine's `evict_after`
 //! for every workflow figure; `0s` replays every workflow from the top at each step).
 //! `--skip-workflows` leaves out the workflow figures, `--only-workflows` prints only them.
 //!
@@ -67,6 +69,9 @@ const ECHO: Activity<u64, u64> = Activity::new("echo");
 const STEPS: Workflow<u64, u64> = Workflow::new("sequential_steps");
 /// Fans out `ECHO` over 0..F with `ctx.map` and returns the sum of the results.
 const FANOUT: Workflow<u64, u64> = Workflow::new("fanout");
+/// A loop of `ctx.continue_as_new`: each run calls `ECHO` once, then continues with one run
+/// fewer to go; returns 0.
+const LOOP: Workflow<u64, u64> = Workflow::new("continue_loop");
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
 
 const POOL_CONCURRENCY: u32 = 512;
@@ -93,6 +98,7 @@ struct Args {
     fanout_runs: usize,
     long_steps: u64,
     long_runs: usize,
+    loop_runs: u64,
     evict_after: Option<Duration>,
     history: Option<u64>,
     history_path: Option<PathBuf>,
@@ -103,7 +109,7 @@ struct Args {
 
 const USAGE: &str = "usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH] \
     [--workflows W] [--steps K] [--rounds R] [--wf-samples S] [--wf-warmup W] [--fanout F] [--fanout-runs R] \
-    [--long-steps L] [--long-runs R] [--evict-after DUR] [--skip-workflows | --only-workflows] \
+    [--long-steps L] [--long-runs R] [--loop-runs N] [--evict-after DUR] [--skip-workflows | --only-workflows] \
     [--history N [--history-path PATH] [--opens K] [--count-calls C] [--unclean-opens U] [--only-history]]";
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -124,6 +130,7 @@ fn parse_args() -> anyhow::Result<Args> {
         fanout_runs: 3,
         long_steps: 2_000,
         long_runs: 3,
+        loop_runs: 1_000,
         evict_after: None,
         history: None,
         history_path: None,
@@ -149,6 +156,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--fanout-runs" => args.fanout_runs = value("--fanout-runs")?.parse().context("--fanout-runs")?,
             "--long-steps" => args.long_steps = value("--long-steps")?.parse().context("--long-steps")?,
             "--long-runs" => args.long_runs = value("--long-runs")?.parse().context("--long-runs")?,
+            "--loop-runs" => args.loop_runs = value("--loop-runs")?.parse().context("--loop-runs")?,
             "--evict-after" => {
                 args.evict_after = Some(stent::DurationArg::from(value("--evict-after")?.as_str()).get()?)
             }
@@ -183,10 +191,11 @@ fn parse_args() -> anyhow::Result<Args> {
         || args.fanout_runs == 0
         || args.long_steps == 0
         || args.long_runs == 0
+        || args.loop_runs == 0
     {
         bail!(
-            "--workflows, --steps, --rounds, --wf-samples, --fanout, --fanout-runs, --long-steps and --long-runs \
-             must be at least 1"
+            "--workflows, --steps, --rounds, --wf-samples, --fanout, --fanout-runs, --long-steps, --long-runs and \
+             --loop-runs must be at least 1"
         );
     }
     if args.history == Some(0) || args.opens == 0 || args.count_calls == 0 {
@@ -234,6 +243,13 @@ fn open_workflow_engine(path: &Path, steps: u64, evict_after: Option<Duration>) 
                 x = ctx.call(ECHO, &(x + 1)).await?;
             }
             Ok(x)
+        })
+        .workflow(LOOP, |ctx: Ctx, left: u64| async move {
+            ctx.call(ECHO, &left).await?;
+            if left == 0 {
+                return Ok(0);
+            }
+            ctx.continue_as_new(&(left - 1))
         })
         .workflow(FANOUT, |ctx: Ctx, n: u64| async move {
             let out = ctx.map(ECHO, (0..n).collect()).await?;
@@ -517,6 +533,40 @@ async fn long_workflow(dir: &Path, steps: u64, runs: usize, evict_after: Option<
             engine.stats().resumes
         );
         report_batches("long workflow", &before, &after);
+        rates.push(rate);
+        workers.drain().await?;
+        engine.close().await?;
+        std::fs::remove_file(&path)?;
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
+/// Runs per second of a workflow that loops with `continue_as_new` (one call per run), the
+/// median of `repeats` loops of `runs` runs each on a fresh file.
+async fn continue_loop(dir: &Path, runs: u64, repeats: usize, evict_after: Option<Duration>) -> anyhow::Result<f64> {
+    let mut rates = Vec::with_capacity(repeats);
+    for r in 0..repeats {
+        let path = dir.join(format!("loop_{r}.stent"));
+        let engine = open_workflow_engine(&path, 1, evict_after)?;
+        let workers = engine.serve(worker_options())?;
+        workers.wait_until_ready().await;
+        let before = engine.stats();
+        let start = Instant::now();
+        let id = engine.dispatch(LOOP, &(runs - 1)).await?;
+        engine.wait_for(LOOP, id, Some(WAIT_LIMIT)).await?;
+        let took = start.elapsed();
+        let after = engine.stats();
+        if after.runs_continued - before.runs_continued != runs - 1 {
+            bail!("the loop continued {} times, expected {}", after.runs_continued - before.runs_continued, runs - 1);
+        }
+        let rate = runs as f64 / took.as_secs_f64();
+        eprintln!(
+            "continue-as-new loop {}: {runs} runs in {:.1} ms = {rate:.0} runs/s",
+            r + 1,
+            took.as_secs_f64() * 1e3
+        );
+        report_batches("continue-as-new loop", &before, &after);
         rates.push(rate);
         workers.drain().await?;
         engine.close().await?;
@@ -811,12 +861,14 @@ async fn main() -> anyhow::Result<()> {
         let (p50, p99) = workflow_latency(dir.path(), args.wf_steps, args.wf_warmup, args.wf_samples, evict).await?;
         let fan = fanout(dir.path(), args.fanout, args.fanout_runs, evict).await?;
         let long = long_workflow(dir.path(), args.long_steps, args.long_runs, evict).await?;
+        let looped = continue_loop(dir.path(), args.loop_runs, args.long_runs, evict).await?;
         figures.extend([
             Figure { name: "workflow_steps_per_s", value: steps, unit: "steps/s" },
             Figure { name: "workflow_step_p50_us", value: p50, unit: "us" },
             Figure { name: "workflow_step_p99_us", value: p99, unit: "us" },
             Figure { name: "fanout_1000_children_ms", value: fan, unit: "ms" },
             Figure { name: "long_workflow_steps_per_s", value: long, unit: "steps/s" },
+            Figure { name: "continue_as_new_runs_per_s", value: looped, unit: "runs/s" },
         ]);
     }
     if let Some(n) = args.history {
