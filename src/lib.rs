@@ -44,6 +44,7 @@ pub use engine::{
     CallOptions, ChildOptions, Clock, CounterRef, Ctx, DispatchBuilder, Either, Engine, EngineBuilder, ManualClock,
     Race, ReplayCheck, ReplayOutcome, Select, Sleep, StateRef, Stats, Step, SystemClock, Update, WorkerPool,
     BATCH_OPS_MAX_DEFAULT, EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
+    RUNS_KEPT_DEFAULT,
 };
 pub use error::{Error, NextRun, Result};
 pub use lease::LeaseError;

@@ -17,15 +17,12 @@ use super::registry::{self, Bound, Function, Registry};
 use super::timers::Timers;
 use super::{
     ctx, lock, parked, ready, writer, Counters, Engine, Inner, BATCH_OPS_MAX_DEFAULT, COMMAND_QUEUE_MAX,
-    EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
+    EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT, RUNS_KEPT_DEFAULT,
 };
 use crate::api::{ActivityError, DurationArg, FunctionHandle, FunctionOptions, RetryPolicy, VerifyOnOpen};
 use crate::error::{Error, Result};
 use crate::storage::records::duration_ms;
 use crate::storage::{Faults, Guarded, OpenOptions, RedbStore, StorageError, Store};
-
-/// `EngineBuilder::runs_kept`'s default.
-pub const RUNS_KEPT_DEFAULT: u32 = 10;
 
 /// Builds an [`Engine`]: where its file is, which functions it runs, its clock.
 pub struct EngineBuilder {

@@ -57,6 +57,8 @@ use shared::*;
 use crate::error::Error;
 use crate::storage::OpOutput;
 
+/// Past runs kept per execution that continues as new, by default (`EngineBuilder::runs_kept`).
+pub const RUNS_KEPT_DEFAULT: u32 = 10;
 /// Default limit on one payload (input, output) in bytes.
 pub const PAYLOAD_BYTES_MAX_DEFAULT: u64 = 1024 * 1024;
 /// Commands applied per transaction at most.
