@@ -28,9 +28,12 @@ use crate::storage::{NewStep, StepBody, StepTask};
 mod children;
 mod race;
 mod runs;
+mod step;
 mod updates;
 pub use children::ChildOptions;
 pub use race::{Either, Race, Select};
+pub use step::Step;
+use step::{step_error, Pending};
 pub use updates::Update;
 
 /// The durable context of one workflow execution. Cheap to clone.
@@ -85,75 +88,6 @@ impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx").field("execution_id", &self.shared.execution_id).finish_non_exhaustive()
     }
-}
-
-/// The result of a durable operation: ready now, or blocked until its outcome is recorded.
-pub struct Step<T> {
-    ready: Option<Result<T>>,
-    /// A step without an outcome yet: where to look for it when polled again. A blocked step
-    /// never wakes its task; the attempt suspends, and the outcome reaches this future only
-    /// if the workflow stayed parked in memory (`EngineBuilder::evict_after`) and resumes
-    /// with a journal that holds it.
-    pending: Option<Pending<T>>,
-    /// Its journal step (`None` for an operation refused before it took one).
-    number: Option<u32>,
-}
-
-struct Pending<T> {
-    ctx: Ctx,
-    step: u32,
-    what: String,
-    decode: fn(&str, &[u8]) -> Result<T>,
-}
-
-impl<T> Step<T> {
-    fn done(result: Result<T>) -> Self {
-        Step { ready: Some(result), pending: None, number: None }
-    }
-
-    /// The outcome if the journal has it (taken out of the step), else `None` with the step
-    /// noted as awaited: the attempt suspends on it if nothing else can go on.
-    fn check(&mut self) -> Option<Result<T>> {
-        if let Some(result) = self.ready.take() {
-            return Some(result);
-        }
-        let p = self.pending.as_ref()?;
-        let mut state = p.ctx.journal_state();
-        let result = match state.journal.get(&p.step).map(|e| &e.outcome) {
-            Some(StepOutcome::Completed { output }) => (p.decode)(&p.what, output),
-            Some(StepOutcome::Failed { error }) => Err(step_error(&p.ctx, p.step, &p.what, error)),
-            _ => {
-                state.awaiting.insert(p.step);
-                return None;
-            }
-        };
-        drop(state);
-        self.pending = None;
-        Some(result)
-    }
-}
-
-impl<T> Unpin for Step<T> {}
-
-impl<T> Future for Step<T> {
-    type Output = Result<T>;
-
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<T>> {
-        // Blocked on this step (`None`): the attempt suspends until it has an outcome.
-        match self.check() {
-            Some(result) => Poll::Ready(result),
-            None => Poll::Pending,
-        }
-    }
-}
-
-/// What awaiting a failed step gives: `Error::Cancelled` for a step cancelled with its
-/// execution (a graceful cancel), else the step's failure.
-fn step_error(ctx: &Ctx, step: u32, what: &str, error: &crate::api::ActivityError) -> Error {
-    if error.code.as_deref() == Some(crate::storage::records::EXECUTION_CANCELLED) {
-        return Error::Cancelled(crate::api::ExecutionId(ctx.shared.execution_id));
-    }
-    Error::StepFailed { step, function: what.to_string(), error: error.clone() }
 }
 
 /// Name of the built-in function behind `Ctx::sleep`: a task that is due at the wake-up time
