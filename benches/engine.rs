@@ -151,6 +151,7 @@ fn store(c: &mut Criterion) {
     .expect("an in-memory store");
     let new = NewExecution {
         claim: None,
+        schedule: None,
         cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),

@@ -60,6 +60,12 @@ pub enum Error {
     Payload { function: String, reason: String },
     #[error("payload of {bytes} bytes exceeds the limit of {limit} bytes")]
     PayloadTooLarge { bytes: u64, limit: u64 },
+    /// A schedule's spec cannot work (a cron expression that does not parse, an unknown time
+    /// zone, an interval under a second).
+    #[error("invalid schedule {spec}: {reason}")]
+    InvalidSchedule { spec: String, reason: String },
+    #[error("schedule {0:?} does not exist")]
+    UnknownSchedule(String),
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: String },
     /// A workflow asked for a different operation at a step than its journal recorded: its
@@ -133,6 +139,8 @@ impl From<Rejection> for Error {
             Rejection::ExecutionFinished { id, state } => Error::ExecutionFinished { id: ExecutionId(id), state },
             Rejection::NotReplayable { id, reason } => Error::NotReplayable { id: DeadLetterId(id), reason },
             Rejection::LocalStepFailed { step, error } => Error::LocalStepFailed { step, error },
+            Rejection::UnknownSchedule(name) => Error::UnknownSchedule(name),
+            Rejection::InvalidSchedule { spec, reason } => Error::InvalidSchedule { spec, reason },
             Rejection::Lease(e) => Error::Lease(e),
             Rejection::Storage(e) => Error::Storage(e),
             Rejection::Internal(message) => Error::Internal(message),

@@ -31,10 +31,11 @@ pub mod __internal {
 pub use redb;
 
 pub use api::{
-    Activity, ActivityError, AttemptRecord, CleanupParts, CleanupReport, DeadLetter, DeadLetterId, DurationArg,
-    ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle, FunctionOptions, Page,
-    RetryPolicy, RunInfo, RunningTask, StepInfo, TaskId, TaskInfo, TaskState, UnservedWork, VerifyOnOpen,
-    WorkerOptions, WorkerStatus, Workflow, PROGRESS_LINES_MAX,
+    Activity, ActivityError, AttemptRecord, CatchUp, CleanupParts, CleanupReport, DeadLetter, DeadLetterId,
+    DurationArg, ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle,
+    FunctionOptions, Overlap, Page, RetryPolicy, RunInfo, RunningTask, Schedule, ScheduleFire, ScheduleInfo,
+    ScheduleSpec, ScheduledBy, StepInfo, TaskId, TaskInfo, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions,
+    WorkerStatus, Workflow, CATCH_UP_ALL_MAX_DEFAULT, MISFIRE_GRACE, PROGRESS_LINES_MAX,
 };
 pub use engine::activity;
 #[cfg(all(unix, not(loom)))]
@@ -42,7 +43,7 @@ pub use engine::activity;
 pub use engine::control_socket;
 pub use engine::{
     CallOptions, ChildOptions, Clock, CounterRef, Ctx, DispatchBuilder, Either, Engine, EngineBuilder, ManualClock,
-    Race, ReplayCheck, ReplayOutcome, Select, Sleep, StateRef, Stats, Step, SystemClock, Update, WorkerPool,
+    Race, ReplayCheck, ReplayOutcome, Schedules, Select, Sleep, StateRef, Stats, Step, SystemClock, Update, WorkerPool,
     BATCH_OPS_MAX_DEFAULT, EVICT_AFTER_DEFAULT, PARKED_WORKFLOWS_MAX_DEFAULT, PAYLOAD_BYTES_MAX_DEFAULT,
     RUNS_KEPT_DEFAULT,
 };

@@ -140,7 +140,7 @@ async fn a_schema_3_file_opens_and_gets_the_heartbeat_table() {
         let txn = db.begin_write().unwrap();
         assert!(txn.delete_table(stent::storage::tables::HEARTBEATS).unwrap(), "a current file has it");
         txn.open_table(stent::storage::tables::META).unwrap().insert("schema_version", 3).unwrap();
-        cut_schema5_fields(&txn);
+        cut_to_schema4_records(&txn);
         txn.commit().unwrap();
     }
     let engine = Engine::builder()
@@ -161,6 +161,6 @@ async fn a_schema_3_file_opens_and_gets_the_heartbeat_table() {
     let db = redb::Database::open(&path).unwrap();
     let read = db.begin_read().unwrap();
     let meta = read.open_table(stent::storage::tables::META).unwrap();
-    assert_eq!(meta.get("schema_version").unwrap().map(|v| v.value()), Some(5));
+    assert_eq!(meta.get("schema_version").unwrap().map(|v| v.value()), Some(6));
     read.open_table(stent::storage::tables::HEARTBEATS).unwrap();
 }

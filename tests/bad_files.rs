@@ -32,7 +32,7 @@ const EXECUTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("executions
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The schema version this build of stent writes.
-const SUPPORTED_SCHEMA: u64 = 5;
+const SUPPORTED_SCHEMA: u64 = 6;
 
 fn open(path: &Path) -> stent::Result<Engine> {
     open_verified(path, VerifyOnOpen::default())

@@ -174,7 +174,7 @@ async fn a_file_of_schema_2_is_migrated_with_its_counts() -> anyhow::Result<()> 
         assert!(txn.delete_table(EXEC_COUNTS)?, "a current file has the counts table");
         txn.delete_table(stent::storage::tables::HEARTBEATS)?;
         txn.open_table(META)?.insert("schema_version", 2)?;
-        support::cut_schema5_fields(&txn);
+        support::cut_to_schema4_records(&txn);
         txn.commit()?;
     }
 
@@ -198,7 +198,7 @@ async fn a_file_of_schema_2_is_migrated_with_its_counts() -> anyhow::Result<()> 
 
     let db = redb::Database::open(&path)?;
     let read = db.begin_read()?;
-    assert_eq!(read.open_table(META)?.get("schema_version")?.map(|v| v.value()), Some(5));
+    assert_eq!(read.open_table(META)?.get("schema_version")?.map(|v| v.value()), Some(6));
     assert_eq!(read.open_table(EXEC_COUNTS)?.get(2)?.map(|v| v.value()), Some(6), "completed, on disk");
     Ok(())
 }

@@ -11,10 +11,11 @@
 
 use stent::storage::codec::{append_fields, decode, encode};
 use stent::storage::records::{
-    CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, LeaseRecord, ParentStep, RetryRecord,
-    StepKind, StepOutcome, TaskKind, TaskRecord, SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS,
+    CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, ExecutionTemplate, JournalEntry, LeaseRecord,
+    ParentStep, RetryRecord, ScheduleOrigin, ScheduleRecord, StepKind, StepOutcome, TaskKind, TaskRecord,
+    SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS, SCHEMA6_EXECUTION_DEFAULTS,
 };
-use stent::{ActivityError, AttemptRecord, ExecutionState, TaskState};
+use stent::{ActivityError, AttemptRecord, CatchUp, ExecutionState, Overlap, ScheduleSpec, TaskState};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/records_v1.hex");
 
@@ -62,6 +63,7 @@ fn execution() -> ExecutionRecord {
         version: 3,
         run: 2,
         cancel_requested_ms: Some(1_700_000_005_000),
+        schedule: Some(ScheduleOrigin { name: "nightly".into(), nominal_ms: 1_700_000_000_000, triggered: true }),
     }
 }
 
@@ -145,6 +147,54 @@ fn dead_letter() -> DeadLetterRecord {
     }
 }
 
+/// Two schedules: every field set, and each variant of the spec and the policies between them.
+fn schedules() -> [ScheduleRecord; 4] {
+    let one = ScheduleRecord {
+        name: "nightly".into(),
+        template: ExecutionTemplate {
+            function: "report".into(),
+            kind: TaskKind::Workflow,
+            queue: "reports".into(),
+            priority: 2,
+            retry: retry(),
+            timeout_ms: Some(30_000),
+            cache: Some(CachePolicy { version: 2, ttl_ms: 60_000 }),
+            version: 3,
+        },
+        input: b"{\"region\":\"eu\"}".to_vec(),
+        spec: ScheduleSpec::Cron { expr: "0 9 * * MON-FRI".into(), tz: "Europe/Berlin".into() },
+        catch_up: CatchUp::All { max: 7 },
+        overlap: Overlap::BufferOne,
+        jitter_ms: 5_000,
+        paused: true,
+        after_ms: 1_700_000_000_000,
+        next_ms: Some(1_700_086_400_000),
+        buffered: Some(1_700_000_000_000),
+        last_execution: Some(42),
+        last_fire_ms: Some(1_699_913_600_000),
+        fires: 12,
+        skipped: 3,
+        created_ms: 1_690_000_000_000,
+        updated_ms: 1_699_000_000_000,
+    };
+    let every = ScheduleRecord {
+        spec: ScheduleSpec::Every { period_ms: 900_000 },
+        catch_up: CatchUp::Skip,
+        overlap: Overlap::Skip,
+        ..one.clone()
+    };
+    let allow = ScheduleRecord { catch_up: CatchUp::One, overlap: Overlap::Allow, ..one.clone() };
+    let cancel = ScheduleRecord {
+        overlap: Overlap::CancelPrevious,
+        next_ms: None,
+        buffered: None,
+        last_execution: None,
+        last_fire_ms: None,
+        ..one.clone()
+    };
+    [one, every, allow, cancel]
+}
+
 fn cache() -> CacheRecord {
     CacheRecord { output: b"\"cached\"".to_vec(), expires_ms: 1_700_003_600_000 }
 }
@@ -160,6 +210,9 @@ fn samples() -> Vec<(String, Vec<u8>)> {
     for entry in journal() {
         out.push((format!("journal_{}", entry.step), encode(&entry)));
     }
+    for (i, schedule) in schedules().iter().enumerate() {
+        out.push((format!("schedule_{i}"), encode(schedule)));
+    }
     out
 }
 
@@ -171,9 +224,10 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
 }
 
-/// Records as a file of schema 4 holds them (before schema 5 appended versions and runs):
-/// kept in the fixture as they were committed, and migrated, not re-encoded.
-const SCHEMA4_RECORDS: [&str; 2] = ["execution_schema4", "task_schema4"];
+/// Records as files of older schemas hold them (schema 4: before schema 5 appended versions
+/// and runs; schema 5: before schema 6 appended the schedule that started an execution): kept
+/// in the fixture as they were committed, and migrated, not re-encoded.
+const OLDER_RECORDS: [&str; 3] = ["execution_schema4", "task_schema4", "execution_schema5"];
 
 fn fixture() -> Vec<(String, Vec<u8>)> {
     let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/records_v1.hex is committed");
@@ -189,7 +243,7 @@ fn fixture() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn records_written_by_the_current_format_decode_unchanged() {
     if std::env::var_os("STENT_WRITE_FIXTURE").is_some() {
-        let older: Vec<_> = fixture().into_iter().filter(|(n, _)| SCHEMA4_RECORDS.contains(&n.as_str())).collect();
+        let older: Vec<_> = fixture().into_iter().filter(|(n, _)| OLDER_RECORDS.contains(&n.as_str())).collect();
         let mut text = String::from("# Records in stent's file format v1 (see tests/file_format.rs). Do not edit.\n");
         for (name, bytes) in older.iter().cloned().chain(samples()) {
             text.push_str(&format!("{name} {}\n", hex(&bytes)));
@@ -197,7 +251,7 @@ fn records_written_by_the_current_format_decode_unchanged() {
         std::fs::write(FIXTURE, text).expect("write fixture");
     }
     let (older, fixture): (Vec<_>, Vec<_>) =
-        fixture().into_iter().partition(|(name, _)| SCHEMA4_RECORDS.contains(&name.as_str()));
+        fixture().into_iter().partition(|(name, _)| OLDER_RECORDS.contains(&name.as_str()));
     let names: Vec<_> = fixture.iter().map(|(n, _)| n.clone()).collect();
     assert_eq!(names, samples().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), "fixture lists every sample");
 
@@ -208,6 +262,10 @@ fn records_written_by_the_current_format_decode_unchanged() {
             "task" => assert_eq!(decode::<TaskRecord>("tasks", key, bytes).unwrap(), task()),
             "dead_letter" => assert_eq!(decode::<DeadLetterRecord>("dead_letters", key, bytes).unwrap(), dead_letter()),
             "cache" => assert_eq!(decode::<CacheRecord>("cache", key, bytes).unwrap(), cache()),
+            s if s.starts_with("schedule_") => {
+                let i: usize = s.trim_start_matches("schedule_").parse().expect("schedule_N");
+                assert_eq!(decode::<ScheduleRecord>("schedules", key, bytes).unwrap(), schedules()[i]);
+            }
             other => {
                 let step: usize = other.trim_start_matches("journal_").parse().expect("journal_N");
                 assert_eq!(decode::<JournalEntry>("journal", key, bytes).unwrap(), journal()[step]);
@@ -219,15 +277,23 @@ fn records_written_by_the_current_format_decode_unchanged() {
         assert_eq!(hex(committed), hex(&now), "{name}: the encoding changed");
     }
 
-    // Schema 4's records: refused as they are, and the migration makes them today's records
-    // with version 1 and run 1 (and nothing else changed).
-    assert_eq!(older.len(), SCHEMA4_RECORDS.len(), "the fixture keeps schema 4's records");
+    // Older schemas' records: refused as they are, and the migrations make them today's
+    // records with the defaults (version 1, run 1, no schedule), nothing else changed.
+    assert_eq!(older.len(), OLDER_RECORDS.len(), "the fixture keeps the older schemas' records");
     for (name, bytes) in &older {
         let key = &name.as_str();
         if name == "execution_schema4" {
             assert!(decode::<ExecutionRecord>("executions", key, bytes).is_err(), "an unmigrated record is refused");
             let migrated = append_fields("executions", key, bytes, &SCHEMA5_EXECUTION_DEFAULTS).unwrap();
-            let expected = ExecutionRecord { version: 1, run: 1, cancel_requested_ms: None, ..execution() };
+            assert!(decode::<ExecutionRecord>("executions", key, &migrated).is_err(), "schema 6 is still missing");
+            let migrated = append_fields("executions", key, &migrated, &SCHEMA6_EXECUTION_DEFAULTS).unwrap();
+            let expected =
+                ExecutionRecord { version: 1, run: 1, cancel_requested_ms: None, schedule: None, ..execution() };
+            assert_eq!(decode::<ExecutionRecord>("executions", key, &migrated).unwrap(), expected);
+        } else if name == "execution_schema5" {
+            assert!(decode::<ExecutionRecord>("executions", key, bytes).is_err(), "an unmigrated record is refused");
+            let migrated = append_fields("executions", key, bytes, &SCHEMA6_EXECUTION_DEFAULTS).unwrap();
+            let expected = ExecutionRecord { schedule: None, ..execution() };
             assert_eq!(decode::<ExecutionRecord>("executions", key, &migrated).unwrap(), expected);
         } else {
             assert!(decode::<TaskRecord>("tasks", key, bytes).is_err(), "an unmigrated record is refused");

@@ -97,6 +97,7 @@ async fn a_worker_that_stops_heartbeating_loses_the_task() -> anyhow::Result<()>
 fn new_execution() -> NewExecution {
     NewExecution {
         claim: None,
+        schedule: None,
         cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "long".into(),

@@ -1086,6 +1086,7 @@ fn to_op(op: &COp) -> Op {
     match op {
         COp::Dispatch(d) => Op::Dispatch(NewExecution {
             claim: None,
+            schedule: None,
             cache: None,
             kind: stent::storage::records::TaskKind::Activity,
             function: "f".into(),
@@ -1159,6 +1160,8 @@ fn outcome(r: &OpResult) -> Outcome {
         Ok(OpOutput::Next(c)) => Outcome::Rejected(Rej::Other(format!("unasked continuation {c:?}"))),
         // Retention is covered by tests/retention.rs, not by this model.
         Ok(OpOutput::Cleaned { removed, .. }) => Outcome::Rejected(Rej::Other(format!("unasked cleanup {removed:?}"))),
+        // Schedules are covered by tests/schedules*.rs, not by this model.
+        Ok(OpOutput::Schedule { .. }) => Outcome::Rejected(Rej::Other("unasked schedule op".into())),
     }
 }
 
@@ -1259,6 +1262,7 @@ impl<F: StoreFactory> Sut<F> {
                 Effect::DeadLettered { execution_id, .. } => buried.push(*execution_id),
                 Effect::Claimed { .. } => panic!("an eager claim effect for a dispatch that asked for none"),
                 Effect::Replied { .. } => panic!("a reply effect from ops that run no workflow"),
+                Effect::Schedule { .. } => panic!("a schedule effect from ops that touch no schedule"),
                 Effect::Abort { task_id, .. } => {
                     self.mem_leases.remove(task_id);
                     aborted.push(*task_id);

@@ -265,6 +265,8 @@ pub struct ExecutionInfo {
     pub version: u32,
     /// Its run: 1, plus one per `Ctx::continue_as_new`.
     pub run: u32,
+    /// The schedule fire that started it (`Engine::schedules`).
+    pub schedule: Option<super::ScheduledBy>,
     /// Execution counters (filled by `state_of`).
     pub counters: std::collections::BTreeMap<String, i64>,
     /// Custom state values (filled by `state_of`).

@@ -35,6 +35,8 @@ pub struct EngineBuilder {
     verify_on_open: VerifyOnOpen,
     payload_bytes_max: u64,
     runs_kept: u32,
+    /// Schedules declared in code, written as the engine opens (`schedule`).
+    schedules: Vec<crate::api::Schedule>,
     batch_ops_max: usize,
     cache_entries_max: u64,
     page_cache_bytes: usize,
@@ -160,6 +162,16 @@ impl EngineBuilder {
     /// a newer one starts, and all of them with the execution. `0` keeps none.
     pub fn runs_kept(mut self, runs: u32) -> Self {
         self.runs_kept = runs;
+        self
+    }
+
+    /// A schedule declared in code: created, or its definition updated, as the engine opens,
+    /// before recovery sets any timer, so a changed policy (its catch-up after downtime, say)
+    /// already decides the fires that came due while the engine was closed. Its cursor, counts
+    /// and pause are kept across opens. A schedule no longer declared is left as it is (see
+    /// `Schedules::delete`).
+    pub fn schedule(mut self, schedule: crate::api::Schedule) -> Self {
+        self.schedules.push(schedule);
         self
     }
 
@@ -381,6 +393,9 @@ impl EngineBuilder {
         // Every call from here on runs under `unpanic` (storage/guard.rs): a damaged page that
         // the open did not read must not take the process down when it is read later.
         let store: Arc<dyn Store> = Arc::new(Guarded(store));
+        if !self.read_only && !self.schedules.is_empty() {
+            self.declare_schedules(store.as_ref())?;
+        }
         let effects = if self.read_only { Vec::new() } else { store.recover(self.clock.now_ms())? };
         let seed = self.seed.unwrap_or_else(|| {
             let nanos =
@@ -467,6 +482,26 @@ impl EngineBuilder {
     }
 }
 
+impl EngineBuilder {
+    /// Writes the declared schedules in one transaction, before the writer starts; the timers
+    /// they need come from the recovery scan that follows.
+    fn declare_schedules(&mut self, store: &dyn Store) -> Result<()> {
+        let mut ops = Vec::with_capacity(self.schedules.len());
+        for schedule in std::mem::take(&mut self.schedules) {
+            ops.push(crate::storage::Op::PutSchedule(super::schedules::draft(
+                &self.registry,
+                self.payload_bytes_max,
+                schedule,
+            )?));
+        }
+        let (results, _effects) = store.apply_batch(self.clock.now_ms(), ops)?;
+        for result in results {
+            result?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether `probe`, which needs one of the runtime's drivers (timers, I/O), runs on `runtime`
 /// without tokio's panic for a missing driver; tokio has no way to ask that does not panic.
 fn has_driver(runtime: &tokio::runtime::Handle, probe: impl FnOnce()) -> bool {
@@ -486,6 +521,7 @@ impl EngineBuilder {
             verify_on_open: VerifyOnOpen::Live,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             runs_kept: RUNS_KEPT_DEFAULT,
+            schedules: Vec::new(),
             batch_ops_max: BATCH_OPS_MAX_DEFAULT,
             cache_entries_max: 10_000,
             page_cache_bytes: 64 * 1024 * 1024,

@@ -101,6 +101,7 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
             timeout_ms: function.timeout.map(duration_ms),
             cache: function.cache.filter(|c| c.ttl_ms > 0),
             version: function.version,
+            schedule: None,
         };
         let op = match (signal, new.idempotency_key.clone()) {
             // A cached result would finish the execution before the signal could be taken.

@@ -298,6 +298,11 @@ pub(super) fn info(exec: ExecutionRecord, task: &TaskRecord) -> ExecutionInfo {
         parent: exec.parent.map(|p| ExecutionId(p.execution_id)),
         version: exec.version,
         run: exec.run,
+        schedule: exec.schedule.map(|s| crate::api::ScheduledBy {
+            schedule: s.name,
+            fire_time_ms: s.nominal_ms,
+            triggered: s.triggered,
+        }),
         counters: Default::default(),
         custom_state: Default::default(),
         steps: 0,

@@ -149,6 +149,7 @@ impl Inner {
                     }
                 }
                 Effect::DeadLettered { function, .. } => super::metrics::dead_letter(function),
+                Effect::Schedule { name, function, at_ms } => self.timers.set_schedule(name, function, at_ms),
                 Effect::Abort { task_id, token } => {
                     self.timers.clear_lease(task_id);
                     self.abort_local(task_id, token);
@@ -231,6 +232,10 @@ impl Inner {
                         });
                     }
                     Due::Evict { execution_id, token } => drop(self.parked.take_if(execution_id, token)),
+                    Due::Schedule { name, function } => {
+                        let inner = self.clone();
+                        tokio::spawn(async move { inner.fire_schedule(name, &function).await });
+                    }
                     Due::Deadline { execution_id } => {
                         let inner = self.clone();
                         tokio::spawn(async move {

@@ -1,5 +1,5 @@
 //! Everything that must happen at a time: delayed and backed-off tasks becoming ready, lease
-//! expiries, execution deadlines, evictions of parked workflow futures. One driver task sleeps until the earliest entry (through the
+//! expiries, execution deadlines, schedule fires, evictions of parked workflow futures. One driver task sleeps until the earliest entry (through the
 //! injected clock) or until an earlier entry is added; there is no polling loop.
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,6 +22,11 @@ pub enum Due {
     },
     /// Look for ready work no pool of this process serves (`unserved_warn_after`).
     UnservedCheck,
+    /// A schedule's next fire (or a buffered one) is due.
+    Schedule {
+        name: String,
+        function: String,
+    },
     /// A parked workflow future has waited `evict_after`.
     Evict {
         execution_id: u64,
@@ -37,6 +42,8 @@ pub struct Timers {
     /// Current lease timer per task, so a renewal or an ended attempt removes the old entry
     /// (keeps the map at one entry per running task).
     lease_keys: Mutex<HashMap<u64, Key>>,
+    /// Current timer per schedule, likewise: setting one replaces the old entry.
+    schedule_keys: Mutex<HashMap<String, Key>>,
     /// How many entries are `Due::Task` (changed under the `entries` lock), for the
     /// `stent_sleeping_tasks` gauge.
     tasks: AtomicU64,
@@ -96,6 +103,18 @@ impl Timers {
         }
     }
 
+    /// Sets schedule `name`'s timer to `at_ms` (`None`: removes it).
+    pub fn set_schedule(&self, name: String, function: String, at_ms: Option<u64>) {
+        let mut keys = self.schedule_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let old = match at_ms {
+            Some(at) => keys.insert(name.clone(), self.add(at, Due::Schedule { name, function })),
+            None => keys.remove(&name),
+        };
+        if let Some(old) = old {
+            self.lock().remove(&old);
+        }
+    }
+
     /// Removes and returns every entry due at `now_ms` with its due time, and the next due
     /// time after them.
     pub fn pop_due(&self, now_ms: u64) -> (Vec<(u64, Due)>, Option<u64>) {
@@ -114,6 +133,12 @@ impl Timers {
                 let mut keys = self.lease_keys.lock().unwrap_or_else(|p| p.into_inner());
                 if keys.get(task_id) == Some(&key) {
                     keys.remove(task_id);
+                }
+            }
+            if let Due::Schedule { name, .. } = &what {
+                let mut keys = self.schedule_keys.lock().unwrap_or_else(|p| p.into_inner());
+                if keys.get(name) == Some(&key) {
+                    keys.remove(name);
                 }
             }
             out.push((key.0, what));

@@ -28,6 +28,12 @@ pub enum Effect {
     Finished {
         execution_id: u64,
     },
+    /// Schedule `name`'s timer goes off at `at_ms` (replacing any earlier setting), or never.
+    Schedule {
+        name: String,
+        function: String,
+        at_ms: Option<u64>,
+    },
     /// A workflow answered update `update` (`Ctx::reply`): its caller may read the reply.
     Replied {
         execution_id: u64,

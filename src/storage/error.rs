@@ -110,6 +110,12 @@ pub enum Rejection {
     /// A local step's closure failed or panicked; its transaction is dropped.
     #[error("local step {step} failed: {error}")]
     LocalStepFailed { step: u32, error: crate::api::ActivityError },
+    #[error("schedule {0:?} does not exist")]
+    UnknownSchedule(String),
+    /// A schedule's stored spec no longer compiles (this build's time-zone database lacks its
+    /// zone, say).
+    #[error("invalid schedule {spec}: {reason}")]
+    InvalidSchedule { spec: String, reason: String },
     /// A stale fencing token, or a lease that is gone.
     #[error(transparent)]
     Lease(#[from] crate::lease::LeaseError),

@@ -13,7 +13,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
+use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, ScheduleRecord, TaskRecord};
 use super::{Effect, ExecutionContext, Op, OpResult, StorageError, Store};
 use crate::api::{CleanupReport, ExecutionFilter, ExecutionState, Page};
 
@@ -91,6 +91,15 @@ impl<S: Store> Store for Guarded<S> {
     }
     fn journal_steps(&self, execution_id: u64, steps: &[u32]) -> Result<Vec<JournalEntry>, StorageError> {
         unpanic("reading journal steps", || self.0.journal_steps(execution_id, steps))
+    }
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StorageError> {
+        unpanic("reading schedules", || self.0.schedules())
+    }
+    fn schedule(&self, name: &str) -> Result<Option<ScheduleRecord>, StorageError> {
+        unpanic("reading a schedule", || self.0.schedule(name))
+    }
+    fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<(u64, u64)>, StorageError> {
+        unpanic("reading a schedule's fires", || self.0.schedule_fires(name, limit))
     }
     fn heartbeat(&self, execution_id: u64, task_id: u64) -> Result<Option<Vec<u8>>, StorageError> {
         unpanic("reading a heartbeat", || self.0.heartbeat(execution_id, task_id))

@@ -43,6 +43,6 @@ pub use faults::Faults;
 pub use guard::Guarded;
 pub use op::{
     ClaimedTask, CleanupCursor, CleanupParts, Continuation, EagerClaim, Local, LocalClosure, LocalFn, NewExecution,
-    NewStep, Op, OpOutput, OpResult, StepBody, StepTask, TERMINAL_STATES,
+    NewStep, Op, OpOutput, OpResult, ScheduleAction, ScheduleDraft, StepBody, StepTask, TERMINAL_STATES,
 };
 pub use store::{ExecutionContext, Store};

@@ -1,9 +1,11 @@
 //! The engine's requests to storage: one [`Op`] per state transition, its result, and the
 //! values ops carry (a new execution, a new workflow step, a continuation).
 
-use super::records::{CachePolicy, RetryRecord, StepKind, TaskKind, TaskRecord};
+use super::records::{
+    CachePolicy, ExecutionTemplate, RetryRecord, ScheduleOrigin, ScheduleRecord, StepKind, TaskKind, TaskRecord,
+};
 use super::Rejection;
-use crate::api::{ActivityError, ExecutionState};
+use crate::api::{ActivityError, CatchUp, ExecutionState, Overlap, ScheduleSpec};
 
 /// A new execution and its root task.
 #[derive(Debug, Clone)]
@@ -25,6 +27,27 @@ pub struct NewExecution {
     /// Claim the new task in the same transaction, for an idle worker reserved by the engine
     /// (saves a commit on the path from dispatch to completion). Ignored for delayed tasks.
     pub claim: Option<EagerClaim>,
+    /// The schedule fire that starts it (set only by a schedule's own transition).
+    pub schedule: Option<ScheduleOrigin>,
+}
+
+/// A schedule's definition, checked by the engine (`Op::PutSchedule`).
+#[derive(Debug, Clone)]
+pub struct ScheduleDraft {
+    pub name: String,
+    pub template: ExecutionTemplate,
+    pub input: Vec<u8>,
+    pub spec: ScheduleSpec,
+    pub catch_up: CatchUp,
+    pub overlap: Overlap,
+    pub jitter_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleAction {
+    Pause,
+    Resume,
+    Delete,
 }
 
 /// Asks an outcome op to claim the task it makes ready (the first new step of a suspension,
@@ -280,6 +303,20 @@ pub enum Op {
         step: u32,
         input: Vec<u8>,
     },
+    /// Creates schedule `name` or updates its definition (keeping its cursor and pause).
+    PutSchedule(ScheduleDraft),
+    ControlSchedule {
+        name: String,
+        action: ScheduleAction,
+    },
+    /// The schedule's timer went off: the fires due now are started, in this transaction,
+    /// with the cursor moved past them. `trigger`: one fire now, whatever the time.
+    /// `template`: the engine's registration of the function, when it has one.
+    FireSchedule {
+        name: String,
+        template: Option<ExecutionTemplate>,
+        trigger: bool,
+    },
     /// Retention: removes dead letters and finished executions (with all their records) from
     /// before `cutoff_ms`, and expired cache entries; at most `budget` of them per op (so the
     /// writer is never held long), going on from `from`.
@@ -351,6 +388,12 @@ pub enum OpOutput {
     /// The op was accepted and, as asked (`Continuation`), claimed the next task for the
     /// same worker in its transaction.
     Next(ClaimedTask),
+    /// A schedule after the op (`None`: deleted), and the execution a trigger started (`None`
+    /// when its overlap policy started none).
+    Schedule {
+        record: Option<Box<ScheduleRecord>>,
+        fired: Option<u64>,
+    },
     /// A cleanup step: what it removed, and where to go on (`None`: nothing is left).
     Cleaned {
         removed: crate::api::CleanupReport,

@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ActivityError, AttemptRecord, ExecutionState, RetryPolicy, TaskState};
+use crate::api::{
+    ActivityError, AttemptRecord, CatchUp, ExecutionState, Overlap, RetryPolicy, ScheduleSpec, TaskState,
+};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,11 +42,16 @@ pub struct ExecutionRecord {
     /// `FunctionOptions::cancel_grace`): the workflow is compensating until it ends or its
     /// grace (in `deadline_ms`) runs out.
     pub cancel_requested_ms: Option<u64>,
+    // Appended in schema 6 (`SCHEMA6_EXECUTION_DEFAULTS` for older records):
+    /// The schedule fire that started it.
+    pub schedule: Option<ScheduleOrigin>,
 }
 
 /// The encoding of the fields schema 5 appended to an `ExecutionRecord` (version 1, run 1, no
 /// cancel asked for), appended to the records of an older file by its migration.
 pub const SCHEMA5_EXECUTION_DEFAULTS: (u32, u32, Option<u64>) = (1, 1, None);
+/// The field schema 6 appended to an `ExecutionRecord` (no schedule started it).
+pub const SCHEMA6_EXECUTION_DEFAULTS: (Option<ScheduleOrigin>,) = (None,);
 /// The field schema 5 appended to a `TaskRecord` (version 1).
 pub const SCHEMA5_TASK_DEFAULTS: (u32,) = (1,);
 
@@ -383,6 +390,82 @@ mod tests {
         let ps = [i32::MIN, -5, 0, 1, 7, i32::MAX];
         for w in ps.windows(2) {
             assert!(priority_key(w[1]) < priority_key(w[0]), "{w:?}");
+        }
+    }
+}
+
+/// Which schedule fire started an execution: the schedule's name and the fire's nominal time
+/// (for a `trigger`, when it was triggered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleOrigin {
+    pub name: String,
+    pub nominal_ms: u64,
+    pub triggered: bool,
+}
+
+/// How a schedule starts its executions: the dispatch options of its function, taken from the
+/// registration when the schedule was written (and from this engine's registration at each
+/// fire, when it has the function).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionTemplate {
+    pub function: String,
+    pub kind: TaskKind,
+    pub queue: String,
+    pub priority: i32,
+    pub retry: RetryRecord,
+    pub timeout_ms: Option<u64>,
+    pub cache: Option<CachePolicy>,
+    pub version: u32,
+}
+
+/// A schedule (table `schedules`, by name). Every nominal time up to `after_ms` is done: fired,
+/// skipped or missed; `next_ms` is the first one after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub name: String,
+    pub template: ExecutionTemplate,
+    /// The JSON input of every execution it starts.
+    pub input: Vec<u8>,
+    #[serde(with = "super::wire::schedule_spec")]
+    pub spec: ScheduleSpec,
+    #[serde(with = "super::wire::catch_up")]
+    pub catch_up: CatchUp,
+    #[serde(with = "super::wire::overlap")]
+    pub overlap: Overlap,
+    pub jitter_ms: u64,
+    pub paused: bool,
+    pub after_ms: u64,
+    pub next_ms: Option<u64>,
+    /// A fire held by `Overlap::BufferOne` until `last_execution` ends.
+    pub buffered: Option<u64>,
+    pub last_execution: Option<u64>,
+    pub last_fire_ms: Option<u64>,
+    pub fires: u64,
+    pub skipped: u64,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl ScheduleRecord {
+    /// When the schedule's timer should go off: at once for a buffered fire whose wait is over
+    /// (`running`: the last execution has not ended), at the next fire's jittered time, or
+    /// never (paused, or no time left).
+    pub fn wake_ms(&self, now: u64, running: bool) -> Option<u64> {
+        if self.paused {
+            return None;
+        }
+        if self.buffered.is_some() && !running {
+            return Some(now);
+        }
+        self.due_ms()
+    }
+
+    /// When its next fire is due (its jittered time), unless paused: the `idx_schedule_due`
+    /// entry the record implies.
+    pub fn due_ms(&self) -> Option<u64> {
+        match self.paused {
+            true => None,
+            false => self.next_ms.map(|n| crate::api::jittered(&self.name, n, self.jitter_ms)),
         }
     }
 }

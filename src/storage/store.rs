@@ -2,7 +2,7 @@
 
 use super::effect::Effect;
 use super::op::{Op, OpResult};
-use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
+use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, ScheduleRecord, TaskRecord};
 use super::StorageError;
 use crate::api::{ExecutionFilter, ExecutionState, Page};
 
@@ -44,8 +44,14 @@ pub trait Store: Send + Sync + 'static {
     /// An execution's counters and custom state (JSON), by name.
     fn context(&self, execution_id: u64) -> Result<ExecutionContext, StorageError>;
     /// Work that can proceed at `now_ms` without outside help: (tasks ready, tasks running,
-    /// timers due). All zero means idle until the clock moves or a signal arrives.
+    /// timers and schedules due). All zero means idle until the clock moves or a signal arrives.
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError>;
+    /// Every schedule, by name.
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StorageError>;
+    fn schedule(&self, name: &str) -> Result<Option<ScheduleRecord>, StorageError>;
+    /// The latest `limit` executions schedule `name` started, (nominal time, execution id),
+    /// oldest first.
+    fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<(u64, u64)>, StorageError>;
     /// The backend itself, for what only it offers (the redb backend: `Engine::read` and
     /// `Ctx::local`, see `storage::redb::as_redb`).
     fn as_any(&self) -> &dyn std::any::Any;

@@ -58,6 +58,14 @@ pub const RUNS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("runs"
 /// Journals of past runs: (execution id, run, step) → `JournalEntry`, as the run's journal
 /// held it. Removed with its `runs` record. Since schema version 5.
 pub const RUN_STEPS: TableDefinition<(u64, u32, u32), &[u8]> = TableDefinition::new("run_steps");
+/// Schedules: name → `ScheduleRecord`. Since schema version 6.
+pub const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+/// Schedules by when their next fire is due: (jittered fire time ms, name); none for a paused
+/// schedule or one with no time left. Since schema version 6.
+pub const SCHEDULE_DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("idx_schedule_due");
+/// The executions each schedule started: (name, nominal fire time ms, execution id), written
+/// with the execution, removed with it. Since schema version 6.
+pub const SCHEDULE_FIRES: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("idx_schedule_fires");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.
@@ -73,5 +81,6 @@ pub const JOURNAL_NAME: &str = "journal";
 pub const CACHE_NAME: &str = "cache";
 pub const RUNS_NAME: &str = "runs";
 pub const RUN_STEPS_NAME: &str = "run_steps";
+pub const SCHEDULES_NAME: &str = "schedules";
 
 // Retired table names (never reuse): none yet.

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::api::{ActivityError, AttemptRecord, ErrorKind, ExecutionState, TaskState};
+use crate::api::{ActivityError, AttemptRecord, CatchUp, ErrorKind, ExecutionState, Overlap, ScheduleSpec, TaskState};
 
 #[derive(Serialize, Deserialize)]
 enum ExecutionStateWire {
@@ -207,5 +207,89 @@ pub mod attempts {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<AttemptRecord>, D::Error> {
         Ok(Vec::<AttemptWire>::deserialize(de)?.into_iter().map(Into::into).collect())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum ScheduleSpecWire {
+    Cron { expr: String, tz: String },
+    Every { period_ms: u64 },
+}
+
+#[derive(Serialize, Deserialize)]
+enum CatchUpWire {
+    Skip,
+    One,
+    All { max: u32 },
+}
+
+#[derive(Serialize, Deserialize)]
+enum OverlapWire {
+    Skip,
+    BufferOne,
+    Allow,
+    CancelPrevious,
+}
+
+pub mod schedule_spec {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(s: &ScheduleSpec, ser: S) -> Result<S::Ok, S::Error> {
+        match s.clone() {
+            ScheduleSpec::Cron { expr, tz } => ScheduleSpecWire::Cron { expr, tz },
+            ScheduleSpec::Every { period_ms } => ScheduleSpecWire::Every { period_ms },
+        }
+        .serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<ScheduleSpec, D::Error> {
+        Ok(match ScheduleSpecWire::deserialize(de)? {
+            ScheduleSpecWire::Cron { expr, tz } => ScheduleSpec::Cron { expr, tz },
+            ScheduleSpecWire::Every { period_ms } => ScheduleSpec::Every { period_ms },
+        })
+    }
+}
+
+pub mod catch_up {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(c: &CatchUp, ser: S) -> Result<S::Ok, S::Error> {
+        match *c {
+            CatchUp::Skip => CatchUpWire::Skip,
+            CatchUp::One => CatchUpWire::One,
+            CatchUp::All { max } => CatchUpWire::All { max },
+        }
+        .serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<CatchUp, D::Error> {
+        Ok(match CatchUpWire::deserialize(de)? {
+            CatchUpWire::Skip => CatchUp::Skip,
+            CatchUpWire::One => CatchUp::One,
+            CatchUpWire::All { max } => CatchUp::All { max },
+        })
+    }
+}
+
+pub mod overlap {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(o: &Overlap, ser: S) -> Result<S::Ok, S::Error> {
+        match o {
+            Overlap::Skip => OverlapWire::Skip,
+            Overlap::BufferOne => OverlapWire::BufferOne,
+            Overlap::Allow => OverlapWire::Allow,
+            Overlap::CancelPrevious => OverlapWire::CancelPrevious,
+        }
+        .serialize(ser)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Overlap, D::Error> {
+        Ok(match OverlapWire::deserialize(de)? {
+            OverlapWire::Skip => Overlap::Skip,
+            OverlapWire::BufferOne => Overlap::BufferOne,
+            OverlapWire::Allow => Overlap::Allow,
+            OverlapWire::CancelPrevious => Overlap::CancelPrevious,
+        })
     }
 }

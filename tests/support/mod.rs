@@ -67,13 +67,13 @@ pub async fn finished_within<H: stent::FunctionHandle>(
     }
 }
 
-/// Makes the records of a current file those of a schema 4 file: the fields schema 5 appended
-/// (an execution's version, run and cancel request, a task's version: 1, 1, none and 1 here,
-/// one byte each) are cut off each record and
+/// Makes the records of a current file those of a schema 4 file: the fields schemas 5 and 6
+/// appended (an execution's version, run, cancel request and schedule, a task's version: 1,
+/// 1, none, none and 1 here, one byte each) are cut off each record and
 /// its checksum recomputed, as a file written by a build of schema 4 holds them. For tests
 /// that turn a current file into an older one (the caller also sets `schema_version` and
 /// removes what later versions added).
-pub fn cut_schema5_fields(txn: &redb::WriteTransaction) {
+pub fn cut_to_schema4_records(txn: &redb::WriteTransaction) {
     use redb::{ReadableTable, TableDefinition};
     use stent::storage::records::{ExecutionRecord, TaskRecord};
     fn cut<T: serde::de::DeserializeOwned>(
@@ -87,15 +87,15 @@ pub fn cut_schema5_fields(txn: &redb::WriteTransaction) {
             table.iter().unwrap().map(|e| e.unwrap()).map(|(k, v)| (k.value(), v.value().to_vec())).collect();
         for (key, bytes) in records {
             check(&stent::storage::codec::decode::<T>(name, &key, &bytes).unwrap());
-            // Each appended field is 1, one varint byte, just before the 4-byte checksum.
+            // Each appended field is one byte (a varint 1, or `None`), just before the 4-byte checksum.
             let mut body = bytes[..bytes.len() - 4 - appended].to_vec();
             let crc = crc32fast::hash(&body);
             body.extend_from_slice(&crc.to_le_bytes());
             table.insert(key, body.as_slice()).unwrap();
         }
     }
-    cut::<ExecutionRecord>(txn, "executions", 3, |e| {
-        assert_eq!((e.version, e.run, e.cancel_requested_ms), (1, 1, None))
+    cut::<ExecutionRecord>(txn, "executions", 4, |e| {
+        assert_eq!((e.version, e.run, e.cancel_requested_ms, &e.schedule), (1, 1, None, &None))
     });
     cut::<TaskRecord>(txn, "tasks", 1, |t| assert_eq!(t.version, 1));
 }

@@ -121,6 +121,7 @@ impl Ctx {
             cache: function.cache.filter(|c| c.ttl_ms > 0),
             version: function.version,
             claim: None,
+            schedule: None,
         })
     }
 }

@@ -41,6 +41,9 @@ macro_rules! every_table {
         $each!(HEARTBEATS);
         $each!(RUNS);
         $each!(RUN_STEPS);
+        $each!(SCHEDULES);
+        $each!(SCHEDULE_DUE);
+        $each!(SCHEDULE_FIRES);
         $each!(IDEMPOTENCY);
         $each!(DEAD_LETTERS);
         $each!(DLQ_BY_TIME);

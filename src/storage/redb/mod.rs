@@ -17,6 +17,7 @@ mod overlay;
 mod reads;
 mod records;
 mod recover;
+mod schedules;
 mod schema;
 
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use super::effect::Effect;
 use super::faults::Faults;
 use super::guard::unpanic;
 use super::op::{Op, OpResult};
-use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord};
+use super::records::{DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, ScheduleRecord, TaskRecord};
 use super::store::{ExecutionContext, Store};
 use super::transitions::Ids;
 use super::StorageError;
@@ -292,6 +293,15 @@ impl Store for RedbStore {
     }
     fn pending_work(&self, now_ms: u64) -> Result<(u64, u64, u64), StorageError> {
         self.read_pending_work(now_ms)
+    }
+    fn schedules(&self) -> Result<Vec<ScheduleRecord>, StorageError> {
+        self.read_schedules()
+    }
+    fn schedule(&self, name: &str) -> Result<Option<ScheduleRecord>, StorageError> {
+        self.read_schedule(name)
+    }
+    fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<(u64, u64)>, StorageError> {
+        self.read_schedule_fires(name, limit)
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self

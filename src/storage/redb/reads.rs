@@ -241,6 +241,7 @@ impl RedbStore {
             entry?;
             due += 1;
         }
+        due += Self::schedules_due(&read, now_ms)?;
         Ok((ready, running, due))
     }
 }

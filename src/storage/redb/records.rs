@@ -10,7 +10,7 @@ use crate::storage::codec::{decode, encode_checked};
 use crate::storage::index::{ExecutionIndex, TaskIndex};
 use crate::storage::op::LocalClosure;
 use crate::storage::records::{
-    state_code, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, TaskRecord,
+    state_code, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, RunRecord, ScheduleRecord, TaskRecord,
 };
 use crate::storage::tables::*;
 use crate::storage::transitions::{CacheExpiry, CacheKey, Ids, Records};
@@ -47,6 +47,10 @@ pub(super) struct RedbRecords<'t> {
     /// batches never touch past runs.
     runs: Option<Table<'t, (u64, u32), &'static [u8]>>,
     run_steps: Option<RunStepsTable<'t>>,
+    /// Likewise the schedule tables: only schedule ops and scheduled executions touch them.
+    schedules: Option<Table<'t, &'static str, &'static [u8]>>,
+    schedule_due: Option<Table<'t, (u64, &'static str), ()>>,
+    schedule_fires: Option<Table<'t, (&'static str, u64, u64), ()>>,
     /// Changes to `exec_counts` by state code, written once at the end of the batch
     /// (`finish`): a state change costs an array update instead of two B-tree writes.
     count_deltas: [i64; STATE_CODES],
@@ -82,6 +86,9 @@ impl<'t> RedbRecords<'t> {
             heartbeats: txn.open_table(HEARTBEATS)?,
             runs: None,
             run_steps: None,
+            schedules: None,
+            schedule_due: None,
+            schedule_fires: None,
             count_deltas: [0; STATE_CODES],
         })
     }
@@ -119,6 +126,27 @@ impl<'t> RedbRecords<'t> {
         match &mut self.run_steps {
             Some(table) => Ok(table),
             none => Ok(none.insert(self.txn.open_table(RUN_STEPS)?)),
+        }
+    }
+
+    fn schedules(&mut self) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StorageError> {
+        match &mut self.schedules {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(SCHEDULES)?)),
+        }
+    }
+
+    fn schedule_due(&mut self) -> Result<&mut Table<'t, (u64, &'static str), ()>, StorageError> {
+        match &mut self.schedule_due {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(SCHEDULE_DUE)?)),
+        }
+    }
+
+    fn schedule_fires(&mut self) -> Result<&mut Table<'t, (&'static str, u64, u64), ()>, StorageError> {
+        match &mut self.schedule_fires {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(SCHEDULE_FIRES)?)),
         }
     }
 
@@ -255,6 +283,9 @@ impl Records for RedbRecords<'_> {
                 self.deadlines.insert((d, exec.id), ())?;
             }
         }
+        if let (None, Some(origin)) = (old, &exec.schedule) {
+            self.schedule_fires()?.insert((origin.name.as_str(), origin.nominal_ms, exec.id), ())?;
+        }
         self.executions.insert(exec.id, encode_checked(EXECUTIONS_NAME, exec).as_slice())?;
         Ok(())
     }
@@ -288,6 +319,9 @@ impl Records for RedbRecords<'_> {
             if self.idempotency.get(key.as_str())?.is_some_and(|v| v.value() == id) {
                 self.idempotency.remove(key.as_str())?;
             }
+        }
+        if let Some(origin) = &exec.schedule {
+            self.schedule_fires()?.remove((origin.name.as_str(), origin.nominal_ms, id))?;
         }
         let index = ExecutionIndex::of(exec);
         self.by_state.remove((index.state, id))?;
@@ -511,6 +545,38 @@ impl Records for RedbRecords<'_> {
             out.push(entry?.0.value());
         }
         Ok(out)
+    }
+
+    fn schedule(&mut self, name: &str) -> Result<Option<ScheduleRecord>, StorageError> {
+        match self.schedules()?.get(name)? {
+            Some(v) => decode(SCHEDULES_NAME, &name, v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put_schedule(&mut self, rec: &ScheduleRecord, old: Option<&ScheduleRecord>) -> Result<(), StorageError> {
+        let (was, now) = (old.and_then(ScheduleRecord::due_ms), rec.due_ms());
+        if was != now || old.is_none() {
+            if let Some(at) = was {
+                self.schedule_due()?.remove((at, rec.name.as_str()))?;
+            }
+            if let Some(at) = now {
+                self.schedule_due()?.insert((at, rec.name.as_str()), ())?;
+            }
+        }
+        let bytes = encode_checked(SCHEDULES_NAME, rec);
+        self.schedules()?.insert(rec.name.as_str(), bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn remove_schedule(&mut self, rec: &ScheduleRecord) -> Result<(), StorageError> {
+        if let Some(at) = rec.due_ms() {
+            self.schedule_due()?.remove((at, rec.name.as_str()))?;
+        }
+        let name = rec.name.as_str();
+        self.schedule_fires()?.retain_in((name, 0, 0)..=(name, u64::MAX, u64::MAX), |_, _| false)?;
+        self.schedules()?.remove(name)?;
+        Ok(())
     }
 
     fn run_local(&mut self, body: LocalClosure) -> Result<Vec<u8>, ActivityError> {

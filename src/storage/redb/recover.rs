@@ -63,6 +63,7 @@ impl RedbStore {
             let (deadline_ms, execution_id) = key.value();
             effects.push(Effect::Deadline { execution_id, deadline_ms });
         }
+        effects.extend(Self::schedule_timers(&read, now_ms)?);
         Ok(effects)
     }
 }

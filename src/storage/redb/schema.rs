@@ -5,7 +5,9 @@ use ::redb::{Database, ReadableTable};
 use super::RedbStore;
 use crate::api::ExecutionState;
 use crate::storage::codec::{append_fields, decode};
-use crate::storage::records::{state_code, TaskRecord, SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS};
+use crate::storage::records::{
+    state_code, TaskRecord, SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS, SCHEMA6_EXECUTION_DEFAULTS,
+};
 use crate::storage::tables::*;
 use crate::storage::transitions::Ids;
 use crate::storage::StorageError;
@@ -16,8 +18,10 @@ use crate::storage::StorageError;
 /// `heartbeats` (empty in an older file: no attempt there recorded details), version 5 the code
 /// version of every execution and task and the run number of every execution (appended to
 /// each record of an older file: version 1, run 1) and the tables of past runs (`runs`,
-/// `run_steps`, empty in an older file).
-pub const SCHEMA_VERSION: u64 = 5;
+/// `run_steps`, empty in an older file), version 6 schedules (`schedules`, `idx_schedule_due`,
+/// `idx_schedule_fires`, empty in an older file) and the schedule fire that started each
+/// execution (appended to each execution of an older file: none).
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// Brings a file of schema version `from` up to `SCHEMA_VERSION`, in the open transaction.
 pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StorageError> {
@@ -27,6 +31,10 @@ pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), Sto
         // Version 5: fields appended to executions (version, run) and tasks (version).
         append_to_every_record(txn, EXECUTIONS, EXECUTIONS_NAME, &SCHEMA5_EXECUTION_DEFAULTS)?;
         append_to_every_record(txn, TASKS, TASKS_NAME, &SCHEMA5_TASK_DEFAULTS)?;
+    }
+    if from < 6 {
+        // Version 6: the schedule that started an execution (none, in an older file).
+        append_to_every_record(txn, EXECUTIONS, EXECUTIONS_NAME, &SCHEMA6_EXECUTION_DEFAULTS)?;
     }
     if from < 2 {
         // Version 2: `idx_exec_tasks` from every task record.
@@ -58,7 +66,7 @@ pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), Sto
         }
     }
     // Version 4: `heartbeats`, created empty with every other table by `init_schema`.
-    // Version 5's `runs` and `run_steps` likewise.
+    // Version 5's `runs` and `run_steps` likewise, and version 6's schedule tables.
     Ok(())
 }
 
@@ -160,6 +168,9 @@ impl RedbStore {
             txn.open_table(HEARTBEATS)?;
             txn.open_table(RUNS)?;
             txn.open_table(RUN_STEPS)?;
+            txn.open_table(SCHEDULES)?;
+            txn.open_table(SCHEDULE_DUE)?;
+            txn.open_table(SCHEDULE_FIRES)?;
         }
         txn.commit()?;
         Ok((counters, trace_seed))

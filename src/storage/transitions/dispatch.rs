@@ -48,7 +48,7 @@ impl<R: Records> Batch<'_, R> {
         exec.finished_ms = Some(self.now);
         exec.output = Some(output);
         self.r.put_execution(&exec, Some(old))?;
-        self.effects.push(Effect::Finished { execution_id: exec.id });
+        self.ended(&exec)?;
         Ok(())
     }
 
@@ -86,6 +86,7 @@ impl<R: Records> Batch<'_, R> {
             version: new.version,
             run: 1,
             cancel_requested_ms: None,
+            schedule: new.schedule.clone(),
         };
         self.r.put_execution(&exec, None)?;
         if Faults::take(&self.faults.fail_between_execution_and_task) {

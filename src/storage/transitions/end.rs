@@ -26,7 +26,7 @@ impl<R: Records> Batch<'_, R> {
         exec.state = state;
         exec.finished_ms = Some(self.now);
         self.r.put_execution(&exec, Some(old))?;
-        self.effects.push(Effect::Finished { execution_id });
+        self.ended(&exec)?;
         if let Some(parent) = exec.parent {
             let error = ActivityError::permanent(format!("child execution {execution_id} ended {state}"))
                 .with_code(if state == ExecutionState::TimedOut { "child_timed_out" } else { "child_cancelled" });

@@ -25,6 +25,7 @@ mod quarantine;
 mod recover;
 mod retention;
 mod run;
+mod schedule;
 mod signal;
 
 pub use retention::{retention, Retention};
@@ -36,8 +37,8 @@ use super::faults::Faults;
 use super::index::{pending_effect, ExecutionIndex, TaskIndex};
 use super::op::{ClaimedTask, Continuation, Local, NewExecution, NewStep, Op, OpOutput, StepBody, StepTask};
 use super::records::{
-    CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, RunRecord, StepKind, StepOutcome,
-    TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
+    CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, RunRecord, ScheduleOrigin,
+    ScheduleRecord, StepKind, StepOutcome, TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
 };
 use super::tables::{EXECUTIONS_NAME, JOURNAL_NAME, TASKS_NAME};
 use super::{Rejection, StorageError};
@@ -127,6 +128,14 @@ pub trait Records {
     fn remove_dead_letter(&mut self, id: u64, failed_ms: u64) -> Result<(), StorageError>;
     /// Up to `limit` dead letters that failed before `cutoff_ms`, oldest first: (failed_ms, id).
     fn dead_letters_before(&self, cutoff_ms: u64, limit: usize) -> Result<Vec<(u64, u64)>, StorageError>;
+
+    fn schedule(&mut self, name: &str) -> Result<Option<ScheduleRecord>, StorageError>;
+    /// Writes a schedule; its due index entry moves from `old`'s (`None`: it is new) to the
+    /// record's (`ScheduleRecord::due_ms`).
+    fn put_schedule(&mut self, rec: &ScheduleRecord, old: Option<&ScheduleRecord>) -> Result<(), StorageError>;
+    /// Removes a schedule with its index entries (the executions it started keep their
+    /// origin).
+    fn remove_schedule(&mut self, rec: &ScheduleRecord) -> Result<(), StorageError>;
 
     /// Runs a local step's closure (`Ctx::local`) on this transaction. The closure is the
     /// backend's own type; one it does not know is refused as a permanent error.
@@ -225,7 +234,17 @@ impl<R: Records> Batch<'_, R> {
             Op::DiscardDeadLetter { id } => self.discard(id),
             Op::ReplayDeadLetterStep { id, step, input } => self.replay_step(id, step, input),
             Op::Cleanup { cutoff_ms, budget, from, parts } => self.cleanup(cutoff_ms, budget, from, parts),
+            Op::PutSchedule(draft) => self.put_schedule(draft),
+            Op::ControlSchedule { name, action } => self.control_schedule(&name, action),
+            Op::FireSchedule { name, template, trigger } => self.fire_schedule(&name, template, trigger),
         }
+    }
+
+    /// An execution ended (its record written): memory is told, and a schedule that buffered a
+    /// fire behind it starts that fire.
+    fn ended(&mut self, exec: &ExecutionRecord) -> Result<(), StorageError> {
+        self.effects.push(Effect::Finished { execution_id: exec.id });
+        self.after_end(exec)
     }
 
     /// Reads a task and its execution for a transition; a missing or corrupt one rejects the op.

@@ -58,7 +58,7 @@ impl<R: Records> Batch<'_, R> {
         exec.output = Some(output);
         exec.finished_ms = Some(self.now);
         self.r.put_execution(&exec, Some(old))?;
-        self.effects.push(Effect::Finished { execution_id: exec.id });
+        self.ended(&exec)?;
         if let (Some(parent), Some(output)) = (exec.parent, exec.output) {
             self.settle_parent(parent, StepOutcome::Completed { output })?;
         }
@@ -215,7 +215,7 @@ impl<R: Records> Batch<'_, R> {
             failed_ms: self.now,
         };
         self.r.put_dead_letter(&letter)?;
-        self.effects.push(Effect::Finished { execution_id: exec.id });
+        self.ended(&exec)?;
         self.effects.push(Effect::DeadLettered { execution_id: exec.id, function: letter.function.clone() });
         Ok(letter)
     }

@@ -46,7 +46,10 @@ fn subject(op: &Op) -> Option<Subject> {
         // start does when its key is free (else it is refused unchanged, like a signal to an
         // unreadable execution found by id would not be); renewals refuse per lease without a
         // corrupted result; a cleanup stops at the damaged record.
+        // A schedule op about an unreadable schedule is refused and its timer is not set
+        // again (`check` reports the record); it names no execution to stop.
         Op::Dispatch(_) | Op::SignalWithStart { .. } | Op::Renew { .. } | Op::Cleanup { .. } => None,
+        Op::PutSchedule(_) | Op::ControlSchedule { .. } | Op::FireSchedule { .. } => None,
     }
 }
 
