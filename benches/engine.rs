@@ -48,6 +48,7 @@ fn task_record() -> TaskRecord {
         history: Vec::new(),
         created_ms: 1_700_000_000_000,
         version: 1,
+        rate_slot_ms: None,
     }
 }
 
@@ -152,6 +153,8 @@ fn store(c: &mut Criterion) {
     let new = NewExecution {
         claim: None,
         schedule: None,
+        keys: Default::default(),
+        flow: None,
         cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),
@@ -178,9 +181,13 @@ fn store(c: &mut Criterion) {
                 panic!("dispatch answered something else")
             };
             // A fresh execution's root task has the same id as the execution.
-            let OpOutput::Claimed(claimed) =
-                one(Op::Claim { task_id: execution_id, worker: "bench".into(), lease_ms: 30_000, version: 1 })
-            else {
+            let OpOutput::Claimed(claimed) = one(Op::Claim {
+                task_id: execution_id,
+                worker: "bench".into(),
+                lease_ms: 30_000,
+                version: 1,
+                limits: Default::default(),
+            }) else {
                 panic!("claim answered something else")
             };
             one(Op::Complete {

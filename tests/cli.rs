@@ -1,6 +1,6 @@
 //! The `stent` binary on real files: every command's output shape and exit code, reads that
 //! leave the file byte-identical, `check` on a flipped byte, export/import, and changes made
-//! through the CLI that an engine then runs.
+//! through the CLI that an engine then runs, and the schedule commands on a file.
 
 #![cfg(feature = "cli")]
 
@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stent::{Activity, ActivityError, Engine, ExecutionState, WorkerOptions};
+use stent::{
+    Activity, ActivityError, Ctx, Engine, ExecutionState, ManualClock, Schedule, ScheduleSpec, WorkerOptions, Workflow,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
@@ -298,4 +300,154 @@ async fn an_application_starting_during_a_cli_read_waits_for_it_and_another_engi
         stent::Error::InUseBy { pid, .. } => assert_eq!(pid, long.id()),
         other => panic!("expected in use by the holder, got {other}"),
     }
+}
+
+const REPORT: Workflow<String, String> = Workflow::new("report");
+
+async fn report(_ctx: Ctx, what: String) -> stent::Result<String> {
+    Ok(format!("report on {what}"))
+}
+
+/// 2100-01-01T00:00:00Z, the engine's (manual) clock: far ahead of the real clock the CLI's
+/// own opens run on, so no CLI open finds the schedule due and fires it.
+const START_MS: u64 = 4_102_444_800_000;
+
+/// A file with the schedule `nightly` (09:00 UTC daily, of `report` on "sales"), created at
+/// `START_MS`; nothing fired yet.
+async fn scheduled(dir: &Path) -> PathBuf {
+    let db = dir.join("reports.stent");
+    let spec = ScheduleSpec::cron("0 9 * * *", "UTC").unwrap();
+    let engine = Engine::builder()
+        .path(&db)
+        .clock(ManualClock::new(START_MS))
+        .workflow(REPORT, report)
+        .schedule(Schedule::new("nightly", REPORT, &"sales".to_string(), spec))
+        .open()
+        .unwrap();
+    engine.close().await.unwrap();
+    db
+}
+
+fn text(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn ms_of(rfc3339: &Value) -> u64 {
+    let t = humantime::parse_rfc3339(rfc3339.as_str().unwrap()).unwrap();
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_commands_list_pause_resume_trigger_and_delete_on_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = scheduled(dir.path()).await;
+    let before = std::fs::read(&db).unwrap();
+
+    // Reads: the schedule with its next fire time, and no fires yet; the file untouched.
+    let list = json(&stent(&db, &["schedule", "list", "--json"]));
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let nightly = &list[0];
+    assert_eq!(nightly["name"], "nightly");
+    assert_eq!(nightly["function"], "report");
+    assert_eq!(nightly["input"], "sales");
+    assert_eq!(nightly["spec"], serde_json::json!({"kind": "cron", "expr": "0 9 * * *", "tz": "UTC"}));
+    assert_eq!((nightly["catch_up"].as_str(), nightly["overlap"].as_str()), (Some("one"), Some("skip")));
+    assert_eq!(nightly["paused"], false);
+    assert_eq!(nightly["next_fire_at"], "2100-01-01T09:00:00.000Z");
+    assert_eq!((nightly["last_fire_at"].is_null(), nightly["fires"].as_u64()), (true, Some(0)));
+    assert_eq!(nightly["created_at"], "2100-01-01T00:00:00.000Z");
+    let shown = json(&stent(&db, &["schedule", "show", "nightly", "--json"]));
+    assert_eq!(shown["next_fire_at"], nightly["next_fire_at"]);
+    assert_eq!(shown["recent_fires"], serde_json::json!([]));
+    let table = text(&stent(&db, &["schedule", "list"]));
+    assert!(table.contains("NEXT FIRE") && table.contains("nightly"), "{table}");
+    assert!(table.contains("2100-01-01T09:00:00.000Z") && table.contains("active"), "{table}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "a schedule read changed the file");
+
+    // Pause: no next fire, in the command's answer and in the listing.
+    let paused = json(&stent(&db, &["schedule", "pause", "nightly", "--json"]));
+    assert_eq!((paused["paused"].as_bool(), paused["next_fire_at"].is_null()), (Some(true), true), "{paused}");
+    let listed = &json(&stent(&db, &["schedule", "list", "--json"]))[0];
+    assert_eq!((listed["paused"].as_bool(), listed["next_fire_at"].is_null()), (Some(true), true));
+    let human = text(&stent(&db, &["schedule", "show", "nightly"]));
+    assert!(human.contains("state      paused") && human.contains("next fire  none"), "{human}");
+
+    // Resume: the next 09:00 after the schedule's cursor or now, whichever is later (the CLI's
+    // own engine runs on the real clock, behind the cursor the application's clock set).
+    let resumed = json(&stent(&db, &["schedule", "resume", "nightly", "--json"]));
+    assert_eq!(
+        (resumed["paused"].as_bool(), resumed["next_fire_at"].as_str()),
+        (Some(false), Some("2100-01-01T09:00:00.000Z"))
+    );
+    let asked = now_ms();
+
+    // Trigger: an execution, which `show` and `list` report with its schedule.
+    let triggered = json(&stent(&db, &["schedule", "trigger", "nightly", "--json"]));
+    assert_eq!(triggered["started"], true, "{triggered}");
+    let id = triggered["execution"].as_u64().unwrap();
+    let execution = json(&stent(&db, &["show", &id.to_string(), "--json"]));
+    assert_eq!((execution["function"].as_str(), execution["state"].as_str()), (Some("report"), Some("pending")));
+    assert_eq!(execution["input"], "sales");
+    assert_eq!(execution["schedule"]["name"], "nightly");
+    assert_eq!(execution["schedule"]["triggered"], true);
+    assert!(ms_of(&execution["schedule"]["fire_time_at"]) >= asked);
+    let human = text(&stent(&db, &["show", &id.to_string()]));
+    assert!(human.contains("schedule   nightly (triggered at "), "{human}");
+    assert_eq!(json(&stent(&db, &["list", "--json"]))[0]["schedule"]["name"], "nightly");
+    let table = text(&stent(&db, &["list"]));
+    assert!(table.lines().next().unwrap().ends_with("SCHEDULE"), "{table}");
+
+    // Again while that one is pending: the overlap policy (skip) starts none, and says why.
+    let skipped = json(&stent(&db, &["schedule", "trigger", "nightly", "--json"]));
+    assert_eq!((skipped["started"].as_bool(), skipped["execution"].is_null()), (Some(false), true), "{skipped}");
+    assert_eq!(skipped["running"], id);
+    let human = text(&stent(&db, &["schedule", "trigger", "nightly"]));
+    assert!(human.contains(&format!("no execution started: execution {id} is still running")), "{human}");
+    let shown = json(&stent(&db, &["schedule", "show", "nightly", "--json"]));
+    assert_eq!((shown["fires"].as_u64(), shown["skipped"].as_u64()), (Some(1), Some(2)));
+    assert_eq!(shown["last_execution"], id);
+    let fires = shown["recent_fires"].as_array().unwrap();
+    assert_eq!(fires.len(), 1, "{shown}");
+    assert_eq!((fires[0]["execution"].as_u64(), fires[0]["state"].as_str()), (Some(id), Some("pending")));
+    assert_eq!(fires[0]["fire_time_at"], execution["schedule"]["fire_time_at"]);
+    let human = text(&stent(&db, &["schedule", "show", "nightly"]));
+    assert!(human.contains("fires      1 started, 2 skipped"), "{human}");
+    assert!(human.contains(&format!("execution {id} pending")), "{human}");
+
+    // Delete: gone from the listing; the execution it started is kept, with its origin.
+    let deleted = json(&stent(&db, &["schedule", "delete", "nightly", "--yes", "--json"]));
+    assert_eq!(deleted, serde_json::json!({"schedule": "nightly", "deleted": true}));
+    assert_eq!(json(&stent(&db, &["schedule", "list", "--json"])), serde_json::json!([]));
+    assert_eq!(stent(&db, &["schedule", "show", "nightly"]).status.code(), Some(1));
+    assert_eq!(json(&stent(&db, &["show", &id.to_string(), "--json"]))["schedule"]["name"], "nightly");
+
+    // The application runs the execution the CLI's trigger started.
+    let engine = Engine::builder().path(&db).clock(ManualClock::new(START_MS)).workflow(REPORT, report).open().unwrap();
+    let pool = engine.serve(WorkerOptions::default()).unwrap();
+    let result = engine.wait_for(REPORT, stent::ExecutionId(id), Some(Duration::from_secs(10))).await.unwrap();
+    assert_eq!(result, "report on sales");
+    pool.drain().await.unwrap();
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_schedule_exits_1_with_one_clear_line_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = scheduled(dir.path()).await;
+    let before = json(&stent(&db, &["schedule", "list", "--json"]));
+    for command in ["show", "pause", "resume", "trigger", "delete"] {
+        let out = stent(&db, &["schedule", command, "weekly", "--yes"]);
+        assert_eq!(out.status.code(), Some(1), "schedule {command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end(), r#"error: schedule "weekly" does not exist"#, "schedule {command}");
+    }
+    assert_eq!(json(&stent(&db, &["schedule", "list", "--json"])), before);
+    assert_eq!(json(&stent(&db, &["list", "--json"])), serde_json::json!([]), "an execution was started");
+    assert_eq!(stent(&db, &["schedule"]).status.code(), Some(2));
+    assert_eq!(stent(&db, &["schedule", "show"]).status.code(), Some(2));
 }

@@ -2,8 +2,9 @@
 //! (the application), and the real `stent` binary, in other processes, reads the file and
 //! changes it through the engine's control socket: a signal, a cancel and a dead-letter replay
 //! sent from the CLI take effect in the running engine, a replay input of the wrong shape is
-//! refused by that engine, and only the file's owner is served (a CLI run as another uid is
-//! refused, whether the socket's mode stops it or the engine's peer check does).
+//! refused by that engine, the schedule commands act on the running engine's schedules, and
+//! only the file's owner is served (a CLI run as another uid is refused, whether the socket's
+//! mode stops it or the engine's peer check does).
 
 #![cfg(all(feature = "cli", unix))]
 
@@ -14,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use stent::{Activity, ActivityError, Ctx, Engine, ExecutionId, ExecutionState, WorkerOptions, Workflow};
+use stent::{
+    Activity, ActivityError, Ctx, Engine, ExecutionId, ExecutionState, ManualClock, Schedule, ScheduleInfo,
+    ScheduleSpec, WorkerOptions, Workflow,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Order {
@@ -156,6 +160,99 @@ async fn the_socket_is_owner_only_and_gone_after_close() {
     let (engine, pool) = application(&db).await;
     let out = cli(Path::new(BIN), &db, &["stats", "--json"]).await;
     assert_eq!(json(&out)["dead_letters"], 0);
+    pool.drain().await.unwrap();
+    engine.close().await.unwrap();
+}
+
+const REPORT: Workflow<String, String> = Workflow::new("report");
+
+async fn report(_ctx: Ctx, what: String) -> stent::Result<String> {
+    Ok(format!("report on {what}"))
+}
+
+/// 2100-01-01T00:00:00Z: where the application's manual clock starts.
+const START_MS: u64 = 4_102_444_800_000;
+const HOUR_MS: u64 = 3_600_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedule_commands_reach_the_running_engines_schedules() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("reports.stent");
+    let bin = Path::new(BIN);
+    let clock = ManualClock::new(START_MS);
+    let spec = ScheduleSpec::cron("0 9 * * *", "UTC").unwrap();
+    let engine = Engine::builder()
+        .path(&db)
+        .clock(clock.clone())
+        .workflow(REPORT, report)
+        .schedule(Schedule::new("nightly", REPORT, &"sales".to_string(), spec))
+        .open()
+        .unwrap();
+    let pool = engine.serve(WorkerOptions::default()).unwrap();
+    let nightly = || engine.schedules().get("nightly").unwrap().unwrap();
+
+    // Read through the socket: the next fire on the application's clock.
+    let list = json(&cli(bin, &db, &["schedule", "list", "--json"]).await);
+    assert_eq!(list[0]["name"], "nightly");
+    assert_eq!(list[0]["next_fire_at"], "2100-01-01T09:00:00.000Z");
+
+    // Pause and resume from the CLI change the engine's schedule; both run on its clock.
+    let paused = json(&cli(bin, &db, &["schedule", "pause", "nightly", "--json"]).await);
+    assert_eq!((paused["paused"].as_bool(), paused["next_fire_at"].is_null()), (Some(true), true));
+    assert!(nightly().paused);
+    clock.set_ms(START_MS + 10 * HOUR_MS);
+    let resumed = json(&cli(bin, &db, &["schedule", "resume", "nightly", "--json"]).await);
+    assert_eq!(resumed["next_fire_at"], "2100-01-02T09:00:00.000Z", "the 09:00 passed while paused is not fired");
+    assert_eq!(nightly().next_fire_ms, Some(START_MS + 33 * HOUR_MS));
+
+    // A trigger from the CLI starts an execution this engine's workers run.
+    let triggered = json(&cli(bin, &db, &["schedule", "trigger", "nightly", "--json"]).await);
+    let id = ExecutionId(triggered["execution"].as_u64().unwrap());
+    assert_eq!(engine.wait_for(REPORT, id, WAIT).await.unwrap(), "report on sales");
+    let shown = json(&cli(bin, &db, &["show", &id.to_string(), "--json"]).await);
+    assert_eq!(shown["state"], "completed");
+    assert_eq!(shown["schedule"]["name"], "nightly");
+    assert_eq!(shown["schedule"]["triggered"], true);
+    assert_eq!(shown["schedule"]["fire_time_at"], "2100-01-01T10:00:00.000Z", "the engine's clock");
+
+    // The schedule's own next fire, reached on the application's clock, shows beside it.
+    clock.set_ms(START_MS + 33 * HOUR_MS);
+    stent::testing::wait_until(Duration::from_secs(20), "the 09:00 fire ran", || {
+        nightly().fires == 2
+            && nightly().last_execution.is_some_and(|e| engine.state_of(e).unwrap().state == ExecutionState::Completed)
+    })
+    .await;
+    let shown = json(&cli(bin, &db, &["schedule", "show", "nightly", "--json"]).await);
+    let fires: Vec<(&str, &str)> = shown["recent_fires"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["fire_time_at"].as_str().unwrap(), f["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(fires, [("2100-01-02T09:00:00.000Z", "completed"), ("2100-01-01T10:00:00.000Z", "completed")]);
+    let fired = shown["last_execution"].to_string();
+    let human = String::from_utf8_lossy(&cli(bin, &db, &["show", &fired]).await.stdout).into_owned();
+    assert!(human.contains("schedule   nightly (fire of 2100-01-02T09:00:00.000Z)"), "{human}");
+
+    // An unknown name: exit 1 with the engine's message; the socket answers `not_found`.
+    let out = cli(bin, &db, &["schedule", "pause", "weekly"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), r#"error: schedule "weekly" does not exist"#);
+    let mut client = stent::control_socket::Client::connect(&db).await.unwrap();
+    let request = stent::control_socket::Request::PauseSchedule { name: "weekly".into() };
+    match client.call::<ScheduleInfo>(request).await {
+        Err(stent::Error::Remote { kind, .. }) => assert_eq!(kind, "not_found"),
+        other => panic!("expected not_found, got {other:?}"),
+    }
+    drop(client);
+
+    // Delete from the CLI removes it from the engine; its executions stay.
+    let deleted = json(&cli(bin, &db, &["schedule", "delete", "nightly", "--yes", "--json"]).await);
+    assert_eq!(deleted["deleted"], true);
+    assert!(engine.schedules().get("nightly").unwrap().is_none());
+    assert_eq!(json(&cli(bin, &db, &["schedule", "list", "--json"]).await), serde_json::json!([]));
+    assert_eq!(engine.state_of(id).unwrap().schedule.unwrap().schedule, "nightly");
+
     pool.drain().await.unwrap();
     engine.close().await.unwrap();
 }

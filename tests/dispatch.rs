@@ -103,6 +103,8 @@ async fn a_rejected_command_does_not_fail_its_batch() -> anyhow::Result<()> {
     let new = |input: &str| NewExecution {
         claim: None,
         schedule: None,
+        keys: Default::default(),
+        flow: None,
         cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "echo".into(),

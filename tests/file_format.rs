@@ -11,9 +11,9 @@
 
 use stent::storage::codec::{append_fields, decode, encode};
 use stent::storage::records::{
-    CachePolicy, CacheRecord, DeadLetterRecord, ExecutionRecord, ExecutionTemplate, JournalEntry, LeaseRecord,
-    ParentStep, RetryRecord, ScheduleOrigin, ScheduleRecord, StepKind, StepOutcome, TaskKind, TaskRecord,
-    SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS, SCHEMA6_EXECUTION_DEFAULTS,
+    CachePolicy, CacheRecord, DeadLetterRecord, ExecutionKeys, ExecutionRecord, ExecutionTemplate, JournalEntry,
+    LeaseRecord, ParentStep, RetryRecord, ScheduleOrigin, ScheduleRecord, StepKind, StepOutcome, TaskKind, TaskRecord,
+    SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS, SCHEMA6_EXECUTION_DEFAULTS, SCHEMA6_TASK_DEFAULTS,
 };
 use stent::{ActivityError, AttemptRecord, CatchUp, ExecutionState, Overlap, ScheduleSpec, TaskState};
 
@@ -64,6 +64,11 @@ fn execution() -> ExecutionRecord {
         run: 2,
         cancel_requested_ms: Some(1_700_000_005_000),
         schedule: Some(ScheduleOrigin { name: "nightly".into(), nominal_ms: 1_700_000_000_000, triggered: true }),
+        keys: ExecutionKeys {
+            concurrency: Some("customer-7".into()),
+            rate: Some("account-3".into()),
+            flow: Some("debounce:sync-7".into()),
+        },
     }
 }
 
@@ -90,6 +95,7 @@ fn task() -> TaskRecord {
         history: vec![attempt()],
         created_ms: 1_700_000_000_000,
         version: 3,
+        rate_slot_ms: Some(1_700_000_002_000),
     }
 }
 
@@ -225,9 +231,10 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// Records as files of older schemas hold them (schema 4: before schema 5 appended versions
-/// and runs; schema 5: before schema 6 appended the schedule that started an execution): kept
+/// and runs; schema 5: before schema 6 appended an execution's schedule and keys and a task's
+/// reserved rate slot): kept
 /// in the fixture as they were committed, and migrated, not re-encoded.
-const OLDER_RECORDS: [&str; 3] = ["execution_schema4", "task_schema4", "execution_schema5"];
+const OLDER_RECORDS: [&str; 4] = ["execution_schema4", "task_schema4", "execution_schema5", "task_schema5"];
 
 fn fixture() -> Vec<(String, Vec<u8>)> {
     let text = std::fs::read_to_string(FIXTURE).expect("tests/fixtures/records_v1.hex is committed");
@@ -287,18 +294,31 @@ fn records_written_by_the_current_format_decode_unchanged() {
             let migrated = append_fields("executions", key, bytes, &SCHEMA5_EXECUTION_DEFAULTS).unwrap();
             assert!(decode::<ExecutionRecord>("executions", key, &migrated).is_err(), "schema 6 is still missing");
             let migrated = append_fields("executions", key, &migrated, &SCHEMA6_EXECUTION_DEFAULTS).unwrap();
-            let expected =
-                ExecutionRecord { version: 1, run: 1, cancel_requested_ms: None, schedule: None, ..execution() };
+            let expected = ExecutionRecord {
+                version: 1,
+                run: 1,
+                cancel_requested_ms: None,
+                schedule: None,
+                keys: ExecutionKeys::default(),
+                ..execution()
+            };
             assert_eq!(decode::<ExecutionRecord>("executions", key, &migrated).unwrap(), expected);
         } else if name == "execution_schema5" {
             assert!(decode::<ExecutionRecord>("executions", key, bytes).is_err(), "an unmigrated record is refused");
             let migrated = append_fields("executions", key, bytes, &SCHEMA6_EXECUTION_DEFAULTS).unwrap();
-            let expected = ExecutionRecord { schedule: None, ..execution() };
+            let expected = ExecutionRecord { schedule: None, keys: ExecutionKeys::default(), ..execution() };
             assert_eq!(decode::<ExecutionRecord>("executions", key, &migrated).unwrap(), expected);
+        } else if name == "task_schema5" {
+            assert!(decode::<TaskRecord>("tasks", key, bytes).is_err(), "an unmigrated record is refused");
+            let migrated = append_fields("tasks", key, bytes, &SCHEMA6_TASK_DEFAULTS).unwrap();
+            let expected = TaskRecord { rate_slot_ms: None, ..task() };
+            assert_eq!(decode::<TaskRecord>("tasks", key, &migrated).unwrap(), expected);
         } else {
             assert!(decode::<TaskRecord>("tasks", key, bytes).is_err(), "an unmigrated record is refused");
             let migrated = append_fields("tasks", key, bytes, &SCHEMA5_TASK_DEFAULTS).unwrap();
-            assert_eq!(decode::<TaskRecord>("tasks", key, &migrated).unwrap(), TaskRecord { version: 1, ..task() });
+            let migrated = append_fields("tasks", key, &migrated, &SCHEMA6_TASK_DEFAULTS).unwrap();
+            let expected = TaskRecord { version: 1, rate_slot_ms: None, ..task() };
+            assert_eq!(decode::<TaskRecord>("tasks", key, &migrated).unwrap(), expected);
         }
     }
 }

@@ -98,6 +98,8 @@ fn new_execution() -> NewExecution {
     NewExecution {
         claim: None,
         schedule: None,
+        keys: Default::default(),
+        flow: None,
         cache: None,
         kind: stent::storage::records::TaskKind::Activity,
         function: "long".into(),
@@ -139,7 +141,7 @@ async fn a_stale_holders_outcome_is_rejected_and_overwrites_nothing() -> anyhow:
     let claim = |now, worker: &str| match one(
         &store,
         now,
-        Op::Claim { task_id, worker: worker.into(), lease_ms: 100, version: 1 },
+        Op::Claim { task_id, worker: worker.into(), lease_ms: 100, version: 1, limits: Default::default() },
     ) {
         Ok(OpOutput::Claimed(c)) => c.token,
         other => panic!("claim failed: {other:?}"),

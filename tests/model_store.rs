@@ -1087,6 +1087,8 @@ fn to_op(op: &COp) -> Op {
         COp::Dispatch(d) => Op::Dispatch(NewExecution {
             claim: None,
             schedule: None,
+            keys: Default::default(),
+            flow: None,
             cache: None,
             kind: stent::storage::records::TaskKind::Activity,
             function: "f".into(),
@@ -1101,9 +1103,13 @@ fn to_op(op: &COp) -> Op {
             timeout_ms: None,
             version: d.version,
         }),
-        COp::Claim { task, lease_ms, version } => {
-            Op::Claim { task_id: *task, worker: "w".into(), lease_ms: *lease_ms, version: *version }
-        }
+        COp::Claim { task, lease_ms, version } => Op::Claim {
+            task_id: *task,
+            worker: "w".into(),
+            lease_ms: *lease_ms,
+            version: *version,
+            limits: Default::default(),
+        },
         COp::Renew { leases, lease_ms } => {
             Op::Renew { leases: leases.clone(), lease_ms: *lease_ms, details: Vec::new() }
         }
@@ -1162,6 +1168,8 @@ fn outcome(r: &OpResult) -> Outcome {
         Ok(OpOutput::Cleaned { removed, .. }) => Outcome::Rejected(Rej::Other(format!("unasked cleanup {removed:?}"))),
         // Schedules are covered by tests/schedules*.rs, not by this model.
         Ok(OpOutput::Schedule { .. }) => Outcome::Rejected(Rej::Other("unasked schedule op".into())),
+        // Flow control is covered by tests/flow_control.rs: the model's claims carry no limits.
+        Ok(OpOutput::Deferred { .. } | OpOutput::KeyBusy) => Outcome::Rejected(Rej::Other("unasked limit".into())),
     }
 }
 
@@ -1263,6 +1271,7 @@ impl<F: StoreFactory> Sut<F> {
                 Effect::Claimed { .. } => panic!("an eager claim effect for a dispatch that asked for none"),
                 Effect::Replied { .. } => panic!("a reply effect from ops that run no workflow"),
                 Effect::Schedule { .. } => panic!("a schedule effect from ops that touch no schedule"),
+                Effect::KeyWait { .. } | Effect::KeyFreed { .. } => panic!("a concurrency key effect without keys"),
                 Effect::Abort { task_id, .. } => {
                     self.mem_leases.remove(task_id);
                     aborted.push(*task_id);

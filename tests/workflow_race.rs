@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stent::testing::{crash, wait_until, ManualClock, MemoryDisk};
+use stent::WorkerOptions;
 use stent::{Activity, ActivityError, Ctx, Either, Engine, ExecutionFilter, ExecutionState, Page, Workflow};
 use support::*;
 
@@ -64,7 +65,10 @@ async fn with_timeout(ctx: Ctx, n: u32) -> stent::Result<String> {
 async fn a_timer_beats_an_activity_which_is_then_cancelled_and_a_replay_keeps_the_branch() {
     let world = World::default();
     let engine = world.builder().workflow(TIMEOUT, with_timeout).open().unwrap();
-    let pool = engine.serve(options("w")).unwrap();
+    // The clock jumps an hour: a lease shorter than that would expire in the same jump, and
+    // re-run the hanging attempt if its expiry were applied before the race's record.
+    let long_lease = WorkerOptions { lease_duration: Duration::from_secs(7_200), ..options("w") };
+    let pool = engine.serve(long_lease).unwrap();
     let id = engine.dispatch(TIMEOUT, &1).await.unwrap();
     wait_until(LIMIT, "the activity runs", || running(&engine, "hang") == 1).await;
     world.clock.advance(Duration::from_secs(3_600));

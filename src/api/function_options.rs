@@ -25,6 +25,9 @@ pub struct FunctionOptions {
     pub(crate) cached: Option<DurationArg>,
     pub(crate) version: Option<u32>,
     pub(crate) cancel_grace: Option<DurationArg>,
+    pub(crate) rate_limit: Option<(u32, DurationArg)>,
+    pub(crate) rate_limit_per_key: Option<(u32, DurationArg)>,
+    pub(crate) max_concurrent_per_key: u32,
 }
 
 impl FunctionOptions {
@@ -44,6 +47,32 @@ impl FunctionOptions {
     /// default: no limit).
     pub fn max_concurrent(mut self, n: u32) -> Self {
         self.max_concurrent = n;
+        self
+    }
+
+    /// At most `per` attempts of this function start in any `period` (bursts of up to `per`),
+    /// across restarts: the budget is kept in the file. A task over the limit waits on a timer
+    /// for the slot reserved for it; nothing polls. (For a workflow, each attempt counts,
+    /// including its re-runs after a wait: limit the activities it calls instead.)
+    pub fn rate_limit(mut self, per: u32, period: impl Into<DurationArg>) -> Self {
+        self.rate_limit = Some((per, period.into()));
+        self
+    }
+
+    /// Like `rate_limit`, per rate key: the executions dispatched with the same
+    /// `DispatchBuilder::rate_key` (a customer, say) share one budget of `per` starts in any
+    /// `period`.
+    pub fn rate_limit_per_key(mut self, per: u32, period: impl Into<DurationArg>) -> Self {
+        self.rate_limit_per_key = Some((per, period.into()));
+        self
+    }
+
+    /// At most `n` executions of this function dispatched with the same
+    /// `DispatchBuilder::concurrency_key` run at once (from their first claim to their end, a
+    /// workflow's waits included); the others wait, pending, for one to end. `0`, the default:
+    /// no limit.
+    pub fn max_concurrent_per_key(mut self, n: u32) -> Self {
+        self.max_concurrent_per_key = n;
         self
     }
 

@@ -48,6 +48,7 @@ pub struct EngineBuilder {
     read_only: bool,
     file_mode: u32,
     control_socket: bool,
+    fire_schedules: bool,
     wait_for_file: Duration,
     faults: Arc<Faults>,
 }
@@ -108,6 +109,15 @@ impl EngineBuilder {
     /// directory), the engine runs without it and logs a warning.
     pub fn control_socket(mut self, serve: bool) -> Self {
         self.control_socket = serve;
+        self
+    }
+
+    /// Whether this engine fires the file's schedules when they are due (default on). A tool
+    /// that opens the file for a moment (the `stent` CLI) turns it off, so that opening it
+    /// never starts the fires an application's engine would; `Schedules::trigger` still
+    /// fires one when asked.
+    pub fn fire_schedules(mut self, fire: bool) -> Self {
+        self.fire_schedules = fire;
         self
     }
 
@@ -281,6 +291,24 @@ impl EngineBuilder {
                 ttl_ms: ttl.map_or(0, duration_ms),
             }),
         };
+        let mut rate = |what: &str, limit: Option<(u32, DurationArg)>| {
+            let (per, period) = limit?;
+            match period.get() {
+                Ok(period) if per > 0 && !period.is_zero() => {
+                    Some(crate::storage::Rate { per, period_ms: duration_ms(period) })
+                }
+                Ok(_) => {
+                    self.errors.push(format!("{name}: {what}: needs at least one start in a period over zero"));
+                    None
+                }
+                Err(e) => {
+                    self.errors.push(format!("{name}: {what}: {e}"));
+                    None
+                }
+            }
+        };
+        let (rate, key_rate) = (rate("rate_limit", o.rate_limit), rate("rate_limit_per_key", o.rate_limit_per_key));
+        function.limits = crate::storage::ClaimLimits { rate, key_rate, key_max: o.max_concurrent_per_key };
         if let Err(e) = self.registry.insert(function) {
             self.errors.push(e.to_string());
         }
@@ -413,6 +441,8 @@ impl EngineBuilder {
             timers: Timers::default(),
             waiters: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
+            key_waiting: Mutex::new(HashMap::new()),
+            key_woken: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             update_waiters: Mutex::new(HashMap::new()),
             next_attempt: AtomicU64::new(1),
@@ -435,6 +465,7 @@ impl EngineBuilder {
             trace_seed: store.trace_seed(),
             evict_after_ms: duration_ms(self.evict_after),
             read_only: self.read_only,
+            fire_schedules: self.fire_schedules,
             #[cfg(all(unix, not(loom)))]
             control_socket: Mutex::new(None),
         });
@@ -533,6 +564,7 @@ impl EngineBuilder {
             read_only: false,
             file_mode: crate::storage::FILE_MODE_DEFAULT,
             control_socket: true,
+            fire_schedules: true,
             wait_for_file: Duration::from_secs(2),
             faults: Arc::new(Faults::default()),
         }

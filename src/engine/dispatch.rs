@@ -9,8 +9,8 @@ use super::worker::{self};
 use super::{unexpected, Engine};
 use crate::api::{DurationArg, ExecutionId, FunctionHandle, Workflow};
 use crate::error::{Error, Result};
-use crate::storage::records::{duration_ms, RetryRecord};
-use crate::storage::{EagerClaim, NewExecution, Op, OpOutput};
+use crate::storage::records::{duration_ms, ExecutionKeys, RetryRecord};
+use crate::storage::{EagerClaim, Flow, NewExecution, Op, OpOutput};
 use serde::Serialize;
 
 /// A dispatch being prepared; `.await` it to commit.
@@ -27,6 +27,15 @@ pub struct DispatchBuilder<'e, F: FunctionHandle> {
     idempotency_key: Option<String>,
     /// `Engine::signal_with_start`: the signal (name, payload) for the key's execution.
     signal: Option<(String, Result<Vec<u8>>)>,
+    concurrency_key: Option<String>,
+    rate_key: Option<String>,
+    flow: Option<FlowArg>,
+}
+
+/// `debounce` or `throttle`, as given (durations checked when the dispatch runs).
+enum FlowArg {
+    Debounce { key: String, window: DurationArg, max_wait: Option<DurationArg> },
+    Throttle { key: String, window: DurationArg },
 }
 
 impl<F: FunctionHandle> DispatchBuilder<'_, F> {
@@ -64,6 +73,48 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         self
     }
 
+    /// Runs it under concurrency key `key`: with `FunctionOptions::max_concurrent_per_key(n)`,
+    /// at most `n` executions of the function with this key run at once.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
+    /// Counts its attempts against `FunctionOptions::rate_limit_per_key` under `key`.
+    pub fn rate_key(mut self, key: impl Into<String>) -> Self {
+        self.rate_key = Some(key.into());
+        self
+    }
+
+    /// Debounce: the execution starts `window` after the last of a burst of dispatches with
+    /// `key`. A dispatch with the key while the execution the burst started has not started
+    /// yet replaces its input and moves its start to `window` from now (but no later than
+    /// `debounce_max_wait` after the burst's first dispatch), and returns its id.
+    pub fn debounce(mut self, key: impl Into<String>, window: impl Into<DurationArg>) -> Self {
+        let max_wait = match self.flow.take() {
+            Some(FlowArg::Debounce { max_wait, .. }) => max_wait,
+            _ => None,
+        };
+        self.flow = Some(FlowArg::Debounce { key: key.into(), window: window.into(), max_wait });
+        self
+    }
+
+    /// With `debounce`: the start moves no later than this after the burst's first dispatch,
+    /// so a steady stream of dispatches still runs.
+    pub fn debounce_max_wait(mut self, max_wait: impl Into<DurationArg>) -> Self {
+        if let Some(FlowArg::Debounce { max_wait: m, .. }) = &mut self.flow {
+            *m = Some(max_wait.into());
+        }
+        self
+    }
+
+    /// Throttle: the first dispatch with `key` starts an execution at once; later ones inside
+    /// `window` of it return its id and start nothing.
+    pub fn throttle(mut self, key: impl Into<String>, window: impl Into<DurationArg>) -> Self {
+        self.flow = Some(FlowArg::Throttle { key: key.into(), window: window.into() });
+        self
+    }
+
     pub(super) async fn run(self) -> Result<ExecutionId> {
         let inner = &self.engine.inner;
         let function = inner.registry.require(self.function.name())?;
@@ -80,8 +131,22 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
         let delay_ms = self.delay.map(|d| d.get()).transpose()?.map_or(0, duration_ms);
         let max_duration_ms = self.max_duration.map(|d| d.get()).transpose()?.map(duration_ms);
         let queue = self.queue.unwrap_or_else(|| function.queue.clone());
-        // An idle worker may take the task in the dispatch's own transaction.
-        let reservation = if delay_ms == 0 { worker::reserve_idle(inner, function, &queue, &self.tags) } else { None };
+        let flow = match self.flow {
+            None => None,
+            Some(FlowArg::Throttle { key, window }) => {
+                Some(Flow::Throttle { key, window_ms: duration_ms(window.get()?) })
+            }
+            Some(FlowArg::Debounce { key, window, max_wait }) => Some(Flow::Debounce {
+                key,
+                window_ms: duration_ms(window.get()?),
+                max_wait_ms: max_wait.map(|d| d.get()).transpose()?.map(duration_ms),
+            }),
+        };
+        // An idle worker may take the task in the dispatch's own transaction, unless the claim
+        // must go through flow control.
+        let plain = flow.is_none() && function.limits.is_none();
+        let reservation =
+            if delay_ms == 0 && plain { worker::reserve_idle(inner, function, &queue, &self.tags) } else { None };
         let new = NewExecution {
             function: function.name.to_string(),
             kind: function.handler.kind(),
@@ -102,6 +167,8 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
             cache: function.cache.filter(|c| c.ttl_ms > 0),
             version: function.version,
             schedule: None,
+            keys: ExecutionKeys { concurrency: self.concurrency_key, rate: self.rate_key, flow: None },
+            flow,
         };
         let op = match (signal, new.idempotency_key.clone()) {
             // A cached result would finish the execution before the signal could be taken.
@@ -174,6 +241,9 @@ impl Engine {
             tags: Vec::new(),
             idempotency_key: None,
             signal: None,
+            concurrency_key: None,
+            rate_key: None,
+            flow: None,
         }
     }
 

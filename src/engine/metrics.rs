@@ -54,6 +54,16 @@ pub(super) fn dead_letter(function: String) {
     metrics::counter!("stent_dead_letters_total", "function" => function).increment(1);
 }
 
+/// A claim over `function`'s rate limit deferred its task to a reserved slot.
+pub(super) fn rate_limited(function: &str) {
+    metrics::counter!("stent_rate_limited_total", "function" => function.to_string()).increment(1);
+}
+
+/// A claim found its concurrency key full; its task waits for a slot.
+pub(super) fn key_busy(function: &str) {
+    metrics::counter!("stent_concurrency_key_waits_total", "function" => function.to_string()).increment(1);
+}
+
 /// A workflow attempt asked for a different step than its journal recorded.
 pub(super) fn nondeterminism(function: &'static str) {
     metrics::counter!("stent_nondeterminism_total", "function" => function).increment(1);

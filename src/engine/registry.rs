@@ -52,6 +52,8 @@ pub struct Function {
     pub version: u32,
     /// `FunctionOptions::cancel_grace`: a cancel lets the workflow compensate this long.
     pub cancel_grace: Option<Duration>,
+    /// Rate limits and the concurrency-key limit, enforced by its claims.
+    pub limits: crate::storage::ClaimLimits,
 }
 
 /// Decodes a JSON input as a function's input type: `Err` carries serde's reason.
@@ -78,6 +80,7 @@ impl Function {
             input_check: |_| Ok(()),
             version: 1,
             cancel_grace: None,
+            limits: Default::default(),
         }
     }
 }

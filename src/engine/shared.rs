@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     /// Callers of `Engine::update` awaiting a reply: by execution, then update id.
     pub(super) update_waiters: Mutex<HashMap<u64, HashMap<u64, oneshot::Sender<()>>>>,
     pub(super) next_waiter: AtomicU64,
+    /// Tasks waiting for a slot of a concurrency key, oldest first, by (function, key).
+    pub(super) key_waiting: Mutex<HashMap<(String, String), std::collections::VecDeque<crate::storage::ReadyItem>>>,
+    /// Tasks given a freed key slot whose claim has not returned yet, with their key.
+    pub(super) key_woken: Mutex<HashMap<u64, (String, String)>>,
     pub(super) running: Mutex<HashMap<u64, Running>>,
     pub(super) next_attempt: AtomicU64,
     /// Claim loops with nothing to do, which a dispatch may hand its task to directly.
@@ -72,6 +76,8 @@ pub(crate) struct Inner {
     pub(super) evict_after_ms: u64,
     /// Opened with `EngineBuilder::read_only`: every change is refused.
     pub(super) read_only: bool,
+    /// `EngineBuilder::fire_schedules`: whether schedule timers are set at all.
+    pub(super) fire_schedules: bool,
     /// The socket the CLI reaches this engine by, while it is served (path-backed engines).
     #[cfg(all(unix, not(loom)))]
     pub(super) control_socket: Mutex<Option<super::control_socket::ControlSocket>>,
@@ -149,12 +155,37 @@ impl Inner {
                     }
                 }
                 Effect::DeadLettered { function, .. } => super::metrics::dead_letter(function),
-                Effect::Schedule { name, function, at_ms } => self.timers.set_schedule(name, function, at_ms),
+                Effect::Schedule { name, function, at_ms } if self.fire_schedules => {
+                    self.timers.set_schedule(name, function, at_ms)
+                }
+                Effect::Schedule { .. } => {}
+                Effect::KeyWait { function, key, item } => {
+                    lock(&self.key_waiting).entry((function, key)).or_default().push_back(item);
+                }
+                Effect::KeyFreed { function, key } => self.wake_key(function, key),
                 Effect::Abort { task_id, token } => {
                     self.timers.clear_lease(task_id);
                     self.abort_local(task_id, token);
                 }
             }
+        }
+    }
+
+    /// A slot of concurrency key (`function`, `key`) is free: its oldest waiting task goes back
+    /// to the ready queue (marked, so that if its claim does not take the slot, the next one
+    /// is woken).
+    pub(super) fn wake_key(&self, function: String, key: String) {
+        let mut waiting = lock(&self.key_waiting);
+        let fk = (function, key);
+        let Some(queue) = waiting.get_mut(&fk) else { return };
+        let item = queue.pop_front();
+        if queue.is_empty() {
+            waiting.remove(&fk);
+        }
+        drop(waiting);
+        if let Some(item) = item {
+            lock(&self.key_woken).insert(item.task_id, fk);
+            self.push_ready(item);
         }
     }
 

@@ -51,6 +51,10 @@ counters! {
     leases_lost,
     /// Warnings logged about ready work no pool of this process serves.
     unserved_warnings,
+    /// Claims over a rate limit: each deferred its task to the slot it reserved.
+    rate_limited,
+    /// Claims that found their concurrency key full: each task waits for a slot.
+    key_waits,
 }
 
 impl Counters {

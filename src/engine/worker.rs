@@ -254,11 +254,29 @@ async fn run_attempt(
     let inner = &pool.inner;
     let task_id = item.task_id;
     let lease_ms = duration_ms(pool.options.lease_duration);
-    let claim = inner
-        .submit(Op::Claim { task_id, worker: pool.options.worker_id.clone(), lease_ms, version: function.version })
-        .await;
+    let worker = pool.options.worker_id.clone();
+    let claim =
+        inner.submit(Op::Claim { task_id, worker, lease_ms, version: function.version, limits: function.limits }).await;
+    let woken = lock(&inner.key_woken).remove(&task_id);
+    match (&claim, woken) {
+        (Ok(OpOutput::Claimed(_) | OpOutput::KeyBusy), _) | (_, None) => {}
+        // Woken for a freed slot, but it will not take it (cancelled meanwhile, say): the
+        // next waiter may.
+        (_, Some((function, key))) => inner.wake_key(function, key),
+    }
     let claimed = match claim {
         Ok(OpOutput::Claimed(c)) => Some(c),
+        Ok(OpOutput::Deferred { until_ms }) => {
+            super::metrics::rate_limited(&item.function);
+            inner.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(task_id, until_ms, "rate limited; waits for its slot");
+            None
+        }
+        Ok(OpOutput::KeyBusy) => {
+            super::metrics::key_busy(&item.function);
+            inner.stats.key_waits.fetch_add(1, Ordering::Relaxed);
+            None
+        }
         // Gone: a step task of a run that continued as new, removed with the run.
         Ok(_) | Err(Error::TaskNotClaimable { .. } | Error::UnknownTask { .. }) => None,
         Err(e) => {
@@ -311,7 +329,8 @@ fn prepare_continuation(pool: &Arc<Pool>, function: &str, step: Option<u32>) -> 
         return None;
     }
     let f = inner.registry.get(function)?.clone();
-    if !f.limiter.try_acquire() {
+    // A rate-limited claim is the normal claim's to make (it reserves and defers).
+    if f.limits.rate.is_some() || f.limits.key_rate.is_some() || !f.limiter.try_acquire() {
         return None;
     }
     let serial = inner.next_attempt.fetch_add(1, Ordering::Relaxed);

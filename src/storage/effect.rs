@@ -34,6 +34,18 @@ pub enum Effect {
         function: String,
         at_ms: Option<u64>,
     },
+    /// A claim found the concurrency key (`function`, `key`) full: `item` waits, out of the
+    /// ready queue, until a slot of the key is freed.
+    KeyWait {
+        function: String,
+        key: String,
+        item: ReadyItem,
+    },
+    /// An execution holding a slot of (`function`, `key`) ended: a waiting task may take it.
+    KeyFreed {
+        function: String,
+        key: String,
+    },
     /// A workflow answered update `update` (`Ctx::reply`): its caller may read the reply.
     Replied {
         execution_id: u64,

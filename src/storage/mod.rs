@@ -42,7 +42,8 @@ pub use error::{Rejection, StorageError};
 pub use faults::Faults;
 pub use guard::Guarded;
 pub use op::{
-    ClaimedTask, CleanupCursor, CleanupParts, Continuation, EagerClaim, Local, LocalClosure, LocalFn, NewExecution,
-    NewStep, Op, OpOutput, OpResult, ScheduleAction, ScheduleDraft, StepBody, StepTask, TERMINAL_STATES,
+    ClaimLimits, ClaimedTask, CleanupCursor, CleanupParts, Continuation, EagerClaim, Flow, Local, LocalClosure,
+    LocalFn, NewExecution, NewStep, Op, OpOutput, OpResult, Rate, ScheduleAction, ScheduleDraft, StepBody, StepTask,
+    TERMINAL_STATES,
 };
 pub use store::{ExecutionContext, Store};

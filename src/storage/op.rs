@@ -2,7 +2,8 @@
 //! values ops carry (a new execution, a new workflow step, a continuation).
 
 use super::records::{
-    CachePolicy, ExecutionTemplate, RetryRecord, ScheduleOrigin, ScheduleRecord, StepKind, TaskKind, TaskRecord,
+    CachePolicy, ExecutionKeys, ExecutionTemplate, RetryRecord, ScheduleOrigin, ScheduleRecord, StepKind, TaskKind,
+    TaskRecord,
 };
 use super::Rejection;
 use crate::api::{ActivityError, CatchUp, ExecutionState, Overlap, ScheduleSpec};
@@ -29,6 +30,46 @@ pub struct NewExecution {
     pub claim: Option<EagerClaim>,
     /// The schedule fire that starts it (set only by a schedule's own transition).
     pub schedule: Option<ScheduleOrigin>,
+    /// Its flow-control keys (concurrency, rate; the flow key is set by `flow`).
+    pub keys: ExecutionKeys,
+    /// Debounce or throttle: a dispatch that may fold into an earlier one.
+    pub flow: Option<Flow>,
+}
+
+/// How a dispatch folds into an earlier one with the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flow {
+    /// Inside `window_ms` of the last dispatch with `key`, while the execution it started has
+    /// not started running, the input is replaced and the start moved to `window_ms` from now,
+    /// but no later than `max_wait_ms` after the first dispatch of the window.
+    Debounce { key: String, window_ms: u64, max_wait_ms: Option<u64> },
+    /// Inside `window_ms` of the dispatch that started an execution with `key`, later
+    /// dispatches get that execution.
+    Throttle { key: String, window_ms: u64 },
+}
+
+/// A rate limit: `per` starts in any `period_ms`, with bursts of up to `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub per: u32,
+    pub period_ms: u64,
+}
+
+/// The flow control a claim enforces, from the function's registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// The function's own rate limit: every attempt of its tasks counts.
+    pub rate: Option<Rate>,
+    /// Per rate key (an execution dispatched with one): the attempts of its root task.
+    pub key_rate: Option<Rate>,
+    /// Running executions per concurrency key at most (0: no limit).
+    pub key_max: u32,
+}
+
+impl ClaimLimits {
+    pub fn is_none(&self) -> bool {
+        self.rate.is_none() && self.key_rate.is_none() && self.key_max == 0
+    }
 }
 
 /// A schedule's definition, checked by the engine (`Op::PutSchedule`).
@@ -157,7 +198,7 @@ pub enum StepBody {
     /// parent link (ending the parent leaves it running) and the step's outcome is its id, at
     /// once. A child with an idempotency key held by an execution: a detached start gets that
     /// execution's id, an attached child's step fails (code `duplicate_key`).
-    Child { new: NewExecution, detached: bool },
+    Child { new: Box<NewExecution>, detached: bool },
     /// Add to an execution counter; the outcome is the new total.
     Counter { name: String, delta: i64 },
     /// Set a custom state value (JSON).
@@ -199,11 +240,15 @@ pub enum Op {
     Dispatch(NewExecution),
     /// `version`: the claiming engine's version of the task's function; a task that needs
     /// newer code is refused (`TaskNotClaimable`).
+    /// `limits`: the function's flow control. A claim over a rate limit defers the task to
+    /// its reserved slot (`OpOutput::Deferred`); one whose execution would pass its
+    /// concurrency key's limit waits for a slot (`OpOutput::KeyBusy`).
     Claim {
         task_id: u64,
         worker: String,
         lease_ms: u64,
         version: u32,
+        limits: ClaimLimits,
     },
     /// Renews each `(task id, token)` lease; `details` are progress an attempt recorded since
     /// the last renewal (`stent::activity::heartbeat`), by task id, written only where that
@@ -371,6 +416,13 @@ pub enum OpOutput {
         claimed: Option<ClaimedTask>,
     },
     Claimed(ClaimedTask),
+    /// A claim over a rate limit: the task waits (a timer) for the slot reserved for it.
+    Deferred {
+        until_ms: u64,
+    },
+    /// A claim that would start an execution beside `max_concurrent_per_key` running ones with
+    /// its concurrency key: it waits (`Effect::KeyWait`) for one of them to end.
+    KeyBusy,
     Renewed(Vec<Result<u64, Rejection>>),
     Done,
     /// A failed attempt was recorded: its task was re-queued for a retry (`buried: false`) or

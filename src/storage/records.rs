@@ -45,13 +45,33 @@ pub struct ExecutionRecord {
     // Appended in schema 6 (`SCHEMA6_EXECUTION_DEFAULTS` for older records):
     /// The schedule fire that started it.
     pub schedule: Option<ScheduleOrigin>,
+    /// The flow-control keys it was dispatched with.
+    pub keys: ExecutionKeys,
+}
+
+/// The keys a dispatch gave an execution for flow control.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionKeys {
+    /// Executions of its function with this key run at most `max_concurrent_per_key` at once;
+    /// it holds a slot (`key_slots`) from its start to its end.
+    pub concurrency: Option<String>,
+    /// Its attempts count against its function's per-key rate limit under this key.
+    pub rate: Option<String>,
+    /// The debounce or throttle key (`flow_keys`) that names it, while it does.
+    pub flow: Option<String>,
+}
+
+impl ExecutionKeys {
+    pub const NONE: ExecutionKeys = ExecutionKeys { concurrency: None, rate: None, flow: None };
 }
 
 /// The encoding of the fields schema 5 appended to an `ExecutionRecord` (version 1, run 1, no
 /// cancel asked for), appended to the records of an older file by its migration.
 pub const SCHEMA5_EXECUTION_DEFAULTS: (u32, u32, Option<u64>) = (1, 1, None);
-/// The field schema 6 appended to an `ExecutionRecord` (no schedule started it).
-pub const SCHEMA6_EXECUTION_DEFAULTS: (Option<ScheduleOrigin>,) = (None,);
+/// The fields schema 6 appended to an `ExecutionRecord` (no schedule started it, no keys).
+pub const SCHEMA6_EXECUTION_DEFAULTS: (Option<ScheduleOrigin>, ExecutionKeys) = (None, ExecutionKeys::NONE);
+/// The field schema 6 appended to a `TaskRecord` (no reserved rate-limit slot).
+pub const SCHEMA6_TASK_DEFAULTS: (Option<u64>,) = (None,);
 /// The field schema 5 appended to a `TaskRecord` (version 1).
 pub const SCHEMA5_TASK_DEFAULTS: (u32,) = (1,);
 
@@ -168,6 +188,10 @@ pub struct TaskRecord {
     /// The version of its function's code it needs: an engine whose registration of
     /// `function` is older does not claim it (a workflow's root task has its execution's).
     pub version: u32,
+    // Appended in schema 6 (`SCHEMA6_TASK_DEFAULTS` for older records):
+    /// A rate-limit slot reserved for its next claim: it was deferred to this time, which its
+    /// function's budget already counts, so the claim at or after it takes no more.
+    pub rate_slot_ms: Option<u64>,
 }
 
 impl TaskRecord {

@@ -66,6 +66,18 @@ pub const SCHEDULE_DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new(
 /// The executions each schedule started: (name, nominal fire time ms, execution id), written
 /// with the execution, removed with it. Since schema version 6.
 pub const SCHEDULE_FIRES: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("idx_schedule_fires");
+/// Rate-limit budgets: (function, key; `""` for the function's own limit) → the theoretical
+/// arrival time of the generic cell rate algorithm (ms): the next start is allowed once the
+/// clock is within the limit's burst of it. Since schema version 6.
+pub const RATE_STATE: TableDefinition<(&str, &str), u64> = TableDefinition::new("rate_state");
+/// Executions holding a concurrency-key slot: (function, key, execution id), one entry per
+/// running execution dispatched with a concurrency key, written beside its state. Since
+/// schema version 6.
+pub const KEY_SLOTS: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("idx_key_slots");
+/// Debounce and throttle keys (`"debounce:"`/`"throttle:"` and the caller's key) → (the
+/// execution they name, when its window opened ms). Removed with the execution. Since schema
+/// version 6.
+pub const FLOW_KEYS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("flow_keys");
 /// Idempotency key → execution id.
 pub const IDEMPOTENCY: TableDefinition<&str, u64> = TableDefinition::new("idempotency");
 /// dead letter id → `DeadLetterRecord`.

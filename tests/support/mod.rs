@@ -68,8 +68,9 @@ pub async fn finished_within<H: stent::FunctionHandle>(
 }
 
 /// Makes the records of a current file those of a schema 4 file: the fields schemas 5 and 6
-/// appended (an execution's version, run, cancel request and schedule, a task's version: 1,
-/// 1, none, none and 1 here, one byte each) are cut off each record and
+/// appended (an execution's version, run, cancel request, schedule and three keys, a task's
+/// version and rate slot: 1, 1, none, none, none x3, 1 and none here, one byte each) are cut
+/// off each record and
 /// its checksum recomputed, as a file written by a build of schema 4 holds them. For tests
 /// that turn a current file into an older one (the caller also sets `schema_version` and
 /// removes what later versions added).
@@ -94,8 +95,9 @@ pub fn cut_to_schema4_records(txn: &redb::WriteTransaction) {
             table.insert(key, body.as_slice()).unwrap();
         }
     }
-    cut::<ExecutionRecord>(txn, "executions", 4, |e| {
-        assert_eq!((e.version, e.run, e.cancel_requested_ms, &e.schedule), (1, 1, None, &None))
+    cut::<ExecutionRecord>(txn, "executions", 7, |e| {
+        assert_eq!((e.version, e.run, e.cancel_requested_ms, &e.schedule), (1, 1, None, &None));
+        assert_eq!(e.keys, Default::default());
     });
-    cut::<TaskRecord>(txn, "tasks", 1, |t| assert_eq!(t.version, 1));
+    cut::<TaskRecord>(txn, "tasks", 2, |t| assert_eq!((t.version, t.rate_slot_ms), (1, None)));
 }

@@ -7,6 +7,7 @@
 
 mod dlq;
 mod human;
+mod schedules;
 mod target;
 mod views;
 mod watch;
@@ -59,6 +60,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Schedules: list, show, pause, resume, trigger, delete.
+    Schedule {
+        #[command(subcommand)]
+        command: schedules::ScheduleCommand,
     },
     /// Cancels a pending or running execution.
     Cancel { id: u64 },
@@ -195,6 +201,7 @@ async fn run(db: &Path, cli: Cli) -> Outcome {
         }
         Command::Stats { queue } => stats(Target::read(db, false).await?, &queue, cli.json).await,
         Command::Dlq { command } => dlq::run(db, command, cli.json, cli.yes).await,
+        Command::Schedule { command } => schedules::run(db, command, cli.json, cli.yes).await,
         Command::Cancel { id } => {
             confirm(cli.yes, &format!("cancel execution {id}"))?;
             let mut target = Target::write(db).await?;
@@ -325,10 +332,12 @@ async fn list(mut target: Target, args: &ListArgs, json: bool) -> Outcome {
         println!("{}", Value::Array(found.iter().map(views::execution_summary).collect()));
         return Ok(());
     }
+    // A SCHEDULE column only when a listed execution was started by one.
+    let scheduled = found.iter().any(|e| e.schedule.is_some());
     let rows: Vec<Vec<String>> = found
         .iter()
         .map(|e| {
-            vec![
+            let mut row = vec![
                 e.id.to_string(),
                 e.function.clone(),
                 e.state.to_string(),
@@ -336,10 +345,15 @@ async fn list(mut target: Target, args: &ListArgs, json: bool) -> Outcome {
                 e.attempts.to_string(),
                 human::ago(e.created_ms),
                 human::opt_ago(e.finished_ms),
-            ]
+            ];
+            if scheduled {
+                row.push(e.schedule.as_ref().map_or_else(|| "-".into(), |s| s.schedule.clone()));
+            }
+            row
         })
         .collect();
-    human::table(&["ID", "FUNCTION", "STATE", "QUEUE", "ATTEMPTS", "CREATED", "FINISHED"], &rows);
+    let header = ["ID", "FUNCTION", "STATE", "QUEUE", "ATTEMPTS", "CREATED", "FINISHED", "SCHEDULE"];
+    human::table(&header[..if scheduled { 8 } else { 7 }], &rows);
     if found.len() == args.limit as usize {
         if let Some(last) = found.last() {
             println!("more: --before {}", last.id);
@@ -400,6 +414,10 @@ async fn show(mut target: Target, id: ExecutionId, json: bool) -> Outcome {
     }
     if let Some(parent) = info.parent {
         println!("  parent     {parent}");
+    }
+    if let Some(s) = &info.schedule {
+        let how = if s.triggered { "triggered at" } else { "fire of" };
+        println!("  schedule   {} ({how} {})", s.schedule, views::time(s.fire_time_ms));
     }
     println!("  created    {} ({})", views::time(info.created_ms), human::ago(info.created_ms));
     if let Some(t) = info.started_ms {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use stent::{
     CleanupParts, CleanupReport, DeadLetter, DeadLetterId, Engine, Error, ExecutionFilter, ExecutionId, ExecutionInfo,
-    ExecutionState, Page, RunningTask, StepInfo, TaskId, TaskInfo, TransferReport, VerifyOnOpen,
+    ExecutionState, Page, RunningTask, ScheduleFire, ScheduleInfo, StepInfo, TaskId, TaskInfo, TransferReport,
+    VerifyOnOpen,
 };
 
 use crate::Failure;
@@ -49,6 +50,7 @@ impl Target {
         let opened = Engine::builder()
             .path(db)
             .control_socket(false)
+            .fire_schedules(false)
             .wait_for_file(Duration::ZERO)
             .page_cache_bytes(CACHE_BYTES)
             .open();
@@ -266,6 +268,67 @@ impl Target {
                 })?;
                 c.call(Request::Export { path }).await
             }
+        }
+    }
+
+    /// Every schedule, by name.
+    pub(crate) async fn schedules(&mut self) -> stent::Result<Vec<ScheduleInfo>> {
+        match self {
+            Target::Local(e) => e.schedules().list(),
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::Schedules).await,
+        }
+    }
+
+    pub(crate) async fn schedule(&mut self, name: &str) -> stent::Result<Option<ScheduleInfo>> {
+        match self {
+            Target::Local(e) => e.schedules().get(name),
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::Schedule { name: name.to_string() }).await,
+        }
+    }
+
+    /// The latest `limit` executions the schedule started, oldest first.
+    pub(crate) async fn schedule_fires(&mut self, name: &str, limit: u32) -> stent::Result<Vec<ScheduleFire>> {
+        match self {
+            Target::Local(e) => e.schedules().fires(name, limit as usize),
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::ScheduleFires { name: name.to_string(), limit }).await,
+        }
+    }
+
+    pub(crate) async fn pause_schedule(&mut self, name: &str) -> stent::Result<ScheduleInfo> {
+        match self {
+            Target::Local(e) => e.schedules().pause(name).await,
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::PauseSchedule { name: name.to_string() }).await,
+        }
+    }
+
+    pub(crate) async fn resume_schedule(&mut self, name: &str) -> stent::Result<ScheduleInfo> {
+        match self {
+            Target::Local(e) => e.schedules().resume(name).await,
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::ResumeSchedule { name: name.to_string() }).await,
+        }
+    }
+
+    /// Fires the schedule now: the execution it started, or `None` when its overlap policy
+    /// started none. The CLI's own engine registers no functions: the execution then starts
+    /// as the schedule's record says (queue, retry and version as the application recorded).
+    pub(crate) async fn trigger_schedule(&mut self, name: &str) -> stent::Result<Option<ExecutionId>> {
+        match self {
+            Target::Local(e) => e.schedules().trigger(name).await,
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::TriggerSchedule { name: name.to_string() }).await,
+        }
+    }
+
+    pub(crate) async fn delete_schedule(&mut self, name: &str) -> stent::Result<()> {
+        match self {
+            Target::Local(e) => e.schedules().delete(name).await,
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::DeleteSchedule { name: name.to_string() }).await,
         }
     }
 }

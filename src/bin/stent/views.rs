@@ -2,7 +2,10 @@
 //! RFC 3339 strings in UTC (`*_at`), beside the raw milliseconds where a script may want them.
 
 use serde_json::{json, Value};
-use stent::{DeadLetter, ExecutionInfo, RunningTask, StepInfo, TaskInfo};
+use stent::{
+    CatchUp, DeadLetter, ExecutionInfo, ExecutionState, Overlap, RunningTask, ScheduleFire, ScheduleInfo, ScheduleSpec,
+    ScheduledBy, StepInfo, TaskInfo,
+};
 
 pub fn time(ms: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
@@ -30,7 +33,13 @@ pub fn execution_summary(e: &ExecutionInfo) -> Value {
         "created_at": time(e.created_ms),
         "started_at": opt_time(e.started_ms),
         "finished_at": opt_time(e.finished_ms),
+        "schedule": e.schedule.as_ref().map(scheduled_by),
     })
+}
+
+/// Which schedule started an execution: `{name, fire_time_at, triggered}`.
+pub fn scheduled_by(s: &ScheduledBy) -> Value {
+    json!({"name": s.schedule, "fire_time_at": time(s.fire_time_ms), "triggered": s.triggered})
 }
 
 /// An execution as `show` shows it: everything, with its journal steps.
@@ -131,4 +140,71 @@ pub fn running_task(t: &RunningTask) -> Value {
         "attempt": t.attempt,
         "lease_expires_at": time(t.lease_expires_ms),
     })
+}
+
+/// A schedule as `schedule list` shows it.
+pub fn schedule(s: &ScheduleInfo) -> Value {
+    let spec = match &s.spec {
+        ScheduleSpec::Cron { expr, tz } => json!({"kind": "cron", "expr": expr, "tz": tz}),
+        ScheduleSpec::Every { period_ms } => json!({"kind": "every", "period_ms": period_ms}),
+    };
+    let (catch_up, catch_up_max) = catch_up(s.catch_up);
+    json!({
+        "name": s.name,
+        "function": s.function,
+        "input": s.input,
+        "spec": spec,
+        "catch_up": catch_up,
+        "catch_up_max": catch_up_max,
+        "overlap": overlap(s.overlap),
+        "jitter_ms": s.jitter_ms,
+        "paused": s.paused,
+        "next_fire_at": opt_time(s.next_fire_ms),
+        "last_fire_at": opt_time(s.last_fire_ms),
+        "last_execution": s.last_execution.map(|e| e.0),
+        "buffered_fire_at": opt_time(s.buffered_fire_ms),
+        "fires": s.fires,
+        "skipped": s.skipped,
+        "created_at": time(s.created_ms),
+        "updated_at": time(s.updated_ms),
+    })
+}
+
+/// A schedule as `schedule show` shows it: with its latest fires, newest first, and the state
+/// of each one's execution (`null` if it is gone).
+pub fn schedule_detail(s: &ScheduleInfo, fires: &[(ScheduleFire, Option<ExecutionState>)]) -> Value {
+    let mut v = schedule(s);
+    if let Value::Object(m) = &mut v {
+        let recent = fires
+            .iter()
+            .map(|(f, state)| {
+                json!({
+                    "fire_time_at": time(f.fire_time_ms),
+                    "execution": f.execution.0,
+                    "state": state.map(|s| s.as_str()),
+                })
+            })
+            .collect();
+        m.insert("recent_fires".into(), recent);
+    }
+    v
+}
+
+/// A catch-up policy's name (as `CatchUp::from_str` reads it) and its bound, if it has one.
+pub fn catch_up(c: CatchUp) -> (&'static str, Option<u32>) {
+    match c {
+        CatchUp::Skip => ("skip", None),
+        CatchUp::One => ("one", None),
+        CatchUp::All { max } => ("all", Some(max)),
+    }
+}
+
+/// An overlap policy's name (as `Overlap::from_str` reads it).
+pub fn overlap(o: Overlap) -> &'static str {
+    match o {
+        Overlap::Skip => "skip",
+        Overlap::BufferOne => "buffer_one",
+        Overlap::Allow => "allow",
+        Overlap::CancelPrevious => "cancel_previous",
+    }
 }

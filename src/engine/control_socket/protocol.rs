@@ -85,6 +85,30 @@ pub enum Request {
     Export {
         path: std::path::PathBuf,
     },
+    /// Every schedule, by name (`Schedules::list`).
+    Schedules,
+    /// One schedule, `null` when there is none of that name (`Schedules::get`).
+    Schedule {
+        name: String,
+    },
+    /// The latest `limit` executions the schedule started, oldest first (`Schedules::fires`).
+    ScheduleFires {
+        name: String,
+        limit: u32,
+    },
+    PauseSchedule {
+        name: String,
+    },
+    ResumeSchedule {
+        name: String,
+    },
+    /// Fires the schedule now under its overlap policy: the execution started, or `null`.
+    TriggerSchedule {
+        name: String,
+    },
+    DeleteSchedule {
+        name: String,
+    },
 }
 
 /// The answer to `Hello`.
@@ -122,13 +146,17 @@ impl ReplyError {
         use crate::Error;
         let kind = match e {
             Error::Remote { kind, .. } => kind.as_str(),
-            Error::UnknownExecution(_) | Error::UnknownTask { .. } | Error::UnknownDeadLetter(_) => "not_found",
+            Error::UnknownExecution(_)
+            | Error::UnknownTask { .. }
+            | Error::UnknownDeadLetter(_)
+            | Error::UnknownSchedule(_) => "not_found",
             Error::Payload { .. }
             | Error::PayloadTooLarge { .. }
             | Error::InvalidDuration { .. }
             | Error::UnknownFunction { .. }
             | Error::NotReplayable { .. }
-            | Error::ExecutionFinished { .. } => "bad_request",
+            | Error::ExecutionFinished { .. }
+            | Error::InvalidSchedule { .. } => "bad_request",
             _ => "failed",
         };
         ReplyError { kind: kind.into(), message: e.to_string() }

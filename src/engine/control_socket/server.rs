@@ -236,6 +236,15 @@ async fn handle(engine: &Engine, request: Request) -> Result<serde_json::Value> 
             message: format!("export path {} is not absolute", path.display()),
         }),
         Request::Export { path } => value(engine.export(&path).await?),
+        Request::Schedules => blocking(engine, |e| e.schedules().list()).await,
+        Request::Schedule { name } => blocking(engine, move |e| e.schedules().get(&name)).await,
+        Request::ScheduleFires { name, limit } => {
+            blocking(engine, move |e| e.schedules().fires(&name, limit as usize)).await
+        }
+        Request::PauseSchedule { name } => value(engine.schedules().pause(&name).await?),
+        Request::ResumeSchedule { name } => value(engine.schedules().resume(&name).await?),
+        Request::TriggerSchedule { name } => value(engine.schedules().trigger(&name).await?),
+        Request::DeleteSchedule { name } => value(engine.schedules().delete(&name).await?),
     }
 }
 

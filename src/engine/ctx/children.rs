@@ -78,7 +78,7 @@ impl Ctx {
     ) -> Step<H::Output> {
         let name = workflow.name();
         self.step(StepKind::Child { function: name.to_string() }, name, decode, |ctx, _| {
-            Ok(StepBody::Child { new: ctx.new_child(name, input, options)?, detached: false })
+            Ok(StepBody::Child { new: Box::new(ctx.new_child(name, input, options)?), detached: false })
         })
     }
 
@@ -94,7 +94,7 @@ impl Ctx {
     ) -> Step<ExecutionId> {
         let name = workflow.name();
         self.step(StepKind::StartChild { function: name.to_string() }, name, decode, |ctx, _| {
-            Ok(StepBody::Child { new: ctx.new_child(name, input, options)?, detached: true })
+            Ok(StepBody::Child { new: Box::new(ctx.new_child(name, input, options)?), detached: true })
         })
     }
 
@@ -122,6 +122,8 @@ impl Ctx {
             version: function.version,
             claim: None,
             schedule: None,
+            keys: Default::default(),
+            flow: None,
         })
     }
 }

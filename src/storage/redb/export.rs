@@ -44,6 +44,9 @@ macro_rules! every_table {
         $each!(SCHEDULES);
         $each!(SCHEDULE_DUE);
         $each!(SCHEDULE_FIRES);
+        $each!(RATE_STATE);
+        $each!(KEY_SLOTS);
+        $each!(FLOW_KEYS);
         $each!(IDEMPOTENCY);
         $each!(DEAD_LETTERS);
         $each!(DLQ_BY_TIME);

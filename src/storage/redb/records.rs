@@ -51,6 +51,9 @@ pub(super) struct RedbRecords<'t> {
     schedules: Option<Table<'t, &'static str, &'static [u8]>>,
     schedule_due: Option<Table<'t, (u64, &'static str), ()>>,
     schedule_fires: Option<Table<'t, (&'static str, u64, u64), ()>>,
+    rate_state: Option<Table<'t, (&'static str, &'static str), u64>>,
+    key_slots: Option<Table<'t, (&'static str, &'static str, u64), ()>>,
+    flow_keys: Option<Table<'t, &'static str, (u64, u64)>>,
     /// Changes to `exec_counts` by state code, written once at the end of the batch
     /// (`finish`): a state change costs an array update instead of two B-tree writes.
     count_deltas: [i64; STATE_CODES],
@@ -89,6 +92,9 @@ impl<'t> RedbRecords<'t> {
             schedules: None,
             schedule_due: None,
             schedule_fires: None,
+            rate_state: None,
+            key_slots: None,
+            flow_keys: None,
             count_deltas: [0; STATE_CODES],
         })
     }
@@ -148,6 +154,40 @@ impl<'t> RedbRecords<'t> {
             Some(table) => Ok(table),
             none => Ok(none.insert(self.txn.open_table(SCHEDULE_FIRES)?)),
         }
+    }
+
+    fn rate_table(&mut self) -> Result<&mut Table<'t, (&'static str, &'static str), u64>, StorageError> {
+        match &mut self.rate_state {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(RATE_STATE)?)),
+        }
+    }
+
+    fn key_slots(&mut self) -> Result<&mut Table<'t, (&'static str, &'static str, u64), ()>, StorageError> {
+        match &mut self.key_slots {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(KEY_SLOTS)?)),
+        }
+    }
+
+    fn flow_table(&mut self) -> Result<&mut Table<'t, &'static str, (u64, u64)>, StorageError> {
+        match &mut self.flow_keys {
+            Some(table) => Ok(table),
+            none => Ok(none.insert(self.txn.open_table(FLOW_KEYS)?)),
+        }
+    }
+
+    /// Moves the execution's concurrency-key slot with its state: held while it runs.
+    fn move_key_slot(&mut self, exec: &ExecutionRecord, was_running: bool) -> Result<(), StorageError> {
+        let Some(key) = &exec.keys.concurrency else { return Ok(()) };
+        let running = exec.state == ExecutionState::Running;
+        let entry = (exec.function.as_str(), key.as_str(), exec.id);
+        match (was_running, running) {
+            (false, true) => drop(self.key_slots()?.insert(entry, ())?),
+            (true, false) => drop(self.key_slots()?.remove(entry)?),
+            _ => {}
+        }
+        Ok(())
     }
 
     fn remove_task_index(&mut self, id: u64, index: &TaskIndex) -> Result<(), StorageError> {
@@ -283,6 +323,7 @@ impl Records for RedbRecords<'_> {
                 self.deadlines.insert((d, exec.id), ())?;
             }
         }
+        self.move_key_slot(exec, old_state == Some(state_code(ExecutionState::Running)))?;
         if let (None, Some(origin)) = (old, &exec.schedule) {
             self.schedule_fires()?.insert((origin.name.as_str(), origin.nominal_ms, exec.id), ())?;
         }
@@ -322,6 +363,14 @@ impl Records for RedbRecords<'_> {
         }
         if let Some(origin) = &exec.schedule {
             self.schedule_fires()?.remove((origin.name.as_str(), origin.nominal_ms, id))?;
+        }
+        if let Some(key) = &exec.keys.concurrency {
+            self.key_slots()?.remove((exec.function.as_str(), key.as_str(), id))?;
+        }
+        if let Some(key) = &exec.keys.flow {
+            if self.flow_table()?.get(key.as_str())?.is_some_and(|v| v.value().0 == id) {
+                self.flow_table()?.remove(key.as_str())?;
+            }
         }
         let index = ExecutionIndex::of(exec);
         self.by_state.remove((index.state, id))?;
@@ -576,6 +625,34 @@ impl Records for RedbRecords<'_> {
         let name = rec.name.as_str();
         self.schedule_fires()?.retain_in((name, 0, 0)..=(name, u64::MAX, u64::MAX), |_, _| false)?;
         self.schedules()?.remove(name)?;
+        Ok(())
+    }
+
+    fn rate_tat(&mut self, function: &str, key: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self.rate_table()?.get((function, key))?.map(|v| v.value()))
+    }
+
+    fn put_rate_tat(&mut self, function: &str, key: &str, tat_ms: u64) -> Result<(), StorageError> {
+        self.rate_table()?.insert((function, key), tat_ms)?;
+        Ok(())
+    }
+
+    fn key_slots_held(&mut self, function: &str, key: &str, at_most: u64) -> Result<u64, StorageError> {
+        let range = (function, key, 0)..=(function, key, u64::MAX);
+        let mut n = 0;
+        for entry in self.key_slots()?.range(range)?.take(usize::try_from(at_most).unwrap_or(usize::MAX)) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn flow_key(&mut self, key: &str) -> Result<Option<(u64, u64)>, StorageError> {
+        Ok(self.flow_table()?.get(key)?.map(|v| v.value()))
+    }
+
+    fn put_flow_key(&mut self, key: &str, execution_id: u64, opened_ms: u64) -> Result<(), StorageError> {
+        self.flow_table()?.insert(key, (execution_id, opened_ms))?;
         Ok(())
     }
 

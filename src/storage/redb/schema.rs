@@ -7,6 +7,7 @@ use crate::api::ExecutionState;
 use crate::storage::codec::{append_fields, decode};
 use crate::storage::records::{
     state_code, TaskRecord, SCHEMA5_EXECUTION_DEFAULTS, SCHEMA5_TASK_DEFAULTS, SCHEMA6_EXECUTION_DEFAULTS,
+    SCHEMA6_TASK_DEFAULTS,
 };
 use crate::storage::tables::*;
 use crate::storage::transitions::Ids;
@@ -19,7 +20,8 @@ use crate::storage::StorageError;
 /// version of every execution and task and the run number of every execution (appended to
 /// each record of an older file: version 1, run 1) and the tables of past runs (`runs`,
 /// `run_steps`, empty in an older file), version 6 schedules (`schedules`, `idx_schedule_due`,
-/// `idx_schedule_fires`, empty in an older file) and the schedule fire that started each
+/// `idx_schedule_fires`), flow control (`rate_state`, `idx_key_slots`, `flow_keys`), all empty
+/// in an older file, and the schedule fire that started each
 /// execution (appended to each execution of an older file: none).
 pub const SCHEMA_VERSION: u64 = 6;
 
@@ -33,8 +35,10 @@ pub(super) fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), Sto
         append_to_every_record(txn, TASKS, TASKS_NAME, &SCHEMA5_TASK_DEFAULTS)?;
     }
     if from < 6 {
-        // Version 6: the schedule that started an execution (none, in an older file).
+        // Version 6: the schedule that started an execution and its flow-control keys (none,
+        // in an older file), a task's reserved rate-limit slot (none).
         append_to_every_record(txn, EXECUTIONS, EXECUTIONS_NAME, &SCHEMA6_EXECUTION_DEFAULTS)?;
+        append_to_every_record(txn, TASKS, TASKS_NAME, &SCHEMA6_TASK_DEFAULTS)?;
     }
     if from < 2 {
         // Version 2: `idx_exec_tasks` from every task record.
@@ -171,6 +175,9 @@ impl RedbStore {
             txn.open_table(SCHEDULES)?;
             txn.open_table(SCHEDULE_DUE)?;
             txn.open_table(SCHEDULE_FIRES)?;
+            txn.open_table(RATE_STATE)?;
+            txn.open_table(KEY_SLOTS)?;
+            txn.open_table(FLOW_KEYS)?;
         }
         txn.commit()?;
         Ok((counters, trace_seed))

@@ -3,8 +3,15 @@
 use super::*;
 
 impl<R: Records> Batch<'_, R> {
-    pub(super) fn claim(&mut self, task_id: u64, worker: &str, lease_ms: u64, version: u32) -> OpRes<OpOutput> {
-        let (task, exec) = reject!(self.load_pair(task_id)?);
+    pub(super) fn claim(
+        &mut self,
+        task_id: u64,
+        worker: &str,
+        lease_ms: u64,
+        version: u32,
+        limits: ClaimLimits,
+    ) -> OpRes<OpOutput> {
+        let (mut task, exec) = reject!(self.load_pair(task_id)?);
         let due = task.due_ms.is_none_or(|d| d <= self.now);
         if task.state != TaskState::Pending || !due || exec.state.is_terminal() || task.version > version {
             return Ok(Err(Rejection::TaskNotClaimable(task_id)));
@@ -14,6 +21,14 @@ impl<R: Records> Batch<'_, R> {
         }
         if task.attempt == u32::MAX {
             return Ok(Err(Rejection::TokensExhausted(task_id)));
+        }
+        if !limits.is_none() {
+            if !self.key_room(&task, &exec, &limits)? {
+                return Ok(Ok(OpOutput::KeyBusy));
+            }
+            if let Some(until_ms) = self.rate_admit(&mut task, &exec, &limits)? {
+                return Ok(Ok(OpOutput::Deferred { until_ms }));
+            }
         }
         Ok(Ok(OpOutput::Claimed(self.take_lease(task, exec, worker, lease_ms)?)))
     }

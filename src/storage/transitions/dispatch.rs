@@ -4,16 +4,25 @@
 use super::*;
 
 impl<R: Records> Batch<'_, R> {
-    pub(super) fn dispatch(&mut self, new: NewExecution) -> OpRes<OpOutput> {
+    pub(super) fn dispatch(&mut self, mut new: NewExecution) -> OpRes<OpOutput> {
         if let Some(key) = &new.idempotency_key {
             if let Some(existing) = self.r.idempotent(key)? {
                 return Ok(Ok(OpOutput::Dispatched { execution_id: existing, created: false, claimed: None }));
             }
         }
+        if let Some(flow) = new.flow.take() {
+            if let Some(existing) = reject!(self.fold(&flow, &mut new)?) {
+                return Ok(Ok(OpOutput::Dispatched { execution_id: existing, created: false, claimed: None }));
+            }
+        }
         let claim = new.claim.clone();
         let hit = if new.delay_ms == 0 { self.cached(new.cache, &new.function, &new.input)? } else { None };
+        let flow_key = new.keys.flow.clone();
         let (exec, task) = self.create_execution(new, None)?;
         let (execution_id, task_id) = (exec.id, task.id);
+        if let Some(key) = flow_key {
+            self.r.put_flow_key(&key, execution_id, self.now)?;
+        }
         if let Some(output) = hit {
             // A cached function's fresh result: the execution is done as it is created.
             self.finish_from_cache(task, exec, output)?;
@@ -87,6 +96,7 @@ impl<R: Records> Batch<'_, R> {
             run: 1,
             cancel_requested_ms: None,
             schedule: new.schedule.clone(),
+            keys: new.keys.clone(),
         };
         self.r.put_execution(&exec, None)?;
         if Faults::take(&self.faults.fail_between_execution_and_task) {
@@ -114,6 +124,7 @@ impl<R: Records> Batch<'_, R> {
             history: Vec::new(),
             created_ms: now,
             version: new.version,
+            rate_slot_ms: None,
         };
         self.r.insert_task(&task)?;
         if let Some(key) = &new.idempotency_key {

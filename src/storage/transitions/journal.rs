@@ -76,7 +76,7 @@ impl<R: Records> Batch<'_, R> {
                     Some(outcome) => outcome,
                     None => continue,
                 },
-                StepBody::Child { new, detached } => self.start_child(&exec, s.step, new, detached)?,
+                StepBody::Child { new, detached } => self.start_child(&exec, s.step, *new, detached)?,
                 StepBody::Task(mut t) => match self.cached(t.cache, &t.function, &t.input)? {
                     // A cached function's fresh result: the step is done without a task.
                     Some(output) => StepOutcome::Completed { output },
@@ -220,6 +220,7 @@ impl<R: Records> Batch<'_, R> {
             history: Vec::new(),
             created_ms: self.now,
             version: t.version,
+            rate_slot_ms: None,
         };
         self.r.insert_task(&child)?;
         if queue_it {

@@ -19,6 +19,7 @@ mod claim;
 mod dead_letter;
 mod dispatch;
 mod end;
+mod flow;
 mod journal;
 mod outcome;
 mod quarantine;
@@ -35,7 +36,9 @@ use run::NextRun;
 use super::effect::Effect;
 use super::faults::Faults;
 use super::index::{pending_effect, ExecutionIndex, TaskIndex};
-use super::op::{ClaimedTask, Continuation, Local, NewExecution, NewStep, Op, OpOutput, StepBody, StepTask};
+use super::op::{
+    ClaimLimits, ClaimedTask, Continuation, Flow, Local, NewExecution, NewStep, Op, OpOutput, StepBody, StepTask,
+};
 use super::records::{
     CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ParentStep, RunRecord, ScheduleOrigin,
     ScheduleRecord, StepKind, StepOutcome, TaskKind, TaskRecord, JOURNAL_STEPS_MAX,
@@ -137,6 +140,17 @@ pub trait Records {
     /// origin).
     fn remove_schedule(&mut self, rec: &ScheduleRecord) -> Result<(), StorageError>;
 
+    /// A rate limit's state: the theoretical arrival time of (`function`, `key`).
+    fn rate_tat(&mut self, function: &str, key: &str) -> Result<Option<u64>, StorageError>;
+    fn put_rate_tat(&mut self, function: &str, key: &str, tat_ms: u64) -> Result<(), StorageError>;
+    /// How many running executions of `function` hold a slot of concurrency key `key`
+    /// (counted up to `at_most`). The slots move with `put_execution`.
+    fn key_slots_held(&mut self, function: &str, key: &str, at_most: u64) -> Result<u64, StorageError>;
+    /// A debounce or throttle key: (the execution it names, when its window opened).
+    fn flow_key(&mut self, key: &str) -> Result<Option<(u64, u64)>, StorageError>;
+    /// Points a flow key at an execution (which records the key, so removing it frees it).
+    fn put_flow_key(&mut self, key: &str, execution_id: u64, opened_ms: u64) -> Result<(), StorageError>;
+
     /// Runs a local step's closure (`Ctx::local`) on this transaction. The closure is the
     /// backend's own type; one it does not know is refused as a permanent error.
     fn run_local(&mut self, body: super::op::LocalClosure) -> Result<Vec<u8>, ActivityError>;
@@ -213,7 +227,9 @@ impl<R: Records> Batch<'_, R> {
     pub fn apply(&mut self, op: Op) -> OpRes<OpOutput> {
         match op {
             Op::Dispatch(new) => self.dispatch(new),
-            Op::Claim { task_id, worker, lease_ms, version } => self.claim(task_id, &worker, lease_ms, version),
+            Op::Claim { task_id, worker, lease_ms, version, limits } => {
+                self.claim(task_id, &worker, lease_ms, version, limits)
+            }
             Op::Renew { leases, lease_ms, details } => self.renew(&leases, lease_ms, details),
             Op::Complete { task_id, token, output, local, next } => self.complete(task_id, token, output, local, next),
             Op::ContinueAsNew { task_id, token, input, local, version, runs_kept, next } => {
@@ -244,6 +260,9 @@ impl<R: Records> Batch<'_, R> {
     /// fire behind it starts that fire.
     fn ended(&mut self, exec: &ExecutionRecord) -> Result<(), StorageError> {
         self.effects.push(Effect::Finished { execution_id: exec.id });
+        if let Some(key) = &exec.keys.concurrency {
+            self.effects.push(Effect::KeyFreed { function: exec.function.clone(), key: key.clone() });
+        }
         self.after_end(exec)
     }
 

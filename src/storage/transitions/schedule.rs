@@ -9,7 +9,7 @@
 use super::*;
 use crate::api::{jittered, CatchUp, FireTimes, Overlap, MISFIRE_GRACE};
 use crate::storage::op::{ScheduleAction, ScheduleDraft};
-use crate::storage::records::ExecutionTemplate;
+use crate::storage::records::{ExecutionKeys, ExecutionTemplate};
 
 impl<R: Records> Batch<'_, R> {
     /// Creates a schedule, or updates its definition; its cursor, counts and pause are kept.
@@ -189,6 +189,8 @@ impl<R: Records> Batch<'_, R> {
             version: t.version,
             claim: None,
             schedule: Some(ScheduleOrigin { name: rec.name.clone(), nominal_ms: nominal, triggered }),
+            keys: ExecutionKeys::default(),
+            flow: None,
         };
         let hit = self.cached(new.cache, &new.function, &new.input)?;
         let (exec, task) = self.create_execution(new, None)?;
