@@ -21,6 +21,12 @@
 //! open exited without closing it (median of `--unclean-opens U`, default 3). `--only-history`
 //! prints only these figures.
 //!
+//! Schedule costs (on by default; about 4 s): `--schedules N` (default 10,000; the figures keep
+//! their `10k` names) idle schedules on one file, on a `ManualClock` that never moves, so none
+//! is due and none fires; `--opens K` reopens (as for the history figures), `--idle-s S` (real
+//! seconds of the idle CPU window, default 2). `--skip-schedules` leaves them out,
+//! `--only-schedules` prints only them. `--only-workflows` and `--only-history` leave them out.
+//!
 //! With `--json`, stdout carries exactly one JSON line per figure,
 //! `{"name":…,"value":…,"unit":…}`, and nothing else; progress and engine counters go to
 //! stderr. Without it, stdout gets a human-readable table.
@@ -55,6 +61,24 @@
 //!   that had the file open (and had just run one execution) exited without closing it, so
 //!   redb repairs the file at open; median.
 //! - `history_file_mb`: the history file's size (10^6 bytes).
+//! - `schedules_10k_create_ms`: N `Engine::schedules().upsert` calls, one tokio task each, all
+//!   started at once (so the writer group-commits them), on an engine with one idle pool; wall
+//!   time from the first call to the last return. The specs mix cron expressions in
+//!   Europe/Berlin, America/New_York, UTC and Asia/Kolkata with `every` intervals.
+//! - `schedules_10k_upserts_per_s`: N ÷ that time.
+//! - `schedules_10k_file_mb`: the file's size after the engine that created them closed.
+//! - `schedules_10k_open_ms`: `Engine::open` (default options) on that file, which loads and
+//!   arms every schedule's timer; median of `--opens K` after one unmeasured open.
+//! - `schedules_10k_rss_mb`: in a fresh child process of the bench, VmRSS
+//!   (`/proc/self/status`) with that file open, every schedule armed and one pool serving,
+//!   minus VmRSS with an empty file open and one pool serving (that engine closed first).
+//!   (The same difference in the process that made the upserts, printed on stderr, also
+//!   counts the heap they and the opens left to the allocator for reuse: several times more,
+//!   and it depends on what ran before.)
+//! - `schedules_10k_idle_cpu_pct`: in the child, with the schedules armed and the pool idle,
+//!   the CPU time of the whole process (utime + stime of `/proc/self/stat`, 10 ms ticks) over
+//!   `--idle-s` real seconds, as a percentage of one core. The child then checks that every
+//!   schedule is listed, none fired and no execution exists.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -72,6 +96,8 @@ const FANOUT: Workflow<u64, u64> = Workflow::new("fanout");
 /// A loop of `ctx.continue_as_new`: each run calls `ECHO` once, then continues with one run
 /// fewer to go; returns 0.
 const LOOP: Workflow<u64, u64> = Workflow::new("continue_loop");
+/// What the schedule figures' schedules would start (returns its input); none fires.
+const SCHEDULED: Workflow<u64, u64> = Workflow::new("scheduled_report");
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
 
 const POOL_CONCURRENCY: u32 = 512;
@@ -80,6 +106,11 @@ const REDB_COMMITS: u64 = 2_000;
 const REDB_BATCH_RECORDS: u64 = 1_000;
 const REDB_BATCHES: u64 = 100;
 const REDB_VALUE_BYTES: usize = 100;
+/// The manual clock of the schedule figures: 2026-12-07T10:17:23Z. It never moves, so no
+/// schedule (each first due after this) fires.
+const SCHEDULE_CLOCK_MS: u64 = 1_796_638_643_000;
+/// `/proc/self/stat` counts CPU time in USER_HZ ticks, 100 per second on Linux.
+const USER_HZ: f64 = 100.0;
 
 struct Args {
     json: bool,
@@ -105,12 +136,16 @@ struct Args {
     opens: usize,
     count_calls: usize,
     unclean_opens: usize,
+    schedules: bool,
+    schedule_count: usize,
+    idle_s: f64,
 }
 
 const USAGE: &str = "usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH] \
     [--workflows W] [--steps K] [--rounds R] [--wf-samples S] [--wf-warmup W] [--fanout F] [--fanout-runs R] \
     [--long-steps L] [--long-runs R] [--loop-runs N] [--evict-after DUR] [--skip-workflows | --only-workflows] \
-    [--history N [--history-path PATH] [--opens K] [--count-calls C] [--unclean-opens U] [--only-history]]";
+    [--history N [--history-path PATH] [--opens K] [--count-calls C] [--unclean-opens U] [--only-history]] \
+    [--schedules N] [--idle-s S] [--skip-schedules | --only-schedules]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -137,6 +172,9 @@ fn parse_args() -> anyhow::Result<Args> {
         opens: 7,
         count_calls: 101,
         unclean_opens: 3,
+        schedules: true,
+        schedule_count: 10_000,
+        idle_s: 2.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -161,7 +199,10 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.evict_after = Some(stent::DurationArg::from(value("--evict-after")?.as_str()).get()?)
             }
             "--skip-workflows" => args.workflows = false,
-            "--only-workflows" => args.executions = false,
+            "--only-workflows" => {
+                args.executions = false;
+                args.schedules = false;
+            }
             "--history" => args.history = Some(value("--history")?.parse().context("--history")?),
             "--history-path" => args.history_path = Some(PathBuf::from(value("--history-path")?)),
             "--opens" => args.opens = value("--opens")?.parse().context("--opens")?,
@@ -170,6 +211,15 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only-history" => {
                 args.executions = false;
                 args.workflows = false;
+                args.schedules = false;
+            }
+            "--schedules" => args.schedule_count = value("--schedules")?.parse().context("--schedules")?,
+            "--idle-s" => args.idle_s = value("--idle-s")?.parse().context("--idle-s")?,
+            "--skip-schedules" => args.schedules = false,
+            "--only-schedules" => {
+                args.executions = false;
+                args.workflows = false;
+                args.schedules = true;
             }
             // `cargo bench` style flags are harmless here.
             "--bench" => {}
@@ -201,8 +251,14 @@ fn parse_args() -> anyhow::Result<Args> {
     if args.history == Some(0) || args.opens == 0 || args.count_calls == 0 {
         bail!("--history, --opens and --count-calls must be at least 1");
     }
-    if !args.executions && !args.workflows && args.history.is_none() {
-        bail!("nothing to measure (--only-history needs --history N; --skip-workflows and --only-workflows together leave nothing)");
+    if args.schedule_count == 0 || !args.idle_s.is_finite() || args.idle_s <= 0.0 {
+        bail!("--schedules and --idle-s must be above 0");
+    }
+    if !args.executions && !args.workflows && !args.schedules && args.history.is_none() {
+        bail!(
+            "nothing to measure (--only-history needs --history N; --skip-workflows and --only-workflows together, \
+             or --only-schedules and --skip-schedules, leave nothing)"
+        );
     }
     Ok(args)
 }
@@ -632,13 +688,13 @@ async fn time_open(open: impl Fn() -> stent::Result<Engine>) -> anyhow::Result<f
 /// on a file of an older schema it is the one that migrates it).
 async fn median_open(label: &str, runs: usize, open: impl Fn() -> stent::Result<Engine>) -> anyhow::Result<f64> {
     let first = time_open(&open).await?;
-    eprintln!("history: {label}: first (unmeasured) open {first:.2} ms");
+    eprintln!("{label}: first (unmeasured) open {first:.2} ms");
     let mut ms = Vec::with_capacity(runs);
     for _ in 0..runs {
         ms.push(time_open(&open).await?);
     }
     ms.sort_by(f64::total_cmp);
-    eprintln!("history: {label}: {:?} ms", ms.iter().map(|m| (m * 100.0).round() / 100.0).collect::<Vec<_>>());
+    eprintln!("{label}: {:?} ms", ms.iter().map(|m| (m * 100.0).round() / 100.0).collect::<Vec<_>>());
     Ok(ms[ms.len() / 2])
 }
 
@@ -664,8 +720,8 @@ async fn history(dir: &Path, args: &Args, n: u64) -> anyhow::Result<Vec<Figure>>
     let file_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
     eprintln!("history: file {} of {file_mb:.1} MB", path.display());
 
-    let open_default = median_open("open, default options", args.opens, || open_engine(&path)).await?;
-    let open_full = median_open("open, VerifyOnOpen::Full", args.opens, || {
+    let open_default = median_open("history: open, default options", args.opens, || open_engine(&path)).await?;
+    let open_full = median_open("history: open, VerifyOnOpen::Full", args.opens, || {
         Engine::builder()
             .path(&path)
             .verify_on_open(VerifyOnOpen::Full)
@@ -745,6 +801,214 @@ async fn history(dir: &Path, args: &Args, n: u64) -> anyhow::Result<Vec<Figure>>
     Ok(figures)
 }
 
+/// The engine of the schedule figures: `SCHEDULED` registered, time from `clock`.
+fn open_schedule_engine(path: &Path, clock: &stent::ManualClock) -> stent::Result<Engine> {
+    Engine::builder()
+        .path(path)
+        .clock(clock.clone())
+        .workflow(SCHEDULED, |_ctx: Ctx, x: u64| async move { Ok(x) })
+        .open()
+}
+
+/// Schedule `i` of the schedule figures: cron specs in four time zones (daily, weekdays only,
+/// stepped, monthly, with seconds) and `every` intervals from 90 s to a day, spread over the
+/// minutes and hours so their fire times differ.
+fn schedule_spec(i: usize) -> stent::Result<stent::ScheduleSpec> {
+    use stent::ScheduleSpec;
+    const ZONES: [&str; 4] = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Kolkata"];
+    const PERIODS: [&str; 6] = ["90s", "5m", "15m", "1h", "6h", "1d"];
+    let (minute, hour, zone) = (i % 60, (i / 60) % 24, ZONES[(i / 7) % ZONES.len()]);
+    match i % 8 {
+        0 | 1 => ScheduleSpec::cron(format!("{minute} {hour} * * *"), zone),
+        2 => ScheduleSpec::cron(format!("{minute} {hour} * * MON-FRI"), zone),
+        3 => ScheduleSpec::cron(format!("{}-59/15 * * * *", minute % 15), zone),
+        4 => ScheduleSpec::cron(format!("{minute} {hour} {} * *", 1 + i % 28), zone),
+        5 => ScheduleSpec::cron(format!("{} {minute} {hour} * * SAT,SUN", i % 60), zone),
+        _ => ScheduleSpec::every(PERIODS[(i / 8) % PERIODS.len()]),
+    }
+}
+
+/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`) in MB (10^6 bytes; `/proc` counts KiB).
+fn proc_status_mb(key: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+        .with_context(|| format!("no {key} in /proc/self/status"))?;
+    let kib: f64 = line.trim().trim_end_matches("kB").trim().parse().with_context(|| format!("{key}: {line:?}"))?;
+    Ok(kib * 1024.0 / 1e6)
+}
+
+/// CPU time the whole process used so far (every thread, user + system), in seconds, from
+/// fields 14 and 15 of `/proc/self/stat`.
+fn process_cpu_s() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let rest = stat.rsplit_once(')').context("/proc/self/stat has no command name")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("/proc/self/stat is short")?.parse::<u64>().context("/proc/self/stat")? as f64)
+    };
+    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    Ok((ticks(11)? + ticks(12)?) / USER_HZ)
+}
+
+/// Hidden argument: the child process of the schedule figures (`schedules_child`).
+const SCHEDULES_CHILD: &str = "--schedules-child";
+
+/// What the child of the schedule figures measured, one JSON line on its stdout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ArmedFigures {
+    rss_empty_mb: f64,
+    rss_armed_mb: f64,
+    idle_cpu_s: f64,
+    idle_wall_s: f64,
+    idle_batches: u64,
+}
+
+/// Opens `path` and one pool, waits `SETTLE`, reads VmRSS; the engine and pool stay open.
+async fn open_and_serve(path: &Path, clock: &stent::ManualClock) -> anyhow::Result<(Engine, stent::WorkerPool, f64)> {
+    const SETTLE: Duration = Duration::from_millis(200);
+    let engine = open_schedule_engine(path, clock)?;
+    let workers = engine.serve(worker_options())?;
+    workers.wait_until_ready().await;
+    tokio::time::sleep(SETTLE).await;
+    let rss = proc_status_mb("VmRSS")?;
+    Ok((engine, workers, rss))
+}
+
+/// The child of the schedule figures, a fresh process (so nothing another phase allocated
+/// is counted): VmRSS with an empty file open and one pool, closed; then the same with the
+/// schedules' file, every timer armed; then the CPU of the whole process over `idle_s` real
+/// seconds with that engine idle; then checks that nothing fired.
+async fn schedules_child(path: &Path, empty: &Path, idle_s: f64, n: usize) -> anyhow::Result<()> {
+    let clock = stent::ManualClock::new(SCHEDULE_CLOCK_MS);
+    let (engine, workers, rss_empty_mb) = open_and_serve(empty, &clock).await?;
+    workers.drain().await?;
+    engine.close().await?;
+    let (engine, workers, rss_armed_mb) = open_and_serve(path, &clock).await?;
+
+    let before = engine.stats();
+    let cpu_start = process_cpu_s()?;
+    let wall = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(idle_s)).await;
+    let idle_cpu_s = process_cpu_s()? - cpu_start;
+    let idle_wall_s = wall.elapsed().as_secs_f64();
+    let idle_batches = engine.stats().batches - before.batches;
+
+    // Nothing fired, and every schedule is still armed for a time after the clock.
+    let listed = engine.schedules().list()?;
+    if listed.len() != n {
+        bail!("{} schedules listed, expected {n}", listed.len());
+    }
+    if let Some(s) = listed.iter().find(|s| s.fires != 0 || s.next_fire_ms.is_none_or(|t| t <= SCHEDULE_CLOCK_MS)) {
+        bail!("schedule {} fired or is not armed: {s:?}", s.name);
+    }
+    let executions: u64 = engine.counts_by_state()?.iter().map(|(_, c)| c).sum();
+    if executions != 0 {
+        bail!("{executions} executions exist, expected none (no schedule is due)");
+    }
+    workers.drain().await?;
+    engine.close().await?;
+    let figures = ArmedFigures { rss_empty_mb, rss_armed_mb, idle_cpu_s, idle_wall_s, idle_batches };
+    println!("{}", serde_json::to_string(&figures)?);
+    Ok(())
+}
+
+/// The schedule figures: see the module documentation.
+async fn schedules(dir: &Path, args: &Args) -> anyhow::Result<Vec<Figure>> {
+    let n = args.schedule_count;
+    let path = dir.join("schedules.stent");
+    let empty = dir.join("schedules_empty.stent");
+    let clock = stent::ManualClock::new(SCHEDULE_CLOCK_MS);
+    let (engine, workers, rss_before) = open_and_serve(&path, &clock).await?;
+    let mut specs = Vec::with_capacity(n);
+    for i in 0..n {
+        specs.push(stent::Schedule::new(format!("tenant-{i:05}-report"), SCHEDULED, &(i as u64), schedule_spec(i)?));
+    }
+    let before = engine.stats();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for schedule in specs {
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            let info = engine.schedules().upsert(schedule).await?;
+            match info.next_fire_ms {
+                Some(t) if t > SCHEDULE_CLOCK_MS => Ok(()),
+                other => bail!("schedule {} has next fire {other:?}, expected one after the clock", info.name),
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("an upsert task panicked")??;
+    }
+    let create_s = start.elapsed().as_secs_f64();
+    let after = engine.stats();
+    let rss_created = proc_status_mb("VmRSS")?;
+    eprintln!("schedules: {n} upserts in {create_s:.3} s = {:.0} upserts/s", n as f64 / create_s);
+    report_batches("schedules", &before, &after);
+    workers.drain().await?;
+    engine.close().await?;
+    let file_mb = std::fs::metadata(&path)?.len() as f64 / 1e6;
+    eprintln!("schedules: file {} of {file_mb:.2} MB", path.display());
+
+    let open_ms = median_open("schedules: open", args.opens, || open_schedule_engine(&path, &clock)).await?;
+    open_schedule_engine(&empty, &clock)?.close().await?;
+    let empty_ms =
+        median_open("schedules: open of an empty file (baseline)", args.opens, || open_schedule_engine(&empty, &clock))
+            .await?;
+    eprintln!("schedules: open {open_ms:.2} ms against {empty_ms:.2} ms for an empty file");
+
+    // Reopened in the process that made the upserts and the opens above: its VmRSS also
+    // counts the heap they left to the allocator for reuse, so it depends on what ran before
+    // (stderr only; the figure comes from a fresh process).
+    let (engine, workers, rss_reopened) = open_and_serve(&path, &clock).await?;
+    workers.drain().await?;
+    engine.close().await?;
+    eprintln!(
+        "schedules: this process: VmRSS {rss_before:.1} MB with the empty file open, {rss_created:.1} MB after the \
+         upserts, {rss_reopened:.1} MB reopened (+{:.1} MB)",
+        rss_reopened - rss_before
+    );
+
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .arg(SCHEDULES_CHILD)
+        .arg(&path)
+        .arg(&empty)
+        .arg(args.idle_s.to_string())
+        .arg(n.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        bail!("the schedules child exited with {}", output.status);
+    }
+    let armed: ArmedFigures =
+        serde_json::from_slice(&output.stdout).context("reading the schedules child's figures")?;
+    let rss_mb = armed.rss_armed_mb - armed.rss_empty_mb;
+    let idle_pct = armed.idle_cpu_s / armed.idle_wall_s * 100.0;
+    eprintln!(
+        "schedules: fresh process: VmRSS {:.1} MB with the empty file open, {:.1} MB with the {n} schedules armed \
+         (+{rss_mb:.1} MB, {:.0} bytes per schedule)",
+        armed.rss_empty_mb,
+        armed.rss_armed_mb,
+        rss_mb * 1e6 / n as f64
+    );
+    eprintln!(
+        "schedules: idle {:.2} s: {:.2} s CPU = {idle_pct:.2} % of one core; {} write transactions",
+        armed.idle_wall_s, armed.idle_cpu_s, armed.idle_batches
+    );
+    std::fs::remove_file(&path)?;
+    std::fs::remove_file(&empty)?;
+    Ok(vec![
+        Figure { name: "schedules_10k_create_ms", value: create_s * 1e3, unit: "ms" },
+        Figure { name: "schedules_10k_upserts_per_s", value: n as f64 / create_s, unit: "upserts/s" },
+        Figure { name: "schedules_10k_file_mb", value: file_mb, unit: "MB" },
+        Figure { name: "schedules_10k_open_ms", value: open_ms, unit: "ms" },
+        Figure { name: "schedules_10k_rss_mb", value: rss_mb, unit: "MB" },
+        Figure { name: "schedules_10k_idle_cpu_pct", value: idle_pct, unit: "%" },
+    ])
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -811,9 +1075,19 @@ fn redb_batches(dir: &Path) -> anyhow::Result<f64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut raw = std::env::args().skip(1);
-    if raw.next().as_deref() == Some(CRASH_CHILD) {
-        let path = raw.next().context("the crashing child needs a path")?;
-        return crash_child(Path::new(&path)).await;
+    match raw.next().as_deref() {
+        Some(CRASH_CHILD) => {
+            let path = raw.next().context("the crashing child needs a path")?;
+            return crash_child(Path::new(&path)).await;
+        }
+        Some(SCHEDULES_CHILD) => {
+            let mut next = |what: &str| raw.next().with_context(|| format!("the schedules child needs {what}"));
+            let (path, empty) = (PathBuf::from(next("a path")?), PathBuf::from(next("an empty path")?));
+            let idle_s = next("the idle seconds")?.parse()?;
+            let n = next("the schedule count")?.parse()?;
+            return schedules_child(&path, &empty, idle_s, n).await;
+        }
+        _ => {}
     }
     let args = parse_args()?;
     let dir = match &args.dir {
@@ -870,6 +1144,10 @@ async fn main() -> anyhow::Result<()> {
             Figure { name: "long_workflow_steps_per_s", value: long, unit: "steps/s" },
             Figure { name: "continue_as_new_runs_per_s", value: looped, unit: "runs/s" },
         ]);
+    }
+    if args.schedules {
+        eprintln!("schedules: {} idle schedules, {} opens, {} s idle", args.schedule_count, args.opens, args.idle_s);
+        figures.extend(schedules(dir.path(), &args).await?);
     }
     if let Some(n) = args.history {
         eprintln!("history: {n} finished executions");

@@ -46,7 +46,8 @@ async fn a_rate_limited_backlog_runs_at_its_slots() {
     run_until_idle(&engine, LIMIT).await.unwrap();
     // Two at once (the burst), then one every 30 s: 2 per minute.
     assert_eq!(completed(&engine, &ids), 2);
-    assert_eq!(engine.stats().rate_limited, 4, "each waiting task was deferred once");
+    // Counted by the workers as their claims return (after the commit idleness sees).
+    wait_until(LIMIT, "four claims deferred", || engine.stats().rate_limited == 4).await;
     at(&engine, &clock, T0 + 29_999).await;
     assert_eq!(completed(&engine, &ids), 2);
     at(&engine, &clock, T0 + 30_000).await;
@@ -176,14 +177,14 @@ async fn a_waiting_workflow_keeps_its_key_slot() {
         .unwrap();
     let _pool = engine.serve(support::options("w")).unwrap();
     let first = engine.dispatch(SYNC, &1).concurrency_key("customer-7").await.unwrap();
-    let second = engine.dispatch(SYNC, &2).concurrency_key("customer-7").await.unwrap();
-    let other = engine.dispatch(SYNC, &3).concurrency_key("customer-8").await.unwrap();
-    support::until_state(&engine, first, ExecutionState::Running).await;
-    support::until_state(&engine, other, ExecutionState::Running).await;
     wait_until(LIMIT, "the first waits for its signal", || {
         engine.steps(first).unwrap().iter().any(|s| s.outcome == "waiting")
     })
     .await;
+    let second = engine.dispatch(SYNC, &2).concurrency_key("customer-7").await.unwrap();
+    let other = engine.dispatch(SYNC, &3).concurrency_key("customer-8").await.unwrap();
+    support::until_state(&engine, other, ExecutionState::Running).await;
+    wait_until(LIMIT, "the second's claim found the key full", || engine.stats().key_waits >= 1).await;
     // The first holds the key while it waits: the second has not started.
     assert_eq!(support::state(&engine, second), ExecutionState::Pending);
     engine.send_signal(first, "go", &10).await.unwrap();

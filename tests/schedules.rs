@@ -141,11 +141,14 @@ async fn a_skipped_local_time_fires_after_the_gap_and_a_repeated_one_fires_once(
     engine.schedules().upsert(fixed).await.unwrap();
     engine.schedules().upsert(stepped).await.unwrap();
     run_to(&engine, &clock, "fixed", ms("2026-10-26T12:00:00Z")).await;
+    // The executions of the deleted schedules keep their place under its name.
+    let autumn =
+        |name: &str| -> Vec<String> { fired(&engine, name).into_iter().filter(|t| t.as_str() > "2026-10").collect() };
     // The first 02:30 (summer time, 00:30Z) only; the next day in winter time.
-    assert_eq!(fired(&engine, "fixed"), ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
+    assert_eq!(autumn("fixed"), ["2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"]);
     // 02:00 and 02:30 in each pass of the repeated hour, then once the next day.
     assert_eq!(
-        fired(&engine, "stepped"),
+        autumn("stepped"),
         [
             "2026-10-25T00:00:00Z",
             "2026-10-25T00:30:00Z",

@@ -10,7 +10,7 @@ use crate::storage::codec::decode;
 use crate::storage::guard::unpanic;
 use crate::storage::index::{ExecutionIndex, TaskIndex};
 use crate::storage::records::{
-    state_code, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, StepOutcome, TaskRecord,
+    state_code, CacheRecord, DeadLetterRecord, ExecutionRecord, JournalEntry, ScheduleRecord, StepOutcome, TaskRecord,
 };
 use crate::storage::tables::*;
 use crate::storage::StorageError;
@@ -168,6 +168,8 @@ impl RedbStore {
         let mut expect_state = BTreeSet::new();
         let mut expect_deadlines = BTreeSet::new();
         let mut tasks_by_id = std::collections::BTreeMap::new();
+        let mut expect_key_slots = BTreeSet::new();
+        let mut expect_fires = BTreeSet::new();
         for entry in read.open_table(TASKS)?.iter()? {
             let (k, v) = entry?;
             let id = k.value();
@@ -210,6 +212,12 @@ impl RedbStore {
             };
             let ExecutionIndex { state, deadline_ms: deadline } = ExecutionIndex::of(&exec);
             expect_state.insert((state, id));
+            if let (Some(key), ExecutionState::Running) = (&exec.keys.concurrency, exec.state) {
+                expect_key_slots.insert((exec.function.clone(), key.clone(), id));
+            }
+            if let Some(origin) = &exec.schedule {
+                expect_fires.insert((origin.name.clone(), origin.nominal_ms, id));
+            }
             if let Some(d) = deadline {
                 expect_deadlines.insert((d, id));
             }
@@ -330,6 +338,7 @@ impl RedbStore {
         let expect_exec_tasks = tasks_by_id.values().map(|t| (t.execution_id, t.id)).collect();
         diff(&mut problems, "idx_exec_tasks", &expect_exec_tasks, &pairs(&read, EXEC_TASKS)?);
         problems.extend(counter_problems(&read)?);
+        problems.extend(flow_problems(&read, expect_key_slots, expect_fires)?);
         Ok(problems)
     }
 }
@@ -348,6 +357,52 @@ fn counter_problems(read: &redb::ReadTransaction) -> Result<Vec<String>, Storage
             problems.push(format!("meta: {name} is {next}, not past {last}, the last id in use"));
         }
     }
+    Ok(problems)
+}
+
+/// Schedules and flow control: every schedule record decodes and its due entry is the one it
+/// implies; the key slots and the fires index are the ones the executions imply.
+fn flow_problems(
+    read: &redb::ReadTransaction,
+    expect_key_slots: std::collections::BTreeSet<(String, String, u64)>,
+    expect_fires: std::collections::BTreeSet<(String, u64, u64)>,
+) -> Result<Vec<String>, StorageError> {
+    use std::collections::BTreeSet;
+    let mut problems = Vec::new();
+    let mut expect_due = BTreeSet::new();
+    for entry in read.open_table(SCHEDULES)?.iter()? {
+        let (k, v) = entry?;
+        let name = k.value();
+        match decode::<ScheduleRecord>(SCHEDULES_NAME, &name, v.value()) {
+            Ok(rec) => {
+                if let Some(at) = rec.due_ms() {
+                    expect_due.insert((at, rec.name));
+                }
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    let mut due = BTreeSet::new();
+    for entry in read.open_table(SCHEDULE_DUE)?.iter()? {
+        let key = entry?.0;
+        let (at, name) = key.value();
+        due.insert((at, name.to_string()));
+    }
+    diff(&mut problems, "idx_schedule_due", &expect_due, &due);
+    let mut slots = BTreeSet::new();
+    for entry in read.open_table(KEY_SLOTS)?.iter()? {
+        let key = entry?.0;
+        let (f, k, id) = key.value();
+        slots.insert((f.to_string(), k.to_string(), id));
+    }
+    diff(&mut problems, "idx_key_slots", &expect_key_slots, &slots);
+    let mut fires = BTreeSet::new();
+    for entry in read.open_table(SCHEDULE_FIRES)?.iter()? {
+        let key = entry?.0;
+        let (name, nominal, id) = key.value();
+        fires.insert((name.to_string(), nominal, id));
+    }
+    diff(&mut problems, "idx_schedule_fires", &expect_fires, &fires);
     Ok(problems)
 }
 

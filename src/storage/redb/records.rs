@@ -622,9 +622,9 @@ impl Records for RedbRecords<'_> {
         if let Some(at) = rec.due_ms() {
             self.schedule_due()?.remove((at, rec.name.as_str()))?;
         }
-        let name = rec.name.as_str();
-        self.schedule_fires()?.retain_in((name, 0, 0)..=(name, u64::MAX, u64::MAX), |_, _| false)?;
-        self.schedules()?.remove(name)?;
+        // Its fires stay indexed with their executions (which keep its name), until retention
+        // removes them.
+        self.schedules()?.remove(rec.name.as_str())?;
         Ok(())
     }
 

@@ -136,8 +136,8 @@ pub trait Records {
     /// Writes a schedule; its due index entry moves from `old`'s (`None`: it is new) to the
     /// record's (`ScheduleRecord::due_ms`).
     fn put_schedule(&mut self, rec: &ScheduleRecord, old: Option<&ScheduleRecord>) -> Result<(), StorageError>;
-    /// Removes a schedule with its index entries (the executions it started keep their
-    /// origin).
+    /// Removes a schedule with its due entry (the executions it started keep their origin,
+    /// and their entries in the fires index).
     fn remove_schedule(&mut self, rec: &ScheduleRecord) -> Result<(), StorageError>;
 
     /// A rate limit's state: the theoretical arrival time of (`function`, `key`).
