@@ -27,6 +27,12 @@
 //! seconds of the idle CPU window, default 2). `--skip-schedules` leaves them out,
 //! `--only-schedules` prints only them. `--only-workflows` and `--only-history` leave them out.
 //!
+//! Rate-limit costs (on by default; about `--rate-s` seconds, default 10): an activity limited
+//! to 20 starts per second (`rate_limit(20, "1s")`) on the real clock, a backlog of 20 × S
+//! executions (200 by default) dispatched at once and run by one pool, in a child process.
+//! `--skip-rate-limit` leaves them out, `--only-rate-limit` prints only them.
+//! `--only-workflows`, `--only-history` and `--only-schedules` leave them out.
+//!
 //! With `--json`, stdout carries exactly one JSON line per figure,
 //! `{"name":…,"value":…,"unit":…}`, and nothing else; progress and engine counters go to
 //! stderr. Without it, stdout gets a human-readable table.
@@ -79,6 +85,21 @@
 //!   the CPU time of the whole process (utime + stime of `/proc/self/stat`, 10 ms ticks) over
 //!   `--idle-s` real seconds, as a percentage of one core. The child then checks that every
 //!   schedule is listed, none fired and no execution exists.
+//! - `rate_limited_per_s`: in a fresh child process, on the system clock, one pool of 512
+//!   serving an activity with `rate_limit(20, "1s")` (it returns its input), 20 × S executions
+//!   dispatched at once (one tokio task each: dispatch, then `wait_for`). The first 20 fit the
+//!   burst and run at once; the rest are deferred to their reserved slots, one every 50 ms.
+//!   The figure is the steady part: (M − 1) ÷ (time of the last completion − time of the 21st),
+//!   M = the completions from the 21st on (completion = `wait_for` returning). Should be 20.
+//! - `rate_limited_cpu_pct`: in that child, the whole process's CPU time (utime + stime of
+//!   `/proc/self/stat`) from the 21st completion to the last, as a percentage of one core over
+//!   that wall time: the work of the 20 starts a second, with nothing polling between them.
+//! - `rate_limited_deferrals_per_task`: `stats().rate_limited` ÷ (20 × S − 20), the deferred
+//!   claims per task over the burst (1.0 when each waiting task is deferred exactly once).
+//! - `rate_limited_claims_per_completion`: claim operations (`stats().claims`, the attempts
+//!   started, plus `stats().rate_limited`, the deferred claims) ÷ completions: (2 × 20 × S − 20)
+//!   ÷ (20 × S) when each is deferred once, 1.9 for the default backlog.
+//! - `rate_limited_drain_s`: the first dispatch to the last completion (ideally S − 1 s).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -139,13 +160,16 @@ struct Args {
     schedules: bool,
     schedule_count: usize,
     idle_s: f64,
+    rate_limit: bool,
+    rate_s: f64,
 }
 
 const USAGE: &str = "usage: bench [--json] [--n N] [--samples S] [--warmup W] [--dir PATH] \
     [--workflows W] [--steps K] [--rounds R] [--wf-samples S] [--wf-warmup W] [--fanout F] [--fanout-runs R] \
     [--long-steps L] [--long-runs R] [--loop-runs N] [--evict-after DUR] [--skip-workflows | --only-workflows] \
     [--history N [--history-path PATH] [--opens K] [--count-calls C] [--unclean-opens U] [--only-history]] \
-    [--schedules N] [--idle-s S] [--skip-schedules | --only-schedules]";
+    [--schedules N] [--idle-s S] [--skip-schedules | --only-schedules] \
+    [--rate-s S] [--skip-rate-limit | --only-rate-limit]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -175,6 +199,8 @@ fn parse_args() -> anyhow::Result<Args> {
         schedules: true,
         schedule_count: 10_000,
         idle_s: 2.0,
+        rate_limit: true,
+        rate_s: 10.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -202,6 +228,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--only-workflows" => {
                 args.executions = false;
                 args.schedules = false;
+                args.rate_limit = false;
             }
             "--history" => args.history = Some(value("--history")?.parse().context("--history")?),
             "--history-path" => args.history_path = Some(PathBuf::from(value("--history-path")?)),
@@ -212,6 +239,7 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.executions = false;
                 args.workflows = false;
                 args.schedules = false;
+                args.rate_limit = false;
             }
             "--schedules" => args.schedule_count = value("--schedules")?.parse().context("--schedules")?,
             "--idle-s" => args.idle_s = value("--idle-s")?.parse().context("--idle-s")?,
@@ -220,6 +248,15 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.executions = false;
                 args.workflows = false;
                 args.schedules = true;
+                args.rate_limit = false;
+            }
+            "--rate-s" => args.rate_s = value("--rate-s")?.parse().context("--rate-s")?,
+            "--skip-rate-limit" => args.rate_limit = false,
+            "--only-rate-limit" => {
+                args.executions = false;
+                args.workflows = false;
+                args.schedules = false;
+                args.rate_limit = true;
             }
             // `cargo bench` style flags are harmless here.
             "--bench" => {}
@@ -254,10 +291,14 @@ fn parse_args() -> anyhow::Result<Args> {
     if args.schedule_count == 0 || !args.idle_s.is_finite() || args.idle_s <= 0.0 {
         bail!("--schedules and --idle-s must be above 0");
     }
-    if !args.executions && !args.workflows && !args.schedules && args.history.is_none() {
+    // At least two deferred tasks, so the steady part has an interval.
+    if !args.rate_s.is_finite() || rate_backlog(args.rate_s) < u64::from(RATE_PER) + 2 {
+        bail!("--rate-s must be at least 1.1 (a backlog of {RATE_PER} per second, beyond the burst of {RATE_PER})");
+    }
+    if !args.executions && !args.workflows && !args.schedules && !args.rate_limit && args.history.is_none() {
         bail!(
             "nothing to measure (--only-history needs --history N; --skip-workflows and --only-workflows together, \
-             or --only-schedules and --skip-schedules, leave nothing)"
+             or an --only-X and its --skip-X, leave nothing)"
         );
     }
     Ok(args)
@@ -1009,6 +1050,186 @@ async fn schedules(dir: &Path, args: &Args) -> anyhow::Result<Vec<Figure>> {
     ])
 }
 
+/// Hidden argument: the child process of the rate-limit figures (`rate_limit_child`).
+const RATE_CHILD: &str = "--rate-limit-child";
+/// The rate-limited activity of the rate-limit figures (returns its input).
+const RATED: Activity<u64, u64> = Activity::new("rated_echo");
+/// Its limit: `RATE_PER` starts per `RATE_PERIOD`, so a burst of `RATE_PER` on a fresh
+/// budget, then one start every 50 ms.
+const RATE_PER: u32 = 20;
+const RATE_PERIOD: &str = "1s";
+
+/// The backlog of the rate-limit figures: `RATE_PER` executions per second of `--rate-s`.
+fn rate_backlog(rate_s: f64) -> u64 {
+    (f64::from(RATE_PER) * rate_s).round() as u64
+}
+
+/// What the child of the rate-limit figures measured, one JSON line on its stdout.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RateRun {
+    /// Each execution's completion (its `wait_for` returning), in seconds after the first
+    /// dispatch, sorted.
+    completed_s: Vec<f64>,
+    /// The first dispatch call's start to the last one's return.
+    dispatch_s: f64,
+    /// Process CPU and wall time from the first dispatch to the last completion.
+    cpu_s: f64,
+    wall_s: f64,
+    /// The same from the first completion after the burst (the `RATE_PER + 1`-th) to the last.
+    steady_cpu_s: f64,
+    steady_wall_s: f64,
+    claims: u64,
+    rate_limited: u64,
+    completions: u64,
+    failures: u64,
+    batches: u64,
+    ops: u64,
+}
+
+/// The child of the rate-limit figures, a fresh process on the system clock: opens `path`
+/// with the rate-limited activity and one pool, dispatches `n` executions at once and waits
+/// for each, reading the process's CPU time at the first dispatch, at the first completion
+/// after the burst and at the last.
+async fn rate_limit_child(path: &Path, n: u64) -> anyhow::Result<()> {
+    const SETTLE: Duration = Duration::from_millis(200);
+    let engine = Engine::builder()
+        .path(path)
+        .activity_with(
+            RATED,
+            |x: u64| async move { Ok::<_, ActivityError>(x) },
+            stent::FunctionOptions::new().retry(RetryPolicy::none()).rate_limit(RATE_PER, RATE_PERIOD),
+        )
+        .open()?;
+    let workers = engine.serve(worker_options())?;
+    workers.wait_until_ready().await;
+    tokio::time::sleep(SETTLE).await;
+
+    let before = engine.stats();
+    let cpu_start = process_cpu_s()?;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            let id = engine.dispatch(RATED, &i).await?;
+            let dispatched_s = start.elapsed().as_secs_f64();
+            let out = engine.wait_for(RATED, id, Some(WAIT_LIMIT)).await?;
+            if out != i {
+                bail!("execution {id} returned {out}, expected {i}");
+            }
+            Ok((dispatched_s, start.elapsed().as_secs_f64()))
+        });
+    }
+    let mut completed_s = Vec::with_capacity(n as usize);
+    let mut dispatch_s = 0.0f64;
+    let mut steady = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (dispatched, done) = joined.context("a dispatcher task panicked")??;
+        dispatch_s = dispatch_s.max(dispatched);
+        completed_s.push(done);
+        if completed_s.len() == RATE_PER as usize + 1 {
+            steady = Some((process_cpu_s()?, Instant::now()));
+        }
+    }
+    let cpu_end = process_cpu_s()?;
+    let end = Instant::now();
+    let (steady_cpu, steady_start) = steady.context("the backlog is no larger than the burst")?;
+    completed_s.sort_by(f64::total_cmp);
+    let done = completed(&engine)?;
+    if done != n {
+        bail!("{done} executions completed, expected {n}");
+    }
+    // After the drain: a worker counts its completion once its commit returns, which may be
+    // after `wait_for` saw it.
+    workers.drain().await?;
+    let after = engine.stats();
+    engine.close().await?;
+    let run = RateRun {
+        completed_s,
+        dispatch_s,
+        cpu_s: cpu_end - cpu_start,
+        wall_s: (end - start).as_secs_f64(),
+        steady_cpu_s: cpu_end - steady_cpu,
+        steady_wall_s: (end - steady_start).as_secs_f64(),
+        claims: after.claims - before.claims,
+        rate_limited: after.rate_limited - before.rate_limited,
+        completions: after.completions - before.completions,
+        failures: after.failures - before.failures,
+        batches: after.batches - before.batches,
+        ops: after.ops - before.ops,
+    };
+    println!("{}", serde_json::to_string(&run)?);
+    Ok(())
+}
+
+/// The rate-limit figures: see the module documentation.
+async fn rate_limit(dir: &Path, args: &Args) -> anyhow::Result<Vec<Figure>> {
+    let n = rate_backlog(args.rate_s);
+    let path = dir.join("rate_limit.stent");
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .arg(RATE_CHILD)
+        .arg(&path)
+        .arg(n.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        bail!("the rate-limit child exited with {}", output.status);
+    }
+    let run: RateRun = serde_json::from_slice(&output.stdout).context("reading the rate-limit child's figures")?;
+    std::fs::remove_file(&path)?;
+
+    let burst = RATE_PER as usize;
+    let t = &run.completed_s;
+    let steady = &t[burst..];
+    let span = steady[steady.len() - 1] - steady[0];
+    let per_s = (steady.len() - 1) as f64 / span;
+    let gaps: Vec<f64> = steady.windows(2).map(|w| (w[1] - w[0]) * 1e3).collect();
+    let (min_gap, max_gap) = gaps.iter().fold((f64::MAX, 0.0f64), |(lo, hi), &g| (lo.min(g), hi.max(g)));
+    let deferred = n - u64::from(RATE_PER);
+    let deferrals = run.rate_limited as f64 / deferred as f64;
+    let claims_per = (run.claims + run.rate_limited) as f64 / run.completions.max(1) as f64;
+    let cpu_pct = run.steady_cpu_s / run.steady_wall_s * 100.0;
+    eprintln!(
+        "rate limit: {n} dispatched in {:.1} ms; the burst of {burst} done {:.1} ms after the first dispatch, \
+         completion {} at {:.1} ms, the last at {:.3} s",
+        run.dispatch_s * 1e3,
+        t[burst - 1] * 1e3,
+        burst + 1,
+        t[burst] * 1e3,
+        t[t.len() - 1]
+    );
+    eprintln!(
+        "rate limit: steady part {} completions over {span:.3} s = {per_s:.2}/s (limit {RATE_PER} per \
+         {RATE_PERIOD}); gaps between completions {min_gap:.1} to {max_gap:.1} ms",
+        steady.len()
+    );
+    eprintln!(
+        "rate limit: {} claims started, {} deferred ({deferred} tasks beyond the burst: {deferrals:.3} each), \
+         {} completions, {} failures: {claims_per:.3} claim operations per completion",
+        run.claims, run.rate_limited, run.completions, run.failures
+    );
+    eprintln!(
+        "rate limit: CPU {:.2} s over the steady {:.2} s = {cpu_pct:.2} % of one core ({:.2} ms per completion); \
+         {:.2} s over the whole {:.2} s = {:.2} %; {} write transactions, {} ops ({:.2} transactions per execution)",
+        run.steady_cpu_s,
+        run.steady_wall_s,
+        run.steady_cpu_s * 1e3 / (steady.len() - 1) as f64,
+        run.cpu_s,
+        run.wall_s,
+        run.cpu_s / run.wall_s * 100.0,
+        run.batches,
+        run.ops,
+        run.batches as f64 / n as f64
+    );
+    Ok(vec![
+        Figure { name: "rate_limited_per_s", value: per_s, unit: "completions/s" },
+        Figure { name: "rate_limited_cpu_pct", value: cpu_pct, unit: "%" },
+        Figure { name: "rate_limited_deferrals_per_task", value: deferrals, unit: "deferrals/task" },
+        Figure { name: "rate_limited_claims_per_completion", value: claims_per, unit: "claims/completion" },
+        Figure { name: "rate_limited_drain_s", value: run.wall_s, unit: "s" },
+    ])
+}
+
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -1087,6 +1308,11 @@ async fn main() -> anyhow::Result<()> {
             let n = next("the schedule count")?.parse()?;
             return schedules_child(&path, &empty, idle_s, n).await;
         }
+        Some(RATE_CHILD) => {
+            let path = raw.next().context("the rate-limit child needs a path")?;
+            let n = raw.next().context("the rate-limit child needs a backlog")?.parse()?;
+            return rate_limit_child(Path::new(&path), n).await;
+        }
         _ => {}
     }
     let args = parse_args()?;
@@ -1149,6 +1375,13 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("schedules: {} idle schedules, {} opens, {} s idle", args.schedule_count, args.opens, args.idle_s);
         figures.extend(schedules(dir.path(), &args).await?);
     }
+    if args.rate_limit {
+        eprintln!(
+            "rate limit: {} executions of an activity limited to {RATE_PER} per {RATE_PERIOD}, system clock",
+            rate_backlog(args.rate_s)
+        );
+        figures.extend(rate_limit(dir.path(), &args).await?);
+    }
     if let Some(n) = args.history {
         eprintln!("history: {n} finished executions");
         figures.extend(history(dir.path(), &args, n).await?);
@@ -1164,7 +1397,7 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::Value::from(f.unit)
             );
         } else {
-            println!("{:<32} {:>14.1} {}", f.name, value, f.unit);
+            println!("{:<36} {:>14.1} {}", f.name, value, f.unit);
         }
     }
     if let Some((executions, redb_commit, redb_batch)) = baselines {
