@@ -33,7 +33,7 @@ pub use redb;
 pub use api::{
     Activity, ActivityError, AttemptRecord, CatchUp, CleanupParts, CleanupReport, DeadLetter, DeadLetterId,
     DurationArg, ErrorKind, ExecutionFilter, ExecutionId, ExecutionInfo, ExecutionState, FunctionHandle,
-    FunctionOptions, Overlap, Page, RetryPolicy, RunInfo, RunningTask, Schedule, ScheduleFire, ScheduleInfo,
+    FunctionOptions, KeyUsage, Overlap, Page, RetryPolicy, RunInfo, RunningTask, Schedule, ScheduleFire, ScheduleInfo,
     ScheduleSpec, ScheduledBy, StepInfo, TaskId, TaskInfo, TaskState, UnservedWork, VerifyOnOpen, WorkerOptions,
     WorkerStatus, Workflow, CATCH_UP_ALL_MAX_DEFAULT, MISFIRE_GRACE, PROGRESS_LINES_MAX,
 };

@@ -451,3 +451,34 @@ async fn an_unknown_schedule_exits_1_with_one_clear_line_and_changes_nothing() {
     assert_eq!(stent(&db, &["schedule"]).status.code(), Some(2));
     assert_eq!(stent(&db, &["schedule", "show"]).status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_shows_the_schedules_and_the_concurrency_keys_in_use() {
+    const SYNC: Workflow<u32, u32> = Workflow::new("sync");
+    let dir = tempfile::tempdir().unwrap();
+    let db = scheduled(dir.path()).await;
+    let engine = Engine::builder()
+        .path(&db)
+        .clock(ManualClock::new(START_MS))
+        .workflow(REPORT, report)
+        .workflow_with(
+            SYNC,
+            |ctx: Ctx, n: u32| async move { Ok(n + ctx.wait_for_signal::<u32>("go").await?) },
+            stent::FunctionOptions::new().max_concurrent_per_key(1),
+        )
+        .open()
+        .unwrap();
+    let pool = engine.serve(stent::WorkerOptions::default()).unwrap();
+    let id = engine.dispatch(SYNC, &1).concurrency_key("customer-7").await.unwrap();
+    let waiting = || engine.steps(id).unwrap().iter().any(|s| s.outcome == "waiting");
+    stent::testing::wait_until(Duration::from_secs(20), "the workflow waits", waiting).await;
+    pool.drain().await.unwrap();
+    engine.close().await.unwrap();
+    let stats = json(&stent(&db, &["stats", "--json"]));
+    assert_eq!(stats["concurrency_keys"], serde_json::json!([{"function": "sync", "key": "customer-7", "running": 1}]));
+    assert_eq!(stats["schedules"]["count"], 1);
+    assert_eq!(stats["schedules"]["paused"], 0);
+    assert_eq!(ms_of(&stats["schedules"]["next_fire_at"]), START_MS + 9 * 3_600_000);
+    let human = text(&stent(&db, &["stats"]));
+    assert!(human.contains("key sync/customer-7") && human.contains("1 running"), "{human}");
+}

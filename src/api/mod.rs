@@ -15,7 +15,7 @@ pub use function_options::FunctionOptions;
 pub use retry::RetryPolicy;
 pub(crate) use schedule::{jittered, FireTimes};
 pub use schedule::{
-    CatchUp, Overlap, Schedule, ScheduleFire, ScheduleInfo, ScheduleSpec, ScheduledBy, CATCH_UP_ALL_MAX_DEFAULT,
-    MISFIRE_GRACE,
+    CatchUp, KeyUsage, Overlap, Schedule, ScheduleFire, ScheduleInfo, ScheduleSpec, ScheduledBy,
+    CATCH_UP_ALL_MAX_DEFAULT, MISFIRE_GRACE,
 };
 pub use types::*;

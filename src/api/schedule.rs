@@ -295,6 +295,15 @@ pub struct ScheduleFire {
     pub execution: ExecutionId,
 }
 
+/// A concurrency key in use (`Engine::concurrency_keys`): how many executions of `function`
+/// dispatched with `key` are running now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyUsage {
+    pub function: String,
+    pub key: String,
+    pub running: u64,
+}
+
 /// Which schedule started an execution, and for which nominal time (`ExecutionInfo::schedule`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduledBy {

@@ -220,6 +220,13 @@ impl Engine {
         Ok(self.inner.store()?.count_by_state()?)
     }
 
+    /// The concurrency keys in use now, by function and key, with their running executions
+    /// (`FunctionOptions::max_concurrent_per_key`).
+    pub fn concurrency_keys(&self) -> Result<Vec<crate::api::KeyUsage>> {
+        let slots = self.inner.store()?.key_slots()?;
+        Ok(slots.into_iter().map(|(function, key, running)| crate::api::KeyUsage { function, key, running }).collect())
+    }
+
     /// Tasks due now and waiting for a worker in `queue`.
     pub fn queue_depth(&self, queue: &str) -> Result<u64> {
         Ok(self.inner.store()?.queue_depth(queue)?)

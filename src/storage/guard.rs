@@ -101,6 +101,9 @@ impl<S: Store> Store for Guarded<S> {
     fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<(u64, u64)>, StorageError> {
         unpanic("reading a schedule's fires", || self.0.schedule_fires(name, limit))
     }
+    fn key_slots(&self) -> Result<Vec<(String, String, u64)>, StorageError> {
+        unpanic("reading the concurrency keys", || self.0.key_slots())
+    }
     fn heartbeat(&self, execution_id: u64, task_id: u64) -> Result<Option<Vec<u8>>, StorageError> {
         unpanic("reading a heartbeat", || self.0.heartbeat(execution_id, task_id))
     }

@@ -52,6 +52,8 @@ pub trait Store: Send + Sync + 'static {
     /// The latest `limit` executions schedule `name` started, (nominal time, execution id),
     /// oldest first.
     fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<(u64, u64)>, StorageError>;
+    /// The concurrency keys in use: (function, key, running executions), by function and key.
+    fn key_slots(&self) -> Result<Vec<(String, String, u64)>, StorageError>;
     /// The backend itself, for what only it offers (the redb backend: `Engine::read` and
     /// `Ctx::local`, see `storage::redb::as_redb`).
     fn as_any(&self) -> &dyn std::any::Any;

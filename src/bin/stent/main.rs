@@ -523,10 +523,14 @@ async fn stats(mut target: Target, queues: &[String], json: bool) -> Outcome {
         for q in queues {
             depths.insert(q.clone(), json!(target.queue_depth(q).await?));
         }
-        Ok((counts, dead_letters, running, depths))
+        let keys = target.concurrency_keys().await?;
+        let schedules = target.schedules().await?;
+        Ok((counts, dead_letters, running, depths, keys, schedules))
     }
     .await;
-    let (counts, dead_letters, running, depths) = target.finish(read).await?;
+    let (counts, dead_letters, running, depths, keys, schedules) = target.finish(read).await?;
+    let paused = schedules.iter().filter(|s| s.paused).count();
+    let next_fire = schedules.iter().filter_map(|s| s.next_fire_ms).min();
     let executions: serde_json::Map<String, Value> = ExecutionState::ALL
         .iter()
         .map(|s| (s.as_str().to_string(), json!(counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n))))
@@ -537,6 +541,8 @@ async fn stats(mut target: Target, queues: &[String], json: bool) -> Outcome {
             "dead_letters": dead_letters,
             "queues": depths,
             "running_tasks": running.iter().map(views::running_task).collect::<Vec<_>>(),
+            "concurrency_keys": keys.iter().map(|k| json!({"function": k.function, "key": k.key, "running": k.running})).collect::<Vec<_>>(),
+            "schedules": {"count": schedules.len(), "paused": paused, "next_fire_at": next_fire.map(views::time)},
         });
         println!("{value}");
         return Ok(());
@@ -547,6 +553,13 @@ async fn stats(mut target: Target, queues: &[String], json: bool) -> Outcome {
     println!("dead letters   {dead_letters}");
     for (q, d) in &depths {
         println!("queue {q:<8} {d} ready");
+    }
+    match next_fire {
+        Some(t) => println!("schedules      {} ({paused} paused), next fire {}", schedules.len(), views::time(t)),
+        None => println!("schedules      {} ({paused} paused)", schedules.len()),
+    }
+    for k in &keys {
+        println!("key {}/{:<12} {} running", k.function, k.key, k.running);
     }
     println!("running tasks  {}", running.len());
     for t in &running {

@@ -272,6 +272,14 @@ impl Target {
     }
 
     /// Every schedule, by name.
+    pub(crate) async fn concurrency_keys(&mut self) -> stent::Result<Vec<stent::KeyUsage>> {
+        match self {
+            Target::Local(e) => e.concurrency_keys(),
+            #[cfg(unix)]
+            Target::Remote(c) => c.call(Request::ConcurrencyKeys).await,
+        }
+    }
+
     pub(crate) async fn schedules(&mut self) -> stent::Result<Vec<ScheduleInfo>> {
         match self {
             Target::Local(e) => e.schedules().list(),

@@ -85,6 +85,8 @@ pub enum Request {
     Export {
         path: std::path::PathBuf,
     },
+    /// The concurrency keys in use (`Engine::concurrency_keys`).
+    ConcurrencyKeys,
     /// Every schedule, by name (`Schedules::list`).
     Schedules,
     /// One schedule, `null` when there is none of that name (`Schedules::get`).

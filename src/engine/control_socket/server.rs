@@ -237,6 +237,7 @@ async fn handle(engine: &Engine, request: Request) -> Result<serde_json::Value> 
         }),
         Request::Export { path } => value(engine.export(&path).await?),
         Request::Schedules => blocking(engine, |e| e.schedules().list()).await,
+        Request::ConcurrencyKeys => blocking(engine, |e| e.concurrency_keys()).await,
         Request::Schedule { name } => blocking(engine, move |e| e.schedules().get(&name)).await,
         Request::ScheduleFires { name, limit } => {
             blocking(engine, move |e| e.schedules().fires(&name, limit as usize)).await

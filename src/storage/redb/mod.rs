@@ -303,6 +303,9 @@ impl Store for RedbStore {
     fn schedule_fires(&self, name: &str, limit: usize) -> Result<Vec<(u64, u64)>, StorageError> {
         self.read_schedule_fires(name, limit)
     }
+    fn key_slots(&self) -> Result<Vec<(String, String, u64)>, StorageError> {
+        self.read_key_slots()
+    }
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

@@ -1,4 +1,5 @@
-//! The read side of schedules in the redb backend, and the timers recovery sets for them.
+//! The read side of schedules and concurrency keys in the redb backend, and the timers
+//! recovery sets for schedules.
 
 use ::redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
@@ -40,6 +41,21 @@ impl RedbStore {
             out.push((nominal, id));
         }
         out.reverse();
+        Ok(out)
+    }
+
+    /// The concurrency keys in use, with how many running executions hold each.
+    pub(super) fn read_key_slots(&self) -> Result<Vec<(String, String, u64)>, StorageError> {
+        let read = self.db.begin_read()?;
+        let mut out: Vec<(String, String, u64)> = Vec::new();
+        for entry in read.open_table(KEY_SLOTS)?.iter()? {
+            let key = entry?.0;
+            let (function, k, _) = key.value();
+            match out.last_mut() {
+                Some((f, last, n)) if f == function && last == k => *n += 1,
+                _ => out.push((function.to_string(), k.to_string(), 1)),
+            }
+        }
         Ok(out)
     }
 
