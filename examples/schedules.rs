@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use chrono::{DateTime, SecondsFormat};
+use jiff::Timestamp;
 use stent::{CatchUp, Ctx, Engine, ManualClock, Schedule, ScheduleSpec, WorkerOptions, Workflow};
 
 const TICK: Workflow<(), ()> = Workflow::new("tick");
@@ -43,8 +43,8 @@ struct Args {
 }
 
 fn ms(rfc3339: &str) -> anyhow::Result<u64> {
-    let t = DateTime::parse_from_rfc3339(rfc3339).with_context(|| format!("{rfc3339:?} is not RFC 3339"))?;
-    u64::try_from(t.timestamp_millis()).with_context(|| format!("{rfc3339} is before 1970"))
+    let t: Timestamp = rfc3339.parse().with_context(|| format!("{rfc3339:?} is not RFC 3339"))?;
+    u64::try_from(t.as_millisecond()).with_context(|| format!("{rfc3339} is before 1970"))
 }
 
 fn parse() -> anyhow::Result<Args> {
@@ -121,8 +121,9 @@ async fn main() -> anyhow::Result<()> {
         run(&engine, &clock, args.end_ms, true).await?;
     }
     for fire in engine.schedules().fires(NAME, usize::MAX)? {
-        let at = DateTime::from_timestamp_millis(i64::try_from(fire.fire_time_ms)?).context("a fire time in range")?;
-        let line = Line { fire_time: at.to_rfc3339_opts(SecondsFormat::AutoSi, true), execution: fire.execution.0 };
+        let at = Timestamp::from_millisecond(i64::try_from(fire.fire_time_ms)?).context("a fire time in range")?;
+        // RFC 3339 in UTC: `2026-03-23T08:00:00Z` (fractions of a second only when there are).
+        let line = Line { fire_time: at.to_string(), execution: fire.execution.0 };
         println!("{}", serde_json::to_string(&line)?);
     }
     pool.drain().await?;

@@ -8,7 +8,7 @@
 
 mod support;
 
-use chrono::{DateTime, SecondsFormat};
+use jiff::Timestamp;
 use stent::testing::{run_until_idle, ManualClock, MemoryDisk};
 use stent::{CatchUp, Ctx, Engine, Error, ExecutionState, Overlap, Schedule, ScheduleSpec, Workflow};
 use support::LIMIT;
@@ -18,11 +18,11 @@ const QUICK: Workflow<(), ()> = Workflow::new("quick");
 const SLOW: Workflow<(), ()> = Workflow::new("slow");
 
 fn ms(rfc3339: &str) -> u64 {
-    DateTime::parse_from_rfc3339(rfc3339).expect("RFC 3339").timestamp_millis() as u64
+    rfc3339.parse::<Timestamp>().expect("RFC 3339").as_millisecond() as u64
 }
 
 fn utc(ms: u64) -> String {
-    DateTime::from_timestamp_millis(ms as i64).expect("in range").to_rfc3339_opts(SecondsFormat::Secs, true)
+    Timestamp::from_millisecond(ms as i64).expect("in range").to_string()
 }
 
 fn open(disk: &MemoryDisk, clock: &ManualClock, schedules: Vec<Schedule>) -> Engine {

@@ -18,10 +18,10 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, Zoned};
 use serde::{Deserialize, Serialize};
 
 use super::{DurationArg, ExecutionId, FunctionHandle};
@@ -73,7 +73,7 @@ impl fmt::Display for ScheduleSpec {
 
 /// A spec compiled: the nominal fire times it names, as milliseconds since the epoch.
 pub(crate) enum FireTimes {
-    Cron(Box<Cron>, Tz),
+    Cron(Box<Cron>, TimeZone),
     Every(u64),
 }
 
@@ -82,7 +82,7 @@ impl FireTimes {
     pub(crate) fn compile(spec: &ScheduleSpec) -> std::result::Result<FireTimes, String> {
         match spec {
             ScheduleSpec::Cron { expr, tz } => {
-                let zone: Tz = tz.parse().map_err(|_| format!("unknown time zone {tz:?}"))?;
+                let zone = TimeZone::get(tz).map_err(|_| format!("unknown time zone {tz:?}"))?;
                 let cron = CronParser::builder()
                     .seconds(Seconds::Optional)
                     .year(Year::Disallowed)
@@ -104,7 +104,7 @@ impl FireTimes {
             FireTimes::Cron(cron, zone) => {
                 let from = zoned(zone, t_ms.div_euclid(1_000))?;
                 let next = cron.find_next_occurrence(&from, false).ok()?;
-                u64::try_from(next.timestamp_millis()).ok()
+                u64::try_from(next.timestamp().as_millisecond()).ok()
             }
             FireTimes::Every(p) => (t_ms / p).checked_add(1)?.checked_mul(*p),
         }
@@ -116,7 +116,7 @@ impl FireTimes {
             FireTimes::Cron(cron, zone) => {
                 let from = zoned(zone, t_ms.div_euclid(1_000))?;
                 let prev = cron.find_previous_occurrence(&from, true).ok()?;
-                u64::try_from(prev.timestamp_millis()).ok()
+                u64::try_from(prev.timestamp().as_millisecond()).ok()
             }
             FireTimes::Every(p) => Some(t_ms / p * p),
         }
@@ -128,9 +128,8 @@ impl FireTimes {
     }
 }
 
-fn zoned(zone: &Tz, secs: u64) -> Option<DateTime<Tz>> {
-    let utc: DateTime<Utc> = DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
-    Some(zone.from_utc_datetime(&utc.naive_utc()))
+fn zoned(zone: &TimeZone, secs: u64) -> Option<Zoned> {
+    Some(Timestamp::from_second(i64::try_from(secs).ok()?).ok()?.to_zoned(zone.clone()))
 }
 
 /// The moment a fire of nominal time `nominal_ms` is started, `jitter_ms` at most after it: the
@@ -318,7 +317,7 @@ mod tests {
     use super::*;
 
     fn ms(rfc3339: &str) -> u64 {
-        DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis() as u64
+        rfc3339.parse::<Timestamp>().unwrap().as_millisecond() as u64
     }
 
     fn walk(spec: &ScheduleSpec, from: &str, n: usize) -> Vec<String> {
@@ -327,9 +326,7 @@ mod tests {
         let mut out = Vec::new();
         for _ in 0..n {
             t = times.next_after(t).unwrap();
-            out.push(
-                DateTime::from_timestamp_millis(t as i64).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            );
+            out.push(Timestamp::from_millisecond(t as i64).unwrap().to_string());
         }
         out
     }

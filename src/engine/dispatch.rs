@@ -168,7 +168,7 @@ impl<F: FunctionHandle> DispatchBuilder<'_, F> {
             version: function.version,
             schedule: None,
             keys: ExecutionKeys { concurrency: self.concurrency_key, rate: self.rate_key, flow: None },
-            flow,
+            flow: flow.map(Box::new),
         };
         let op = match (signal, new.idempotency_key.clone()) {
             // A cached result would finish the execution before the signal could be taken.

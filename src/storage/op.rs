@@ -29,11 +29,12 @@ pub struct NewExecution {
     /// (saves a commit on the path from dispatch to completion). Ignored for delayed tasks.
     pub claim: Option<EagerClaim>,
     /// The schedule fire that starts it (set only by a schedule's own transition).
-    pub schedule: Option<ScheduleOrigin>,
+    /// (Boxed, as `flow`: rare, and every op in flight carries the space.)
+    pub schedule: Option<Box<ScheduleOrigin>>,
     /// Its flow-control keys (concurrency, rate; the flow key is set by `flow`).
     pub keys: ExecutionKeys,
     /// Debounce or throttle: a dispatch that may fold into an earlier one.
-    pub flow: Option<Flow>,
+    pub flow: Option<Box<Flow>>,
 }
 
 /// How a dispatch folds into an earlier one with the same key.

@@ -95,7 +95,7 @@ impl<R: Records> Batch<'_, R> {
             version: new.version,
             run: 1,
             cancel_requested_ms: None,
-            schedule: new.schedule.clone(),
+            schedule: new.schedule.as_deref().cloned(),
             keys: new.keys.clone(),
         };
         self.r.put_execution(&exec, None)?;

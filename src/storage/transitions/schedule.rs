@@ -188,7 +188,7 @@ impl<R: Records> Batch<'_, R> {
             cache: t.cache,
             version: t.version,
             claim: None,
-            schedule: Some(ScheduleOrigin { name: rec.name.clone(), nominal_ms: nominal, triggered }),
+            schedule: Some(Box::new(ScheduleOrigin { name: rec.name.clone(), nominal_ms: nominal, triggered })),
             keys: ExecutionKeys::default(),
             flow: None,
         };
