@@ -1,6 +1,9 @@
 //! [`Records`] over the tables of one redb write transaction. The only code that writes an
 //! `idx_*` table or `exec_counts`: each index entry is moved here, by the put or remove of the
-//! record it is derived from (`storage/index.rs`), in the same transaction.
+//! record it is derived from (`storage/index.rs`), in the same transaction. `lazy.rs`: the tables
+//! few batches touch, opened on first use, and the concurrency-key slots.
+
+mod lazy;
 
 use ::redb::{ReadableTable, ReadableTableMetadata, Table};
 
@@ -118,75 +121,6 @@ impl<'t> RedbRecords<'t> {
         self.meta.insert("next_execution_id", ids.next_execution)?;
         self.meta.insert("next_task_id", ids.next_task)?;
         self.meta.insert("next_dead_letter_id", ids.next_dead_letter)?;
-        Ok(())
-    }
-
-    fn runs(&mut self) -> Result<&mut Table<'t, (u64, u32), &'static [u8]>, StorageError> {
-        match &mut self.runs {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(RUNS)?)),
-        }
-    }
-
-    fn run_steps(&mut self) -> Result<&mut RunStepsTable<'t>, StorageError> {
-        match &mut self.run_steps {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(RUN_STEPS)?)),
-        }
-    }
-
-    fn schedules(&mut self) -> Result<&mut Table<'t, &'static str, &'static [u8]>, StorageError> {
-        match &mut self.schedules {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(SCHEDULES)?)),
-        }
-    }
-
-    fn schedule_due(&mut self) -> Result<&mut Table<'t, (u64, &'static str), ()>, StorageError> {
-        match &mut self.schedule_due {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(SCHEDULE_DUE)?)),
-        }
-    }
-
-    fn schedule_fires(&mut self) -> Result<&mut Table<'t, (&'static str, u64, u64), ()>, StorageError> {
-        match &mut self.schedule_fires {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(SCHEDULE_FIRES)?)),
-        }
-    }
-
-    fn rate_table(&mut self) -> Result<&mut Table<'t, (&'static str, &'static str), u64>, StorageError> {
-        match &mut self.rate_state {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(RATE_STATE)?)),
-        }
-    }
-
-    fn key_slots(&mut self) -> Result<&mut Table<'t, (&'static str, &'static str, u64), ()>, StorageError> {
-        match &mut self.key_slots {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(KEY_SLOTS)?)),
-        }
-    }
-
-    fn flow_table(&mut self) -> Result<&mut Table<'t, &'static str, (u64, u64)>, StorageError> {
-        match &mut self.flow_keys {
-            Some(table) => Ok(table),
-            none => Ok(none.insert(self.txn.open_table(FLOW_KEYS)?)),
-        }
-    }
-
-    /// Moves the execution's concurrency-key slot with its state: held while it runs.
-    fn move_key_slot(&mut self, exec: &ExecutionRecord, was_running: bool) -> Result<(), StorageError> {
-        let Some(key) = &exec.keys.concurrency else { return Ok(()) };
-        let running = exec.state == ExecutionState::Running;
-        let entry = (exec.function.as_str(), key.as_str(), exec.id);
-        match (was_running, running) {
-            (false, true) => drop(self.key_slots()?.insert(entry, ())?),
-            (true, false) => drop(self.key_slots()?.remove(entry)?),
-            _ => {}
-        }
         Ok(())
     }
 
