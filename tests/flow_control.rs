@@ -260,3 +260,28 @@ async fn bad_limits_are_refused_at_open() {
         .open();
     assert!(matches!(opened, Err(stent::Error::Config(ref m)) if m.contains("rate_limit")), "{:?}", opened.err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_the_budgets_that_are_full_again_and_nothing_else_changes() {
+    let (disk, clock) = (MemoryDisk::new(), ManualClock::new(T0));
+    let engine = open_with(&disk, &clock, FunctionOptions::new().rate_limit_per_key(1, "1m"));
+    let _pool = engine.serve(support::options("w")).unwrap();
+    for key in ["ada", "bob", "cy"] {
+        engine.dispatch(ECHO, &key.to_string()).rate_key(key).await.unwrap();
+    }
+    run_until_idle(&engine, LIMIT).await.unwrap();
+    // Each key spent its one start a minute: its budget is full again at T0 + 60 s.
+    at(&engine, &clock, T0 + 30_000).await;
+    assert_eq!(engine.cleanup("1d").await.unwrap().rate_budgets, 0, "not full yet: kept");
+    let late = engine.dispatch(ECHO, &"ada again".to_string()).rate_key("ada").await.unwrap();
+    run_until_idle(&engine, LIMIT).await.unwrap();
+    assert_eq!(support::state(&engine, late), ExecutionState::Pending, "ada's budget still holds it");
+    at(&engine, &clock, T0 + 120_001).await;
+    assert_eq!(support::state(&engine, late), ExecutionState::Completed);
+    let report = engine.cleanup("1d").await.unwrap();
+    assert_eq!(report.rate_budgets, 3, "{report:?}");
+    // A key whose budget went runs at once, as it would have with the budget kept.
+    let again = engine.dispatch(ECHO, &"bob again".to_string()).rate_key("bob").await.unwrap();
+    assert_eq!(support::finished(&engine, ECHO, again).await.unwrap(), "bob again");
+    support::assert_consistent(&engine);
+}

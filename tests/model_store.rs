@@ -509,7 +509,12 @@ impl Model {
             self.tasks.remove(&e.task);
             self.keys.retain(|_, exec| exec != id);
         }
-        CleanupReport { executions: execs.len() as u64, dead_letters: letters.len() as u64, cache_entries: 0 }
+        CleanupReport {
+            executions: execs.len() as u64,
+            dead_letters: letters.len() as u64,
+            cache_entries: 0,
+            rate_budgets: 0,
+        }
     }
 
     fn plan(&mut self, cmd: &Cmd) -> Planned {
@@ -1646,7 +1651,7 @@ fn a_cleanup_op_never_removes_more_than_its_budget<F: StoreFactory>() {
     }
     let later = now + 10;
     let total = cleanup_all(&store, later, later, 2);
-    assert_eq!(total, CleanupReport { executions: 9, dead_letters: 3, cache_entries: 3 });
+    assert_eq!(total, CleanupReport { executions: 9, dead_letters: 3, cache_entries: 3, rate_budgets: 0 });
     assert!(store.check().expect("check").is_empty());
     assert_eq!(store.count_by_state().expect("counts").iter().map(|(_, n)| n).sum::<u64>(), 0);
 }

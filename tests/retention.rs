@@ -124,7 +124,7 @@ async fn cleanup_removes_what_ended_before_the_period_with_all_its_records() -> 
 
     // The cached square of 3 expired too, but the recent order's own result, cached later,
     // already pushed it out (see `expired_cache_entries_are_removed`).
-    let expect = CleanupReport { executions: 2, dead_letters: 1, cache_entries: 0 };
+    let expect = CleanupReport { executions: 2, dead_letters: 1, cache_entries: 0, rate_budgets: 0 };
     assert_eq!(engine.cleanup_preview("1d")?, expect, "the preview counts what cleanup removes");
     assert_eq!(engine.cleanup_preview("1d")?, expect, "and removes nothing");
     assert_eq!(engine.cleanup("1d").await?, expect);
@@ -171,7 +171,7 @@ async fn expired_cache_entries_are_removed() -> anyhow::Result<()> {
     assert_eq!(engine.cleanup("1d").await?, CleanupReport::default(), "fresh: kept");
 
     clock.advance(Duration::from_secs(2 * 3_600)); // Past the 1 h TTL, within the 1 day period.
-    let expect = CleanupReport { executions: 0, dead_letters: 0, cache_entries: 1 };
+    let expect = CleanupReport { executions: 0, dead_letters: 0, cache_entries: 1, rate_budgets: 0 };
     assert_eq!(engine.cleanup_preview("1d")?, expect);
     assert_eq!(engine.cleanup("1d").await?, expect);
     assert_eq!(state(&engine, id), ExecutionState::Completed);

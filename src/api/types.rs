@@ -350,6 +350,10 @@ pub struct CleanupReport {
     pub dead_letters: u64,
     /// Expired entries of the function result cache.
     pub cache_entries: u64,
+    /// Rate-limit budgets (with `cache`) that are full again, so holding them changes nothing:
+    /// a per-key limit keeps one per key it has seen until then.
+    #[serde(default)]
+    pub rate_budgets: u64,
 }
 
 impl std::ops::AddAssign for CleanupReport {
@@ -357,6 +361,7 @@ impl std::ops::AddAssign for CleanupReport {
         self.executions += other.executions;
         self.dead_letters += other.dead_letters;
         self.cache_entries += other.cache_entries;
+        self.rate_budgets += other.rate_budgets;
     }
 }
 

@@ -47,6 +47,7 @@ impl Engine {
             executions: if parts.executions { all.executions } else { 0 },
             dead_letters: if parts.dead_letters || parts.executions { all.dead_letters } else { 0 },
             cache_entries: if parts.cache { all.cache_entries } else { 0 },
+            rate_budgets: if parts.cache { all.rate_budgets } else { 0 },
         })
     }
 }

@@ -183,6 +183,10 @@ impl RedbStore {
                 .range((0, "", 0, &[][..])..(now_ms, "", 0, &[][..]))?
                 .count() as u64,
             executions: 0,
+            rate_budgets: read
+                .open_table(RATE_STATE)?
+                .iter()?
+                .try_fold(0u64, |n, e| Ok::<_, StorageError>(n + u64::from(e?.1.value() <= now_ms)))?,
         };
         let executions = read.open_table(EXECUTIONS)?;
         for state in TERMINAL_STATES {

@@ -143,6 +143,8 @@ pub trait Records {
     /// A rate limit's state: the theoretical arrival time of (`function`, `key`).
     fn rate_tat(&mut self, function: &str, key: &str) -> Result<Option<u64>, StorageError>;
     fn put_rate_tat(&mut self, function: &str, key: &str, tat_ms: u64) -> Result<(), StorageError>;
+    /// Removes up to `limit` rate budgets whose time is at or before `now_ms`; how many.
+    fn prune_rate_budgets(&mut self, now_ms: u64, limit: usize) -> Result<u64, StorageError>;
     /// How many running executions of `function` hold a slot of concurrency key `key`
     /// (counted up to `at_most`). The slots move with `put_execution`.
     fn key_slots_held(&mut self, function: &str, key: &str, at_most: u64) -> Result<u64, StorageError>;

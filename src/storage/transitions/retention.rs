@@ -62,6 +62,11 @@ impl<R: Records> Batch<'_, R> {
                     self.remove_cache_entries(&victims)?;
                     removed.cache_entries += victims.len() as u64;
                     left -= victims.len();
+                    // A budget whose theoretical arrival time has passed is a full one: the
+                    // same as none (`flow.rs`), so removing it changes no claim.
+                    let full = self.r.prune_rate_budgets(self.now, left)?;
+                    removed.rate_budgets += full;
+                    left -= full as usize;
                     if left == 0 {
                         return Ok(Ok(OpOutput::Cleaned { removed, next: Some(at) }));
                     }

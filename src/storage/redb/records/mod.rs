@@ -571,6 +571,27 @@ impl Records for RedbRecords<'_> {
         Ok(())
     }
 
+    fn prune_rate_budgets(&mut self, now_ms: u64, limit: usize) -> Result<u64, StorageError> {
+        let mut full = Vec::new();
+        if limit == 0 {
+            return Ok(0);
+        }
+        for entry in self.rate_table()?.iter()? {
+            let (k, v) = entry?;
+            if v.value() <= now_ms {
+                let (function, key) = k.value();
+                full.push((function.to_string(), key.to_string()));
+                if full.len() >= limit {
+                    break;
+                }
+            }
+        }
+        for (function, key) in &full {
+            self.rate_table()?.remove((function.as_str(), key.as_str()))?;
+        }
+        Ok(full.len() as u64)
+    }
+
     fn key_slots_held(&mut self, function: &str, key: &str, at_most: u64) -> Result<u64, StorageError> {
         let range = (function, key, 0)..=(function, key, u64::MAX);
         let mut n = 0;
