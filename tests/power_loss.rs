@@ -66,7 +66,7 @@ use stent::{
     WorkerOptions, Workflow,
 };
 use support::power_loss_disk::{Image, PowerLossDisk};
-use support::LIMIT;
+use support::settle;
 
 const ORDER: Workflow<u32, String> = Workflow::new("order");
 const RESERVE: Workflow<u32, String> = Workflow::new("reserve");
@@ -261,24 +261,6 @@ struct Facts {
 
 /// Why the driver stopped early (the disk failed under it, or something was wrong).
 type Stop = String;
-
-/// Waits until the engine is idle; stops at once if it is poisoned (a commit failed), so a
-/// driver on a dead disk does not wait out the limit.
-async fn settle(engine: &Engine) -> Result<(), Stop> {
-    let start = Instant::now();
-    loop {
-        if let Some(reason) = engine.poisoned() {
-            return Err(format!("poisoned: {reason}"));
-        }
-        if engine.is_idle().map_err(|e| e.to_string())? {
-            return Ok(());
-        }
-        if start.elapsed() > LIMIT {
-            return Err(format!("the engine is still busy after {LIMIT:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 async fn dispatch(engine: &Engine, kind: Kind) -> stent::Result<ExecutionId> {
     let key = kind.key();

@@ -17,11 +17,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use stent::testing::ManualClock;
 use stent::{Activity, ActivityError, CatchUp, Ctx, Engine, ExecutionState, Overlap, Schedule, ScheduleSpec, Workflow};
 use support::power_loss_disk::{Image, PowerLossDisk};
+use support::settle;
 
 const TICK: Workflow<(), ()> = Workflow::new("tick");
 const REPORT: Workflow<(), u32> = Workflow::new("report");
@@ -29,7 +29,6 @@ const STEP: Activity<(), u32> = Activity::new("step");
 
 const START_MS: u64 = 1_780_000_000_000 / 3_600_000 * 3_600_000;
 const HOURS: u64 = 6;
-const LIMIT: Duration = Duration::from_secs(20);
 /// redb's creation of the file (see tests/power_loss.rs).
 const CREATION_SYNCS: u64 = 2;
 
@@ -63,23 +62,6 @@ fn seen(engine: &Engine) -> stent::Result<Seen> {
         }
     }
     Ok(out)
-}
-
-/// Waits until idle; stops at once if the engine is poisoned (its disk died).
-async fn settle(engine: &Engine) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        if let Some(reason) = engine.poisoned() {
-            return Err(format!("poisoned: {reason}"));
-        }
-        if engine.is_idle().map_err(|e| e.to_string())? {
-            return Ok(());
-        }
-        if start.elapsed() > LIMIT {
-            return Err(format!("still busy after {LIMIT:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// Moves the clock from fire to fire to the end, recording the fires seen whenever idle.

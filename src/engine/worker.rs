@@ -257,7 +257,8 @@ async fn run_attempt(
     let worker = pool.options.worker_id.clone();
     let claim =
         inner.submit(Op::Claim { task_id, worker, lease_ms, version: function.version, limits: function.limits }).await;
-    let woken = lock(&inner.key_woken).remove(&task_id);
+    // Only a function with a per-key limit has tasks woken for a freed slot.
+    let woken = if function.limits.key_max > 0 { lock(&inner.key_woken).remove(&task_id) } else { None };
     match (&claim, woken) {
         (Ok(OpOutput::Claimed(_) | OpOutput::KeyBusy), _) | (_, None) => {}
         // Woken for a freed slot, but it will not take it (cancelled meanwhile, say): the

@@ -39,6 +39,24 @@ pub async fn until(counter: &AtomicU64, at_least: u64, what: &str) {
     wait_until(LIMIT, what, || counter.load(Ordering::SeqCst) >= at_least).await;
 }
 
+/// Waits until the engine is idle; stops at once if it is poisoned (a commit failed), so a
+/// driver on a dead disk does not wait out the limit.
+pub async fn settle(engine: &Engine) -> Result<(), String> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(reason) = engine.poisoned() {
+            return Err(format!("poisoned: {reason}"));
+        }
+        if engine.is_idle().map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        if start.elapsed() > LIMIT {
+            return Err(format!("the engine is still busy after {LIMIT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 pub fn assert_consistent(engine: &Engine) {
     let problems = engine.check().expect("check");
     assert!(problems.is_empty(), "store inconsistent: {problems:#?}");
